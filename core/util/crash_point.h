@@ -1,0 +1,11 @@
+// Named crash points for tests of atomicity: when the environment variable LF_CRASH_AT names
+// this point (optionally "NAME:K" for its K-th hit, counting from 1), the process dies at once
+// with SIGKILL, as a power cut or an OOM kill would. Costs one getenv per call otherwise.
+#pragma once
+
+namespace lf {
+
+// Call at a point where a crash must leave durable state consistent.
+void crash_point(const char* name);
+
+}  // namespace lf

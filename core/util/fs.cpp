@@ -1,0 +1,88 @@
+// Durable file operations (see fs.h).
+#include "core/util/fs.h"
+
+#include <fcntl.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+
+namespace lf {
+
+namespace fs = std::filesystem;
+
+std::string temp_sibling(const std::string& path) {
+  static std::atomic<int> counter{0};
+  return str(path, ".tmp-", ::getpid(), "-", counter++);
+}
+
+void fsync_path(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) throw std::runtime_error(str(path, ": cannot open for fsync: ", std::strerror(errno)));
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  // Some filesystems refuse fsync on directories (EINVAL); the rename is then as durable as
+  // that filesystem allows.
+  if (rc != 0 && err != EINVAL)
+    throw std::runtime_error(str(path, ": fsync failed: ", std::strerror(err)));
+}
+
+void atomic_write_file(const std::string& path, const std::string& content) {
+  const std::string tmp = temp_sibling(path);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw std::runtime_error(str(tmp, ": cannot create: ", std::strerror(errno)));
+  size_t off = 0;
+  while (off < content.size()) {
+    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw std::runtime_error(str(tmp, ": write failed: ", std::strerror(err)));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(str(tmp, ": fsync/close failed: ", std::strerror(err)));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(str("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
+  }
+  fs::path parent = fs::path(path).parent_path();
+  fsync_path(parent.empty() ? "." : parent.string());
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(str(path, ": cannot open: ", std::strerror(errno)));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw std::runtime_error(str(path, ": read error"));
+  return ss.str();
+}
+
+uint64_t free_disk_bytes(const std::string& path) {
+  struct statvfs st {};
+  fs::path p = path;
+  while (!p.empty() && !fs::exists(p)) p = p.parent_path();
+  if (p.empty()) p = ".";
+  if (::statvfs(p.c_str(), &st) != 0)
+    throw std::runtime_error(str(p.string(), ": statvfs failed: ", std::strerror(errno)));
+  return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
+}
+
+}  // namespace lf

@@ -1,0 +1,25 @@
+// Durable file operations: atomic replace (temp + fsync + rename + fsync of the directory),
+// whole-file reads, free-space checks. Used for manifests, state files and weights.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace lf {
+
+// Writes `content` to `path` atomically: a reader sees the old file or the whole new one.
+// Blocks until the data and the rename are on disk. Throws std::runtime_error naming the file.
+void atomic_write_file(const std::string& path, const std::string& content);
+
+// fsync of a file or a directory (so a rename inside it is durable).
+void fsync_path(const std::string& path);
+
+// Reads a whole file; throws std::runtime_error naming it when missing or unreadable.
+std::string read_file(const std::string& path);
+
+// Bytes available to an unprivileged user on the filesystem holding `path`.
+uint64_t free_disk_bytes(const std::string& path);
+
+// A name unique to this process for a temporary sibling of `path` ("path.tmp-<pid>-<n>").
+std::string temp_sibling(const std::string& path);
+
+}  // namespace lf
