@@ -1,18 +1,151 @@
-// Subcommand dispatch (placeholder until the config layer lands in the next commit).
+// The latentforge command line: finds the subcommand, parses its flags and config, sets
+// threads and logging, runs it, and maps failures to exit codes. main() calls run_cli only;
+// this is the one catch-all (STYLE.md: it logs with the rank and ends the whole job).
 #include "launch/cli.h"
 
+#include <glog/logging.h>
+
 #include <cstdio>
-#include <cstring>
+#include <iostream>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+#include "launch/args.h"
+#include "launch/config.h"
+#include "launch/job.h"
+#include "launch/subcommands.h"
+#include "launch/threads.h"
 
 namespace lf::launch {
 
+namespace {
+
+const std::vector<FlagSpec> kCommonFlags = {
+    {"threads", true, "N", "torch and OpenBLAS threads (default: cores / ranks on this node)"},
+};
+
+void print_top_help(std::ostream& os) {
+  os << "latentforge " << LF_VERSION << " - latent diffusion training across ranks\n\n"
+     << "usage: latentforge <subcommand> [--config FILE.ini] [--section.key=value ...] [flags]\n\n"
+     << "subcommands:\n";
+  for (const auto& s : subcommands()) {
+    char line[160];
+    std::snprintf(line, sizeof line, "  %-22s %s\n", s.name.c_str(), s.summary.c_str());
+    os << line;
+  }
+  os << "\n`latentforge <subcommand> --help` lists its flags and config keys.\n"
+     << "Exit codes: 0 success, 1 runtime failure, 2 usage or config error"
+     << " (train/vae train also: " << kExitRequeue << " checkpointed for requeue, "
+     << kExitTerminated << " checkpointed after SIGTERM).\n";
+}
+
+void print_sub_help(std::ostream& os, const Subcommand& s, const ConfigRegistry& registry) {
+  os << "usage: latentforge " << s.name << " " << s.usage << "\n\n" << s.description << "\n\nflags:\n";
+  auto flag_line = [&](const FlagSpec& f) {
+    std::string left = "--" + f.name + (f.takes_value ? " " + f.value_name : "");
+    char line[256];
+    std::snprintf(line, sizeof line, "  %-26s %s\n", left.c_str(), f.doc.c_str());
+    os << line;
+  };
+  flag_line({"config", true, "FILE", "INI config file (may be repeated; later files win)"});
+  for (const auto& f : kCommonFlags) flag_line(f);
+  for (const auto& f : s.flags) flag_line(f);
+  flag_line({"help", false, "", "this help"});
+  os << "\nconfig keys (INI [section] key = value, or --section.key=value):\n";
+  std::string current;
+  for (const auto& key : registry.keys()) {
+    std::string section = key.substr(0, key.find('.'));
+    if (std::find(s.sections.begin(), s.sections.end(), section) == s.sections.end()) continue;
+    if (section != current) {
+      os << "  [" << section << "]\n";
+      current = section;
+    }
+    const KeyInfo& k = registry.info(key);
+    os << "    " << k.key << " = " << (k.default_value.empty() ? "\"\"" : k.default_value) << "  ("
+       << k.type << (k.range.empty() ? "" : " " + k.range) << ")\n      " << k.doc << "\n";
+  }
+}
+
+const Subcommand* find_subcommand(int argc, char** argv, int* consumed) {
+  for (const auto& s : subcommands()) {
+    std::vector<std::string> words = split(s.name, ' ');
+    if (argc - 1 < static_cast<int>(words.size())) continue;
+    bool match = true;
+    for (size_t i = 0; i < words.size(); ++i) match = match && words[i] == argv[1 + i];
+    if (match) {
+      // Prefer the longest name ("eval train-classifier" over "eval").
+      const Subcommand* best = &s;
+      *consumed = static_cast<int>(words.size());
+      for (const auto& t : subcommands()) {
+        auto tw = split(t.name, ' ');
+        if (tw.size() > words.size() && argc - 1 >= static_cast<int>(tw.size())) {
+          bool m = true;
+          for (size_t i = 0; i < tw.size(); ++i) m = m && tw[i] == argv[1 + i];
+          if (m) {
+            best = &t;
+            *consumed = static_cast<int>(tw.size());
+          }
+        }
+      }
+      return best;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 int run_cli(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "--version") == 0) {
-    std::printf("latentforge %s\n", LF_VERSION);
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    print_top_help(std::cout);
+    return argc < 2 ? kExitUsage : kExitOk;
+  }
+  if (std::string(argv[1]) == "--version") {
+    std::cout << "latentforge " << LF_VERSION << " (LibTorch " << TORCH_VERSION_MAJOR << "."
+              << TORCH_VERSION_MINOR << "." << TORCH_VERSION_PATCH << ")\n";
     return kExitOk;
   }
-  std::printf("usage: latentforge <subcommand> [options]\n");
-  return argc > 1 ? kExitUsage : kExitOk;
+  int consumed = 0;
+  const Subcommand* sub = find_subcommand(argc, argv, &consumed);
+  if (!sub) {
+    std::vector<std::string> names;
+    for (const auto& s : subcommands()) names.push_back(s.name);
+    std::string hint = closest_match(argv[1], names);
+    std::cerr << "latentforge: unknown subcommand '" << argv[1] << "'"
+              << (hint.empty() ? "" : "; did you mean '" + hint + "'?") << "\n"
+              << "run `latentforge --help` for the list\n";
+    return kExitUsage;
+  }
+
+  Job job(sub->name, argv[0]);
+  Config config;
+  ConfigRegistry registry;
+  register_config(config, registry);
+  std::vector<FlagSpec> flags = kCommonFlags;
+  flags.insert(flags.end(), sub->flags.begin(), sub->flags.end());
+
+  ParsedArgs args;
+  try {
+    args = parse_command_line(std::vector<std::string>(argv + 1 + consumed, argv + argc), flags, registry);
+    if (args.help) {
+      print_sub_help(std::cout, *sub, registry);
+      return kExitOk;
+    }
+    validate_config(config);
+    int threads = default_threads();
+    if (args.has("threads")) {
+      char* end = nullptr;
+      long n = std::strtol(args.flag("threads").c_str(), &end, 10);
+      if (!end || *end != '\0' || n < 1 || n > 1024)
+        throw UsageError(str("--threads = '", args.flag("threads"), "': expected an integer in [1, 1024]"));
+      threads = static_cast<int>(n);
+    }
+    set_threads(threads);
+  } catch (const std::invalid_argument& e) {
+    std::cerr << "latentforge " << sub->name << ": error: " << e.what() << "\n";
+    return kExitUsage;
+  }
+  return job.run([&] { return sub->run(Invocation{args, config, registry}); });
 }
 
 }  // namespace lf::launch

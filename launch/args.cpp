@@ -1,0 +1,115 @@
+// Boost.Program_options front end for config files and command lines (see args.h).
+#include "launch/args.h"
+
+#include <boost/program_options.hpp>
+#include <filesystem>
+#include <fstream>
+
+#include "core/util/strings.h"
+
+namespace po = boost::program_options;
+
+namespace lf::launch {
+
+namespace {
+
+po::options_description key_options(const ConfigRegistry& registry) {
+  po::options_description desc("config keys");
+  for (const auto& key : registry.keys()) desc.add_options()(key.c_str(), po::value<std::string>());
+  return desc;
+}
+
+std::vector<std::string> flag_names(const std::vector<FlagSpec>& flags) {
+  std::vector<std::string> names = {"help", "config"};
+  for (const auto& f : flags) names.push_back(f.name);
+  return names;
+}
+
+}  // namespace
+
+void apply_config_file(const std::string& path, ConfigRegistry& registry) {
+  if (!std::filesystem::is_regular_file(path))
+    throw UsageError(str("config file '", path, "': not found (expected an INI file, see configs/)"));
+  std::ifstream in(path);
+  if (!in) throw UsageError(str("config file '", path, "': cannot be read"));
+  po::parsed_options parsed(nullptr);
+  try {
+    parsed = po::parse_config_file(in, key_options(registry), /*allow_unregistered=*/true);
+  } catch (const po::error& e) {
+    throw UsageError(str("config file '", path, "': ", e.what()));
+  }
+  for (const auto& o : parsed.options) {
+    if (o.unregistered) throw UsageError(registry.unknown_key_message(o.string_key, path));
+    registry.set(o.string_key, o.value.empty() ? "" : o.value.back(), path);
+  }
+}
+
+ParsedArgs parse_command_line(const std::vector<std::string>& args, const std::vector<FlagSpec>& flags,
+                              ConfigRegistry& registry) {
+  po::options_description desc;
+  desc.add_options()("help,h", "show help")("config", po::value<std::vector<std::string>>(), "INI file");
+  for (const auto& f : flags) {
+    if (f.takes_value)
+      desc.add_options()(f.name.c_str(), po::value<std::string>());
+    else
+      desc.add_options()(f.name.c_str(), po::bool_switch());
+  }
+  desc.add(key_options(registry));
+  desc.add_options()("positional__", po::value<std::vector<std::string>>());
+  po::positional_options_description pos;
+  pos.add("positional__", -1);
+
+  po::parsed_options parsed(nullptr);
+  try {
+    int style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
+    parsed = po::command_line_parser(args).options(desc).positional(pos).style(style)
+                 .allow_unregistered().run();
+  } catch (const po::error& e) {
+    throw UsageError(str("command line: ", e.what()));
+  }
+
+  ParsedArgs out;
+  std::vector<std::pair<std::string, std::string>> overrides;
+  std::vector<std::string> known_flags = flag_names(flags);
+  for (const auto& o : parsed.options) {
+    if (o.unregistered) {
+      std::string name = o.string_key;
+      while (!name.empty() && name[0] == '-') name.erase(0, 1);
+      auto eq = name.find('=');
+      if (eq != std::string::npos) name.resize(eq);
+      if (name.find('.') != std::string::npos) throw UsageError(registry.unknown_key_message(name, "command line"));
+      std::vector<std::string> all = known_flags;
+      for (const auto& k : registry.keys()) all.push_back(k);
+      std::string hint = closest_match(name, all);
+      throw UsageError(str("unknown option '--", name, "'",
+                           hint.empty() ? "" : str("; did you mean '--", hint, "'?")));
+    }
+    const std::string& key = o.string_key;
+    if (key == "positional__") {
+      for (const auto& v : o.value) out.positional.push_back(v);
+    } else if (key == "help") {
+      out.help = true;
+    } else if (key == "config") {
+      for (const auto& v : o.value) out.config_files.push_back(v);
+    } else if (registry.has(key)) {
+      if (o.value.empty()) throw UsageError(str("--", key, ": expected a value (--", key, "=VALUE)"));
+      overrides.emplace_back(key, o.value.back());
+    } else {
+      bool is_switch = false;
+      for (const auto& f : flags)
+        if (f.name == key) is_switch = !f.takes_value;
+      if (is_switch) {
+        out.flags[key] = "true";
+      } else {
+        if (o.value.empty()) throw UsageError(str("--", key, ": expected a value"));
+        out.flags[key] = o.value.back();
+      }
+    }
+  }
+  if (out.help) return out;
+  for (const auto& path : out.config_files) apply_config_file(path, registry);
+  for (const auto& [key, value] : overrides) registry.set(key, value, "command line");
+  return out;
+}
+
+}  // namespace lf::launch

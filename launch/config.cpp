@@ -1,0 +1,104 @@
+// Registration of every config key with its range and doc (see config.h, docs/cli.md).
+#include "launch/config.h"
+
+#include "core/util/strings.h"
+
+namespace lf::launch {
+
+namespace {
+
+constexpr int64_t kBig = 1000000000000LL;
+
+void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistry& r) {
+  r.add_path(s + ".run_dir", &t.run_dir, "directory for checkpoints/, metrics.jsonl and grids of this run");
+  r.add_int(s + ".steps", &t.steps, 1, kBig, "optimizer steps to train in total (may grow on resume)");
+  r.add_int(s + ".batch_size", &t.batch_size, 1, 1 << 24, "global batch of one optimizer step, over all ranks");
+  r.add_int(s + ".grad_accum", &t.grad_accum, 1, 4096, "micro-batches per step; B/(ranks*grad_accum) must be whole");
+  r.add_int(s + ".seed", &t.seed, 0, (1LL << 62), "the one seed: data order and every per-sample draw");
+  r.add_float(s + ".lr", &t.lr, 0.0, 10.0, "peak learning rate (AdamW)");
+  r.add_choice(s + ".lr_schedule", &t.lr_schedule, {"constant", "cosine"}, "after warm-up: constant or cosine decay");
+  r.add_int(s + ".warmup_steps", &t.warmup_steps, 0, kBig, "linear learning-rate warm-up steps");
+  r.add_float(s + ".min_lr_ratio", &t.min_lr_ratio, 0.0, 1.0, "cosine schedule's final lr as a fraction of lr");
+  r.add_float(s + ".weight_decay", &t.weight_decay, 0.0, 10.0, "AdamW decoupled weight decay");
+  r.add_float(s + ".adam_beta1", &t.adam_beta1, 0.0, 0.999999, "AdamW beta1");
+  r.add_float(s + ".adam_beta2", &t.adam_beta2, 0.0, 0.999999999, "AdamW beta2");
+  r.add_float(s + ".adam_eps", &t.adam_eps, 1e-30, 1.0, "AdamW epsilon");
+  r.add_float(s + ".grad_clip", &t.grad_clip, 0.0, 1e9, "clip the global gradient norm to this (0: off)");
+  r.add_float(s + ".ema_decay", &t.ema_decay, 0.0, 1.0, "EMA decay of the weights (0: EMA = weights)");
+  r.add_int(s + ".ema_warmup", &t.ema_warmup, 0, 1, "1: EMA decay warms up as min(decay, (1+n)/(10+n))");
+  r.add_choice(s + ".precision", &t.precision, {"auto", "f32", "f64", "bf16", "f16"},
+               "auto: f32 on CPU, bf16 autocast on GPU; f64 on CPU for exactness tests");
+  r.add_choice(s + ".device", &t.device, {"auto", "cpu", "cuda"}, "auto: CUDA when available");
+  r.add_path(s + ".init_from", &t.init_from, "start from these weights (fine-tuning); not a resume");
+  r.add_int(s + ".log_every", &t.log_every, 1, kBig, "log a line and a metrics.jsonl record every N steps");
+  r.add_int(s + ".ckpt_every", &t.ckpt_every, 1, kBig, "write a checkpoint every N steps (and at the end)");
+  r.add_int(s + ".keep_last", &t.keep_last, 1, 1000, "keep the last K checkpoints");
+  r.add_int(s + ".milestone_every", &t.milestone_every, 0, kBig, "also keep every M-th step's checkpoint forever (0: none)");
+  r.add_int(s + ".max_bad_steps", &t.max_bad_steps, 1, 1000000, "consecutive non-finite steps before the run stops");
+  r.add_choice(s + ".in_memory", &t.in_memory, {"auto", "true", "false"}, "load the whole cache into RAM (auto: when it fits in a quarter of RAM)");
+  r.add_int(s + ".prefetch", &t.prefetch, 1, 1024, "batches the loader thread prepares ahead");
+}
+
+}  // namespace
+
+void register_config(Config& c, ConfigRegistry& r) {
+  r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder)");
+  r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
+  r.add_int("data.image_size", &c.data.image_size, 0, 8192, "resize + centre-crop to this size (0: the source's own; IDX 28 -> 32)");
+  r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
+  r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty or truncated inputs (listed in the manifest)");
+  r.add_int("data.limit", &c.data.limit, 0, kBig, "use only the first N samples (0: all)");
+
+  r.add_path("cache.dir", &c.cache.dir, "latent cache directory (shard-*.h5 + manifest.json)");
+  r.add_int("cache.shard_size", &c.cache.shard_size, 1, 100000000, "samples per shard; shard i holds [i*S, (i+1)*S)");
+  r.add_choice("cache.dtype", &c.cache.dtype, {"f16", "f32"}, "storage dtype of latents");
+  r.add_choice("cache.store", &c.cache.store, {"moments", "sample"}, "posterior mean+logvar, or one sampled latent");
+  r.add_bool("cache.flip", &c.cache.flip, "also store the horizontally flipped images' moments");
+  r.add_custom("cache.scale_factor", "string", "auto|positive number", c.cache.scale_factor,
+               "latent scale factor: auto = 1/std of the latents, or a number",
+               [&c](const std::string& v) {
+                 std::string t = trim(v);
+                 if (t != "auto") {
+                   char* end = nullptr;
+                   double x = std::strtod(t.c_str(), &end);
+                   if (t.empty() || *end != '\0' || !(x > 0))
+                     throw UsageError(str("cache.scale_factor = '", v, "': expected auto or a positive number"));
+                 }
+                 c.cache.scale_factor = t;
+               },
+               [&c] { return c.cache.scale_factor; });
+  r.add_int("cache.encode_batch", &c.cache.encode_batch, 1, 65536, "images per VAE encode call");
+
+  register_train_loop(c.train, "train", r);
+  c.vae_train.run_dir = "runs/vae";
+  register_train_loop(c.vae_train, "vae_train", r);
+
+  r.add_float("dist.bucket_mb", &c.dist.bucket_mb, 0.001, 4096, "gradient all-reduce bucket size (MB)");
+  r.add_bool("dist.overlap", &c.dist.overlap, "all-reduce buckets during backward on a communication thread");
+  r.add_float("dist.timeout_s", &c.dist.timeout_s, 1, 86400, "a collective slower than this aborts the job, naming it");
+  r.add_float("dist.checkpoint_timeout_s", &c.dist.checkpoint_timeout_s, 1, 86400 * 7, "deadline of a checkpoint write");
+
+  r.add_path("sample.checkpoint", &c.sample.checkpoint, "checkpoint directory, or a run dir (its newest valid checkpoint)");
+  r.add_path("sample.out_dir", &c.sample.out_dir, "where grid.png and samples.h5 go (default: RUN_DIR/samples)");
+  r.add_int("sample.num", &c.sample.num, 1, 100000000, "number of samples");
+  r.add_string("sample.classes", &c.sample.classes, "all, or comma-separated class ids to sample");
+  r.add_float("sample.guidance", &c.sample.guidance, 0, 100, "classifier-free guidance scale (1: none)");
+  r.add_choice("sample.sampler", &c.sample.sampler, {"ddim", "ddpm"}, "sampler");
+  r.add_int("sample.steps", &c.sample.steps, 1, 100000, "sampling steps (DDPM: at most T)");
+  r.add_float("sample.eta", &c.sample.eta, 0, 1, "DDIM eta (0: deterministic, 1: DDPM-like)");
+  r.add_choice("sample.spacing", &c.sample.spacing, {"leading", "trailing", "linspace"}, "timestep spacing");
+  r.add_int("sample.seed", &c.sample.seed, 0, (1LL << 62), "sample i's noise is keyed by (seed, i)");
+  r.add_int("sample.batch_size", &c.sample.batch_size, 1, 1 << 20, "samples per model call (does not change results)");
+  r.add_bool("sample.use_ema", &c.sample.use_ema, "sample with the EMA weights");
+}
+
+void validate_config(const Config& c) {
+  for (const auto* t : {&c.train, &c.vae_train}) {
+    const std::string s = t == &c.train ? "train" : "vae_train";
+    if (t->batch_size % t->grad_accum != 0)
+      throw UsageError(str(s, ".batch_size = ", t->batch_size, " is not divisible by ", s, ".grad_accum = ",
+                           t->grad_accum));
+  }
+}
+
+}  // namespace lf::launch
