@@ -44,7 +44,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
 void register_config(Config& c, ConfigRegistry& r) {
   r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder)");
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
-  r.add_int("data.image_size", &c.data.image_size, 0, 8192, "resize + centre-crop to this size (0: the source's own; IDX 28 -> 32)");
+  r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
   r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty or truncated inputs (listed in the manifest)");
   r.add_int("data.limit", &c.data.limit, 0, kBig, "use only the first N samples (0: all)");
@@ -68,10 +68,65 @@ void register_config(Config& c, ConfigRegistry& r) {
                },
                [&c] { return c.cache.scale_factor; });
   r.add_int("cache.encode_batch", &c.cache.encode_batch, 1, 65536, "images per VAE encode call");
+  r.add_int("cache.seed", &c.cache.seed, 0, (1LL << 62), "keys the latent drawn per sample when cache.store = sample");
+
+  r.add_choice("vae.kind", &c.vae.kind, {"kl", "identity"}, "kl: a trained AutoencoderKL; identity: f = 1, the pixel-space baseline");
+  r.add_path("vae.weights", &c.vae.weights, "the VAE: a diffusers AutoencoderKL directory (config.json + weights) or a vae.safetensors file");
+  r.add_int_list("vae.channels", &c.vae.arch.block_out_channels, 1, 4096, 1, 4,
+                 "block_out_channels per level; f = 2^(levels-1) (1 level: f = 1)");
+  r.add_int("vae.layers_per_block", &c.vae.arch.layers_per_block, 1, 16, "ResNet blocks per encoder level (decoder: one more)");
+  r.add_int("vae.latent_channels", &c.vae.arch.latent_channels, 1, 256, "channels of the latent z");
+  r.add_int("vae.norm_groups", &c.vae.arch.norm_num_groups, 1, 1024, "GroupNorm groups (divides every channel count)");
+  r.add_bool("vae.mid_attention", &c.vae.arch.mid_block_add_attention, "self-attention in the middle blocks");
+
+  r.add_int("model.channels", &c.model.model_channels, 1, 4096, "UNet channels at the input resolution");
+  r.add_int_list("model.channel_mult", &c.model.channel_mult, 1, 64, 1, 8, "channel multiplier per level");
+  r.add_int("model.num_res_blocks", &c.model.num_res_blocks, 1, 16, "ResBlocks per level");
+  r.add_int_list("model.attention_ds", &c.model.attention_ds, 1, 1024, 0, 8,
+                 "downsampling factors (1 = input resolution, 2 = one level down, ...) with self-attention");
+  r.add_int("model.head_channels", &c.model.head_channels, 1, 4096, "channels per attention head");
+  r.add_int("model.num_classes", &c.model.num_classes, -1, 1000000,
+            "-1: from the cache's labels (0 when unlabelled); 0: unconditional");
+  r.add_float("model.dropout", &c.model.dropout, 0.0, 0.99, "ResBlock dropout (masks from the keyed generator)");
+  r.add_int("model.norm_groups", &c.model.norm_groups, 1, 1024, "GroupNorm groups");
+
+  r.add_enum("diffusion.schedule", &c.diffusion.schedule,
+             {{"linear", core::ScheduleKind::kLinear}, {"scaled_linear", core::ScheduleKind::kScaledLinear},
+              {"cosine", core::ScheduleKind::kCosine}},
+             "noise schedule: DDPM linear, LDM scaled_linear, or cosine (Nichol & Dhariwal)");
+  r.add_int("diffusion.timesteps", &c.diffusion.timesteps, 1, 100000, "T, the number of diffusion steps");
+  r.add_enum("diffusion.prediction", &c.diffusion.prediction,
+             {{"eps", core::Prediction::kEps}, {"v", core::Prediction::kV}, {"x0", core::Prediction::kX0}},
+             "what the network predicts");
+  r.add_enum("diffusion.loss_weighting", &c.diffusion.weighting,
+             {{"uniform", core::LossWeighting::kUniform}, {"min_snr", core::LossWeighting::kMinSNR}},
+             "per-sample loss weights: uniform or min-SNR-gamma (Hang et al. 2023)");
+  r.add_float("diffusion.min_snr_gamma", &c.diffusion.min_snr_gamma, 1e-6, 1e6, "gamma of min-SNR weighting");
+  r.add_float("diffusion.offset_noise", &c.diffusion.offset_noise, 0.0, 10.0, "offset-noise strength (0: off)");
 
   register_train_loop(c.train, "train", r);
+  r.add_float("train.label_dropout", &c.ldm.label_dropout, 0.0, 1.0, "probability of the null class (for classifier-free guidance)");
+  r.add_int("train.sample_every", &c.ldm.sample_every, 0, kBig, "decode a sample grid (EMA, DDIM, CFG) every N steps (0: at the end only)");
+  r.add_int("train.grid_per_class", &c.ldm.grid_per_class, 1, 64, "samples per class (row) in the training grids");
+  r.add_int("train.grid_steps", &c.ldm.grid_steps, 1, 10000, "DDIM steps of the training grids");
+  r.add_float("train.grid_guidance", &c.ldm.grid_guidance, 0.0, 100.0, "guidance scale of the training grids");
+  r.add_path("train.val_cache", &c.ldm.val_cache, "held-out latent cache (e.g. the test split) for a validation loss");
+  r.add_int("train.val_every", &c.ldm.val_every, 0, kBig, "validation loss every N steps (0: at the end only)");
+  r.add_int("train.val_samples", &c.ldm.val_samples, 1, 10000000, "held-out samples in the validation loss");
+
   c.vae_train.run_dir = "runs/vae";
+  c.vae_train.lr = 1e-3;
+  c.vae_train.ema_decay = 0.0;
   register_train_loop(c.vae_train, "vae_train", r);
+  r.add_choice("vae_train.recon_loss", &c.vae_loss.recon_loss, {"l1", "l2"}, "reconstruction loss");
+  r.add_float("vae_train.kl_weight", &c.vae_loss.kl_weight, 0.0, 1e6, "weight of the KL term");
+  r.add_int("vae_train.disc_start", &c.vae_loss.disc_start, 0, kBig, "step at which the patch discriminator starts (0: never)");
+  r.add_float("vae_train.disc_weight", &c.vae_loss.disc_weight, 0.0, 1e6, "scale of the adaptive adversarial weight");
+  r.add_int("vae_train.disc_layers", &c.vae_loss.disc_layers, 1, 8, "discriminator layers");
+  r.add_int("vae_train.disc_channels", &c.vae_loss.disc_channels, 1, 4096, "discriminator base channels");
+  r.add_float("vae_train.disc_lr", &c.vae_loss.disc_lr, 0.0, 10.0, "discriminator learning rate (0: vae_train.lr)");
+  r.add_int("vae_train.eval_samples", &c.vae_loss.eval_samples, 1, 10000000, "held-out test images for PSNR/SSIM");
+  r.add_int("vae_train.eval_every", &c.vae_loss.eval_every, 0, kBig, "PSNR/SSIM every N steps (0: at the end only)");
 
   r.add_float("dist.bucket_mb", &c.dist.bucket_mb, 0.001, 4096, "gradient all-reduce bucket size (MB)");
   r.add_bool("dist.overlap", &c.dist.overlap, "all-reduce buckets during backward on a communication thread");
@@ -93,6 +148,11 @@ void register_config(Config& c, ConfigRegistry& r) {
 }
 
 void validate_config(const Config& c) {
+  c.diffusion.validate();
+  core::UNetOptions model = c.model;
+  if (model.num_classes < 0) model.num_classes = 0;  // -1: decided from the cache later
+  model.validate();
+  c.vae.arch.validate();
   for (const auto* t : {&c.train, &c.vae_train}) {
     const std::string s = t == &c.train ? "train" : "vae_train";
     if (t->batch_size % t->grad_accum != 0)

@@ -6,6 +6,9 @@
 #include <string>
 #include <vector>
 
+#include "core/diffusion.h"
+#include "core/unet.h"
+#include "core/vae.h"
 #include "launch/config_registry.h"
 
 namespace lf::launch {
@@ -13,7 +16,7 @@ namespace lf::launch {
 struct DataConfig {
   std::string source = "/usr/share/datasets/fashion-mnist";  // IDX directory or image folder
   std::string split = "train";                               // train|test (where the source has both)
-  int64_t image_size = 0;      // 0: the source's own (IDX 28x28 padded to 32x32)
+  int64_t image_size = 32;     // IDX 28x28 is padded to it; folder images resized + cropped
   std::string color = "auto";  // auto|gray|rgb
   bool skip_bad = false;       // skip (and list) undecodable inputs instead of failing
   int64_t limit = 0;           // use only the first N samples (0: all)
@@ -27,6 +30,7 @@ struct CacheConfig {
   bool flip = false;               // also store the horizontally flipped image's moments
   std::string scale_factor = "auto";  // auto (1/std of the latents) or a number
   int64_t encode_batch = 256;
+  int64_t seed = 0;  // keys the one latent drawn per sample when store = sample
 };
 
 // Keys shared by `train` ([train]) and `vae train` ([vae_train]).
@@ -59,6 +63,38 @@ struct TrainLoopConfig {
   int64_t prefetch = 4;            // batches prepared ahead by the loader thread
 };
 
+// [vae]: which autoencoder, and the architecture `vae train` builds.
+struct VAEConfig {
+  std::string kind = "kl";   // kl|identity
+  std::string weights = "";  // diffusers AutoencoderKL dir or vae.safetensors (kind=kl)
+  core::VAEOptions arch;     // in/out channels come from the data
+};
+
+// [vae_train] beyond the shared loop keys: the autoencoder's loss.
+struct VAELossConfig {
+  std::string recon_loss = "l1";  // l1|l2
+  double kl_weight = 1e-6;
+  int64_t disc_start = 0;      // step at which the patch discriminator starts (0: never)
+  double disc_weight = 0.5;
+  int64_t disc_layers = 2;
+  int64_t disc_channels = 32;
+  double disc_lr = 0.0;        // 0: same as vae_train.lr
+  int64_t eval_samples = 1000; // held-out test images for PSNR/SSIM at the end and on eval_every
+  int64_t eval_every = 0;      // 0: only at the end
+};
+
+// [train] beyond the shared loop keys: the latent diffusion model's own.
+struct LDMTrainConfig {
+  double label_dropout = 0.1;   // probability of the null class (classifier-free guidance)
+  int64_t sample_every = 0;     // decode a sample grid every N steps (0: only at the end)
+  int64_t grid_per_class = 8;
+  int64_t grid_steps = 25;
+  double grid_guidance = 3.0;
+  std::string val_cache = "";   // held-out latent cache (e.g. the test split) for a val loss
+  int64_t val_every = 0;        // 0: only at the end (when val_cache is set)
+  int64_t val_samples = 1000;
+};
+
 struct DistConfig {
   double bucket_mb = 25.0;
   bool overlap = true;           // all-reduce buckets during backward on a communication thread
@@ -84,7 +120,12 @@ struct SampleConfig {
 struct Config {
   DataConfig data;
   CacheConfig cache;
+  VAEConfig vae;
+  VAELossConfig vae_loss;
+  core::UNetOptions model;
+  core::DiffusionOptions diffusion;
   TrainLoopConfig train;
+  LDMTrainConfig ldm;
   TrainLoopConfig vae_train;
   DistConfig dist;
   SampleConfig sample;

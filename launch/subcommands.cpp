@@ -3,8 +3,37 @@
 
 namespace lf::launch {
 
+int run_encode(const Invocation& inv);
+int run_train(const Invocation& inv);
+
 const std::vector<Subcommand>& subcommands() {
-  static const std::vector<Subcommand> table = {};
+  static const std::vector<Subcommand> table = {
+      {"encode", "precompute the latent cache of a dataset (MPI ranks or a Slurm job array)",
+       "[--config FILE] [--task-index K --task-count N | --finalize] [--section.key=VALUE ...]",
+       "Encodes data.source with the VAE (vae.kind, vae.weights) into the sharded HDF5 cache at cache.dir.\n"
+       "Shard i holds samples [i*S, (i+1)*S) whatever the number of processes; finished shards are\n"
+       "skipped on a re-run; the last rank verifies every shard and writes manifest.json.",
+       {{"task-index", true, "K", "this job-array task (0-based); encodes shards K, K+N, ..."},
+        {"task-count", true, "N", "number of job-array tasks"},
+        {"finalize", false, "", "only verify the shards and write manifest.json (after a job array)"},
+        {"no-finalize", false, "", "do not finalize (array tasks)"}},
+       {"data", "cache", "vae", "dist"},
+       run_encode},
+      {"train", "train the latent diffusion model on a latent cache (MPI ranks)",
+       "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
+       "Trains the class-conditional (or unconditional) UNet on cache.dir with the diffusion objective,\n"
+       "data-parallel over the ranks of mpirun or srun. Exit codes: 0 done, 75 checkpointed after\n"
+       "SIGUSR1 (requeue me), 143 checkpointed after SIGTERM, 1 failure, 2 usage/config error.",
+       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"}},
+       {"cache", "vae", "model", "diffusion", "train", "dist"},
+       run_train},
+      {"inspect", "describe and verify a safetensors file, cache, checkpoint or run directory", "PATH",
+       "Lists a safetensors file's tensors (name, dtype, shape, bytes); summarises and verifies a latent\n"
+       "cache (manifest.json) or a checkpoint (state.json); lists a run directory's checkpoints.",
+       {},
+       {},
+       run_inspect},
+  };
   return table;
 }
 

@@ -1,0 +1,109 @@
+// `latentforge encode`: the latent precompute job. Shards are dealt out to the ranks of an
+// MPI job (or picked by --task-index/--task-count in a Slurm job array); after a barrier the
+// last rank verifies every shard and writes manifest.json (or `encode --finalize` does).
+#include <glog/logging.h>
+
+#include "core/keyed_rng.h"
+#include "core/util/strings.h"
+#include "data/encode.h"
+#include "data/manifest.h"
+#include "launch/autoencoder.h"
+#include "launch/data_source.h"
+#include "launch/runtime.h"
+#include "launch/subcommands.h"
+
+namespace lf::launch {
+
+namespace {
+
+int64_t parse_count(const ParsedArgs& a, const std::string& flag, int64_t fallback) {
+  if (!a.has(flag)) return fallback;
+  char* end = nullptr;
+  long long v = std::strtoll(a.flag(flag).c_str(), &end, 10);
+  if (!end || *end != '\0' || v < 0) throw UsageError(str("--", flag, " = '", a.flag(flag), "': expected an integer >= 0"));
+  return v;
+}
+
+data::EncodeOptions encode_options(const Config& c, const Autoencoder& ae) {
+  data::EncodeOptions o;
+  o.cache_dir = c.cache.dir;
+  o.shard_size = c.cache.shard_size;
+  o.store = data::store_kind_from_string(c.cache.store);
+  o.dtype = data::store_dtype_from_string(c.cache.dtype);
+  o.flip = c.cache.flip;
+  o.scale_factor = c.cache.scale_factor;
+  o.vae_hash = ae.hash();
+  o.vae_config = ae.config();
+  o.batch_size = c.cache.encode_batch;
+  return o;
+}
+
+}  // namespace
+
+int run_encode(const Invocation& inv) {
+  const Config& c = inv.config;
+  const ParsedArgs& a = inv.args;
+  bool finalize_only = a.has("finalize");
+  bool no_finalize = a.has("no-finalize");
+  int64_t task_count = parse_count(a, "task-count", 0);
+  int64_t task_index = parse_count(a, "task-index", 0);
+  if (a.has("task-index") != a.has("task-count"))
+    throw UsageError("--task-index and --task-count go together (a Slurm job array: task k of K)");
+  if (task_count > 0 && task_index >= task_count)
+    throw UsageError(str("--task-index = ", task_index, " must be below --task-count = ", task_count));
+
+  Runtime rt("cpu", c.dist);
+  if (task_count > 0 && rt.world() > 1)
+    throw UsageError("--task-index/--task-count are for single-process array tasks, not for an MPI job");
+  auto source = open_configured_source(c.data);
+  Autoencoder ae = Autoencoder::load(c.vae.kind, c.vae.weights, source->channels());
+  if (!ae.is_identity() && ae.image_channels() != source->channels())
+    throw UsageError(str("vae.weights = ", c.vae.weights, " encodes ", ae.image_channels(), "-channel images but ",
+                         c.data.source, " has ", source->channels(), " (set data.color)"));
+  data::EncodeOptions eo = encode_options(c, ae);
+  eo.progress = rt.is_root();
+
+  if (!finalize_only) {
+    const uint64_t seed = static_cast<uint64_t>(c.cache.seed);
+    const bool sample = eo.store == data::StoreKind::kSample;
+    data::EncodeFn fn = [&](const at::Tensor& images, const at::Tensor& indices, bool flipped) {
+      auto [mean, logvar] = ae.encode_moments(images, c.cache.encode_batch);
+      data::EncodedBatch out;
+      if (!sample) {
+        out.mean = mean;
+        out.logvar = logvar;
+      } else if (ae.is_identity()) {
+        out.latent = mean;
+      } else {
+        at::Tensor eps = core::keyed_normal(seed, core::stream_id(core::Stream::kPosterior), flipped ? 1 : 0, indices,
+                                            mean.sizes().slice(1), mean.options());
+        out.latent = mean + at::exp(0.5 * logvar) * eps;
+      }
+      return out;
+    };
+    int rank = task_count > 0 ? static_cast<int>(task_index) : rt.rank();
+    int world = task_count > 0 ? static_cast<int>(task_count) : rt.world();
+    auto report = data::encode_shards(*source, fn, eo, rank, world);
+    LOG(INFO) << "encode: " << report.shards_written << " shard(s) written, " << report.shards_skipped
+              << " already complete, " << report.shards_redone << " redone (" << report.samples_encoded
+              << " images encoded) of " << report.shards_total << " in " << c.cache.dir;
+    if (rt.world() > 1) {
+      rt.comm().barrier(dist::Deadline::after(dist::Seconds(c.dist.checkpoint_timeout_s)),
+                        "barrier before finalizing the cache");
+    }
+  }
+  bool finalizer = finalize_only || (task_count == 0 && rt.rank() == rt.world() - 1);
+  bool finalize = !no_finalize && (finalize_only || task_count == 0);
+  if (finalize && finalizer) data::finalize_cache(c.cache.dir, eo);
+  if (rt.world() > 1) rt.comm().barrier("barrier after finalize");
+  if (finalize && rt.is_root()) {
+    auto m = data::Manifest::read(c.cache.dir + "/" + data::kManifestName);
+    LOG(INFO) << "encode: cache " << c.cache.dir << " finalized: " << m.num_samples() << " samples in "
+              << m.shards.size() << " shard(s), latents " << str(m.settings.latent_shape.at(0), "x",
+              m.settings.latent_shape.at(1), "x", m.settings.latent_shape.at(2)) << " " << c.cache.dtype
+              << ", scale factor " << m.scale_factor;
+  }
+  return 0;
+}
+
+}  // namespace lf::launch

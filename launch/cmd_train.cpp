@@ -1,0 +1,19 @@
+// `latentforge train`: validates, starts the runtime, prints the resolved config (rank 0),
+// runs the latent diffusion trainer.
+#include <glog/logging.h>
+
+#include "launch/ldm_trainer.h"
+#include "launch/runtime.h"
+#include "launch/subcommands.h"
+
+namespace lf::launch {
+
+int run_train(const Invocation& inv) {
+  Runtime rt(inv.config.train.device, inv.config.dist);
+  if (rt.is_root())
+    LOG(INFO) << "resolved config:\n"
+              << inv.registry.to_ini({"cache", "vae", "model", "diffusion", "train", "dist"});
+  return train_ldm(inv.config, inv.registry, rt, inv.args.flag("resume"));
+}
+
+}  // namespace lf::launch

@@ -1,0 +1,59 @@
+// Keyed latent generation (see generate.h).
+#include "launch/generate.h"
+
+#include "core/keyed_rng.h"
+#include "core/util/strings.h"
+
+namespace lf::launch {
+
+at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion, const at::Tensor& ids,
+                            const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& o,
+                            const std::function<void(int64_t, int64_t)>& progress) {
+  at::NoGradGuard no_grad;
+  bool was_training = model->is_training();
+  model->eval();
+  auto param = model->parameters().front();
+  auto opts = param.options().requires_grad(false);
+  const int64_t num_classes = model->options().num_classes;
+  const int64_t n = ids.size(0);
+  auto spacing = o.spacing == "leading" ? core::Spacing::kLeading
+                 : o.spacing == "linspace" ? core::Spacing::kLinspace : core::Spacing::kTrailing;
+  std::vector<int64_t> ts;
+  if (o.sampler == "ddim" || o.steps < diffusion.timesteps())
+    ts = core::sampling_timesteps(diffusion.timesteps(), std::min(o.steps, diffusion.timesteps()), spacing);
+  std::vector<at::Tensor> out;
+  for (int64_t begin = 0; begin < n; begin += o.batch_size) {
+    int64_t len = std::min(o.batch_size, n - begin);
+    at::Tensor bid = ids.narrow(0, begin, len).to(at::kLong).contiguous();
+    at::Tensor x = core::keyed_normal(o.seed, core::stream_id(core::Stream::kSampleInit), 0, bid, latent_shape, opts);
+    core::NoiseFn noise = [&, bid](int64_t step) {
+      return core::keyed_normal(o.seed, core::stream_id(core::Stream::kSampleStep), step, bid, latent_shape, opts);
+    };
+    core::Denoiser denoiser;
+    if (num_classes > 0) {
+      at::Tensor y = labels.narrow(0, begin, len).to(param.device(), at::kLong);
+      core::ConditionalModel cond = [&model](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& yy) {
+        return model->forward(xt, t, yy);
+      };
+      denoiser = core::classifier_free_guidance(cond, y, num_classes, o.guidance);
+    } else {
+      denoiser = [&model](const at::Tensor& xt, const at::Tensor& t) { return model->forward(xt, t); };
+    }
+    at::Tensor z = o.sampler == "ddpm" ? core::ddpm_sample(diffusion, denoiser, x, noise, {}, ts)
+                                       : core::ddim_sample(diffusion, denoiser, x, ts, o.eta, noise);
+    out.push_back(z);
+    if (progress) progress(begin + len, n);
+  }
+  if (was_training) model->train();
+  return out.empty() ? at::empty({0}) : at::cat(out);
+}
+
+std::pair<at::Tensor, at::Tensor> grid_labels(int64_t num_classes, int64_t per_class) {
+  int64_t rows = std::max<int64_t>(1, num_classes);
+  at::Tensor labels = at::arange(rows, at::kLong).repeat_interleave(per_class);
+  if (num_classes == 0) labels.zero_();
+  at::Tensor ids = at::arange(rows * per_class, at::kLong);
+  return {ids, labels};
+}
+
+}  // namespace lf::launch

@@ -1,0 +1,37 @@
+// Generating latents with a trained denoiser: sample i starts from noise keyed by (seed, i)
+// and every stochastic sampler step draws keyed noise too, so the same seed gives the same
+// images at any batch size and a different seed different ones (DESIGN.md invariant 2).
+#pragma once
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/diffusion.h"
+#include "core/sampler.h"
+#include "core/unet.h"
+
+namespace lf::launch {
+
+struct GenerateOptions {
+  std::string sampler = "ddim";  // ddim|ddpm
+  int64_t steps = 50;
+  double eta = 0.0;
+  std::string spacing = "trailing";
+  double guidance = 1.0;  // classifier-free guidance scale (1: conditional model alone)
+  uint64_t seed = 0;
+  int64_t batch_size = 256;
+};
+
+// Latents [N, c, h, w] for sample ids `ids` (int64 [N]) with `labels` (int64 [N], ignored
+// when the model is unconditional). Runs without autograd on the model's device and dtype;
+// `progress(done, total)` is called after each batch. Blocks.
+at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion, const at::Tensor& ids,
+                            const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& options,
+                            const std::function<void(int64_t, int64_t)>& progress = {});
+
+// One row per class, `per_class` samples each: labels 0,0,..,1,1,.. and ids 0..N-1.
+std::pair<at::Tensor, at::Tensor> grid_labels(int64_t num_classes, int64_t per_class);
+
+}  // namespace lf::launch

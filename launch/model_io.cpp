@@ -1,0 +1,69 @@
+// Options <-> JSON and module weights <-> safetensors (see model_io.h).
+#include "launch/model_io.h"
+
+#include "core/safetensors.h"
+#include "core/state_dict.h"
+#include "core/util/strings.h"
+
+namespace lf::launch {
+
+nlohmann::json to_json(const core::UNetOptions& o) {
+  return {{"in_channels", o.in_channels}, {"out_channels", o.out_channels}, {"model_channels", o.model_channels},
+          {"channel_mult", o.channel_mult}, {"num_res_blocks", o.num_res_blocks}, {"attention_ds", o.attention_ds},
+          {"head_channels", o.head_channels}, {"num_classes", o.num_classes}, {"dropout", o.dropout},
+          {"norm_groups", o.norm_groups}};
+}
+
+core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::string& where) {
+  try {
+    core::UNetOptions o;
+    o.in_channels = j.at("in_channels");
+    o.out_channels = j.at("out_channels");
+    o.model_channels = j.at("model_channels");
+    o.channel_mult = j.at("channel_mult").get<std::vector<int64_t>>();
+    o.num_res_blocks = j.at("num_res_blocks");
+    o.attention_ds = j.at("attention_ds").get<std::vector<int64_t>>();
+    o.head_channels = j.at("head_channels");
+    o.num_classes = j.at("num_classes");
+    o.dropout = j.at("dropout");
+    o.norm_groups = j.at("norm_groups");
+    o.validate();
+    return o;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(str(where, ": model options: ", e.what()));
+  }
+}
+
+nlohmann::json to_json(const core::DiffusionOptions& o) {
+  return {{"schedule", core::to_string(o.schedule)}, {"timesteps", o.timesteps},
+          {"prediction", core::to_string(o.prediction)}, {"loss_weighting", core::to_string(o.weighting)},
+          {"min_snr_gamma", o.min_snr_gamma}, {"offset_noise", o.offset_noise}};
+}
+
+core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, const std::string& where) {
+  try {
+    core::DiffusionOptions o;
+    o.schedule = core::schedule_kind_from_string(j.at("schedule").get<std::string>());
+    o.timesteps = j.at("timesteps");
+    o.prediction = core::prediction_from_string(j.at("prediction").get<std::string>());
+    o.weighting = core::loss_weighting_from_string(j.at("loss_weighting").get<std::string>());
+    o.min_snr_gamma = j.at("min_snr_gamma");
+    o.offset_noise = j.at("offset_noise");
+    o.validate();
+    return o;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(str(where, ": diffusion options: ", e.what()));
+  }
+}
+
+void load_module_weights(torch::nn::Module& module, const std::string& path) {
+  auto content = core::load_safetensors(path);
+  core::load_state_dict(module, content.tensors, true, path);
+}
+
+void save_module_weights(const torch::nn::Module& module, const std::string& path,
+                         const std::map<std::string, std::string>& metadata) {
+  core::save_safetensors(path, core::state_dict(module), metadata);
+}
+
+}  // namespace lf::launch

@@ -1,0 +1,24 @@
+// JSON forms of the model and diffusion options (stored in checkpoints' state.json so that
+// `sample` and `eval` rebuild exactly what was trained), and loading a module's weights from
+// a safetensors file with every missing, unexpected and mis-shaped key named.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "core/diffusion.h"
+#include "core/unet.h"
+
+namespace lf::launch {
+
+nlohmann::json to_json(const core::UNetOptions& o);
+core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::string& where);
+nlohmann::json to_json(const core::DiffusionOptions& o);
+core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, const std::string& where);
+
+// Loads `path` (safetensors) into `module` strictly; errors name the file and every bad key.
+void load_module_weights(torch::nn::Module& module, const std::string& path);
+// Writes the module's parameters and buffers to `path` (safetensors, atomically).
+void save_module_weights(const torch::nn::Module& module, const std::string& path,
+                         const std::map<std::string, std::string>& metadata = {});
+
+}  // namespace lf::launch

@@ -1,0 +1,64 @@
+// Runtime: rank discovery, MPI, communicator and device (see runtime.h).
+#include "launch/runtime.h"
+
+#include <glog/logging.h>
+
+#include "core/util/strings.h"
+#include "distributed/local_communicator.h"
+#include "distributed/logging.h"
+#include "distributed/mpi_communicator.h"
+#include "distributed/rank_context.h"
+#ifdef LF_WITH_NCCL
+#include "distributed/cuda/nccl_communicator.h"
+#endif
+
+namespace lf::launch {
+
+namespace {
+
+bool cuda_usable() { return at::hasCUDA() && at::globalContext().hasCUDA(); }
+
+}  // namespace
+
+Runtime::Runtime(const std::string& device, const DistConfig& dist) {
+  info_ = dist::discover_rank_info();
+  if (device == "cuda" && !cuda_usable())
+    throw std::invalid_argument("train.device = cuda, but this build or machine has no CUDA device "
+                                "(use device=cpu or auto)");
+  bool use_cuda = device == "cuda" || (device == "auto" && cuda_usable());
+  if (use_cuda) {
+    int n = static_cast<int>(at::globalContext().getNumGPUs());
+    device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(dist::device_for_local_rank(info_.local_rank, n)));
+  }
+  if (info_.world_size > 1) {
+    mpi_ = std::make_unique<dist::MPIRuntime>(nullptr, nullptr, dist::ThreadLevel::kSerialized);
+    dist::set_rank_context({mpi_->rank(), mpi_->world_size(), dist::local_host_name()});
+    auto mpi_comm = dist::MPICommunicator::world();
+    mpi_comm->set_timeout(dist::Seconds(dist.timeout_s));
+#ifdef LF_WITH_NCCL
+    if (use_cuda) {
+      comm_ = dist::NCCLCommunicator::create(*mpi_comm, device_.index());
+      comm_->set_timeout(dist::Seconds(dist.timeout_s));
+      cpu_comm_ = std::move(mpi_comm);
+    } else {
+      comm_ = std::move(mpi_comm);
+    }
+#else
+    if (use_cuda)
+      throw std::invalid_argument("multi-rank training on CUDA needs a build with NCCL (LF_NCCL=ON)");
+    comm_ = std::move(mpi_comm);
+#endif
+  } else {
+    dist::set_rank_context({0, 1, dist::local_host_name()});
+    comm_ = std::make_unique<dist::LocalCommunicator>();
+  }
+  FLAGS_minloglevel = dist::log_level_for_rank(info_.rank);
+}
+
+Runtime::~Runtime() {
+  cpu_comm_.reset();
+  comm_.reset();
+  mpi_.reset();
+}
+
+}  // namespace lf::launch

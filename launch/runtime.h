@@ -1,0 +1,42 @@
+// The process's place in the job: rank discovery (mpirun or Slurm), MPI start-up when there
+// are other ranks, the communicator for this device (MPI on CPU, NCCL on CUDA), the device.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+
+#include "distributed/communicator.h"
+#include "distributed/mpi_runtime.h"
+#include "distributed/rank_info.h"
+#include "launch/config.h"
+
+namespace lf::launch {
+
+class Runtime {
+ public:
+  // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
+  // SERIALIZED at least) and builds the communicator (NCCL for CUDA when built with it).
+  // `device` is auto|cpu|cuda. Collective when world > 1.
+  Runtime(const std::string& device, const DistConfig& dist);
+  ~Runtime();
+
+  int rank() const { return info_.rank; }
+  int world() const { return info_.world_size; }
+  int local_rank() const { return info_.local_rank; }
+  bool is_root() const { return info_.rank == 0; }
+  at::Device device() const { return device_; }
+  // Collectives on the device's tensors (NCCL on CUDA, MPI on CPU); world 1: local no-ops.
+  dist::Communicator& comm() { return *comm_; }
+  // Collectives on CPU tensors whatever the device (flags, metrics, agreement).
+  dist::Communicator& cpu_comm() { return cpu_comm_ ? *cpu_comm_ : *comm_; }
+
+ private:
+  dist::RankInfo info_;
+  std::unique_ptr<dist::MPIRuntime> mpi_;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<dist::Communicator> cpu_comm_;
+  at::Device device_{at::kCPU};
+};
+
+}  // namespace lf::launch

@@ -1,0 +1,187 @@
+// TrainSession: resume, stop agreement, checkpoints and progress (see train_session.h).
+#include "launch/train_session.h"
+
+#include <glog/logging.h>
+
+#include <cstdio>
+#include <filesystem>
+
+#include "core/util/strings.h"
+#include "launch/config_registry.h"
+
+namespace fs = std::filesystem;
+
+namespace lf::launch {
+
+std::vector<std::string> frozen_keys_for(const std::string& kind) {
+  if (kind == "vae")
+    return {"vae.", "vae_train.batch_size", "vae_train.seed", "data.source", "data.split", "data.limit",
+            "data.image_size", "data.color"};
+  return {"model.", "diffusion.", "train.batch_size", "train.seed", "train.label_dropout"};
+}
+
+void check_frozen_keys(const nlohmann::json& saved, const nlohmann::json& current,
+                       const std::vector<std::string>& frozen, const std::string& checkpoint) {
+  for (const auto& [key, value] : current.items()) {
+    bool is_frozen = false;
+    for (const auto& f : frozen)
+      is_frozen = is_frozen || (f.back() == '.' ? key.rfind(f, 0) == 0 : key == f);
+    if (!is_frozen || !saved.contains(key)) continue;
+    if (saved[key] != value)
+      throw UsageError(str(key, " = ", value.dump(), " but the checkpoint ", checkpoint, " was trained with ", key,
+                           " = ", saved[key].dump(), "; this key may not change on resume (start a new run_dir, "
+                           "or use train.init_from to fine-tune from its weights)"));
+  }
+}
+
+TrainSession::TrainSession(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist,
+                           dist::Communicator& cpu_comm, nlohmann::json config_json)
+    : kind_(std::move(kind)),
+      loop_(loop),
+      dist_(dist),
+      comm_(cpu_comm),
+      config_json_(std::move(config_json)),
+      checkpoints_(loop.run_dir, loop.keep_last, loop.milestone_every) {}
+
+std::optional<std::string> TrainSession::resolve_resume(const std::string& flag) {
+  // Rank 0 decides; the others receive the step (-1: fresh) and reconstruct the path.
+  int64_t step = -1;
+  std::string error;
+  std::string chosen;
+  if (comm_.rank() == 0) {
+    try {
+      if (flag.empty()) {
+        if (!checkpoints_.list().empty())
+          throw UsageError(str(loop_.run_dir, " already holds checkpoints; pass --resume auto to continue it, "
+                               "or choose another run_dir"));
+      } else if (flag == "auto") {
+        std::vector<std::string> warnings;
+        auto latest = checkpoints_.latest_valid(&warnings);
+        for (const auto& w : warnings) LOG(WARNING) << w;
+        if (latest) chosen = *latest;
+        else LOG(INFO) << "--resume auto: no valid checkpoint in " << checkpoints_.dir() << ", starting fresh";
+      } else {
+        if (!fs::is_directory(flag))
+          throw UsageError(str("--resume ", flag, ": not a checkpoint directory"));
+        try {
+          CheckpointManager::verify(flag);
+        } catch (const std::runtime_error& e) {
+          throw UsageError(str("--resume ", flag, ": ", e.what()));
+        }
+        chosen = flag;
+      }
+      if (!chosen.empty()) {
+        auto state = CheckpointManager::read_state(chosen);
+        if (state.value("kind", std::string()) != kind_)
+          throw UsageError(str(chosen, " is a '", state.value("kind", std::string("?")), "' checkpoint, not '", kind_,
+                               "'"));
+        check_frozen_keys(state.value("config", nlohmann::json::object()), config_json_, frozen_keys_for(kind_),
+                          chosen);
+        step = state.at("step").get<int64_t>();
+      }
+    } catch (const std::exception& e) {
+      error = e.what();
+      step = -2;
+    }
+  }
+  at::Tensor t = at::tensor({step}, at::kLong);
+  comm_.broadcast(t, 0, "broadcast of the resume decision");
+  step = t.item<int64_t>();
+  if (step == -2) {
+    if (comm_.rank() == 0) throw UsageError(error);
+    throw std::runtime_error("rank 0 refused to resume (see its message)");
+  }
+  if (step < 0) return std::nullopt;
+  if (comm_.rank() == 0) return chosen;
+  // Other ranks: the same directory on the shared file system.
+  if (flag != "auto" && !flag.empty()) return flag;
+  return (fs::path(checkpoints_.dir()) / CheckpointManager::name_for_step(step)).string();
+}
+
+void TrainSession::begin(int64_t start_step) {
+  start_step_ = start_step;
+  if (is_root()) {
+    fs::create_directories(loop_.run_dir);
+    metrics_.open((fs::path(loop_.run_dir) / "metrics.jsonl").string(), start_step);
+  }
+  install_stop_handlers();
+  window_start_ = std::chrono::steady_clock::now();
+}
+
+StopRequest TrainSession::agree_stop() {
+  at::Tensor flag = at::tensor({static_cast<int64_t>(local_stop_request())}, at::kLong);
+  if (comm_.world_size() > 1) comm_.all_reduce(flag, dist::ReduceOp::kMax, "agreement on stop signals");
+  return static_cast<StopRequest>(flag.item<int64_t>());
+}
+
+std::string TrainSession::save_checkpoint(int64_t step, nlohmann::json state,
+                                          const std::vector<CheckpointFile>& files, uint64_t expected_bytes) {
+  std::string dir;
+  std::string error;
+  if (is_root()) {
+    state["kind"] = kind_;
+    state["config"] = config_json_;
+    state["world_size"] = comm_.world_size();
+    try {
+      auto t0 = std::chrono::steady_clock::now();
+      dir = checkpoints_.save(step, std::move(state), files, expected_bytes);
+      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      LOG(INFO) << "checkpoint " << dir << " written and verified in " << str(int(s * 1000)) << " ms";
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  // No rank continues before the checkpoint is durable (or has failed everywhere).
+  at::Tensor ok = at::tensor({int64_t(error.empty() ? 1 : 0)}, at::kLong);
+  if (comm_.world_size() > 1) {
+    auto deadline = dist::Deadline::after(dist::Seconds(dist_.checkpoint_timeout_s));
+    comm_.broadcast(ok, 0, deadline, str("broadcast after the checkpoint of step ", step));
+  }
+  if (!error.empty()) throw std::runtime_error(str("checkpoint of step ", step, " failed: ", error));
+  if (ok.item<int64_t>() == 0) throw std::runtime_error(str("rank 0 failed to write the checkpoint of step ", step));
+  return dir;
+}
+
+void TrainSession::write_metrics(const nlohmann::json& record) {
+  if (is_root()) metrics_.write(record);
+}
+
+void TrainSession::record_step(int64_t step, int64_t total_steps, int64_t samples_per_step, const StepTimes& t,
+                               nlohmann::json values) {
+  window_steps_ += 1;
+  window_times_.data += t.data;
+  window_times_.forward_backward += t.forward_backward;
+  window_times_.sync += t.sync;
+  window_times_.optimizer += t.optimizer;
+  if (step % loop_.log_every != 0 && step != total_steps) return;
+  auto now = std::chrono::steady_clock::now();
+  double elapsed = std::chrono::duration<double>(now - window_start_).count();
+  double per_step = elapsed / std::max<int64_t>(1, window_steps_);
+  double rate = samples_per_step / std::max(per_step, 1e-9);
+  double eta = per_step * static_cast<double>(total_steps - step);
+  auto ms = [&](double s) { return s * 1000.0 / std::max<int64_t>(1, window_steps_); };
+  values["step"] = step;
+  values["samples_per_s"] = rate;
+  values["time_per_step_s"] = per_step;
+  values["time_data_ms"] = ms(window_times_.data);
+  values["time_fwd_bwd_ms"] = ms(window_times_.forward_backward);
+  values["time_sync_ms"] = ms(window_times_.sync);
+  values["time_optimizer_ms"] = ms(window_times_.optimizer);
+  if (is_root()) {
+    char line[512];
+    std::snprintf(line, sizeof line,
+                  "step %lld/%lld | loss %.5f | lr %.2e | gnorm %.3f | %.0f samples/s | data %.1f ms, fwd+bwd %.1f "
+                  "ms, sync %.1f ms, opt %.1f ms | ETA %s",
+                  static_cast<long long>(step), static_cast<long long>(total_steps), values.value("loss", 0.0),
+                  values.value("lr", 0.0), values.value("grad_norm", 0.0), rate, ms(window_times_.data),
+                  ms(window_times_.forward_backward), ms(window_times_.sync), ms(window_times_.optimizer),
+                  human_duration(eta).c_str());
+    LOG(INFO) << line;
+    metrics_.write(values);
+  }
+  window_start_ = now;
+  window_steps_ = 0;
+  window_times_ = StepTimes{};
+}
+
+}  // namespace lf::launch

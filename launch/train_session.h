@@ -1,0 +1,81 @@
+// What `train` and `vae train` share around their optimizer steps: the run directory and its
+// checkpoints, resuming (--resume auto|PATH) with every rank agreeing on the checkpoint,
+// the keys a resume may not change, stop signals agreed at step boundaries, timing,
+// progress lines with rate and ETA, and metrics.jsonl (rank 0).
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "distributed/communicator.h"
+#include "launch/checkpoint.h"
+#include "launch/config.h"
+#include "launch/metrics.h"
+#include "launch/signals.h"
+
+namespace lf::launch {
+
+// Config keys (exact, or prefixes ending in '.') that must not change when resuming.
+std::vector<std::string> frozen_keys_for(const std::string& kind);
+
+// Throws UsageError naming the first key among `frozen` whose value differs between the
+// checkpoint's config and the current one (both as registry JSON).
+void check_frozen_keys(const nlohmann::json& saved, const nlohmann::json& current,
+                       const std::vector<std::string>& frozen, const std::string& checkpoint);
+
+// Time spent per phase of a step, in seconds.
+struct StepTimes {
+  double data = 0, forward_backward = 0, sync = 0, optimizer = 0;
+  double total() const { return data + forward_backward + sync + optimizer; }
+};
+
+class TrainSession {
+ public:
+  // `kind` is "ldm" or "vae"; `config_json` the full resolved config (registry JSON).
+  TrainSession(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist,
+               dist::Communicator& cpu_comm, nlohmann::json config_json);
+
+  // --resume: "" (start fresh; refuse a run dir that already has checkpoints), "auto" (the newest
+  // valid checkpoint or fresh), or a checkpoint directory. All ranks agree (rank 0 decides).
+  // Returns the checkpoint to load, after checking its kind and frozen keys.
+  std::optional<std::string> resolve_resume(const std::string& flag);
+
+  // Opens metrics.jsonl (rank 0) dropping records after `start_step`; installs stop handlers.
+  void begin(int64_t start_step);
+
+  // At a step boundary: the most severe stop request of any rank (collective).
+  StopRequest agree_stop();
+
+  // Rank 0 writes; every rank then waits (with the checkpoint deadline) until it is durable.
+  // Returns the checkpoint directory (on rank 0; "" elsewhere).
+  std::string save_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
+                              uint64_t expected_bytes);
+
+  // Progress: a log line every log_every steps (rank 0) with rate and ETA, and a metrics record.
+  void record_step(int64_t step, int64_t total_steps, int64_t samples_per_step, const StepTimes& t,
+                   nlohmann::json values);
+  void write_metrics(const nlohmann::json& record);
+
+  bool is_root() const { return comm_.rank() == 0; }
+  const std::string& run_dir() const { return loop_.run_dir; }
+  const nlohmann::json& config_json() const { return config_json_; }
+  CheckpointManager& checkpoints() { return checkpoints_; }
+
+ private:
+  std::string kind_;
+  TrainLoopConfig loop_;
+  DistConfig dist_;
+  dist::Communicator& comm_;
+  nlohmann::json config_json_;
+  CheckpointManager checkpoints_;
+  MetricsWriter metrics_;
+  std::chrono::steady_clock::time_point window_start_;
+  int64_t window_steps_ = 0;
+  StepTimes window_times_;
+  int64_t start_step_ = 0;
+};
+
+}  // namespace lf::launch
