@@ -48,7 +48,10 @@ constexpr uint32_t stream_id(Stream s) { return static_cast<uint32_t>(s); }
 //
 // Arguments: `epochs` and `indices` are int64 tensors [N] on one device (epochs may differ per
 // sample: a batch may span an epoch boundary); the result is on that device, [N, ...]. The
-// same (seed, stream, epoch, index) yields the same bits on CPU and CUDA, in any batch layout.
+// same (seed, stream, epoch, index) yields the same bits, uniforms, integers and coin flips on
+// CPU and CUDA, in any batch layout. Normals also do not depend on the batch layout; between
+// CPU and CUDA they can differ in the last float64 ulp (log/cos/sin are the devices' own), which
+// almost never survives the cast to float32.
 // Every function validates the value ranges, which reads the tensors back (one device sync on
 // CUDA). Functions block only as the tensor ops they launch do. Thread-safe (no state).
 

@@ -77,7 +77,7 @@ NoiseSchedule::NoiseSchedule(at::Tensor betas) : betas_(std::move(betas)) {
 at::Tensor NoiseSchedule::snr(const at::Tensor& t) const {
   TORCH_CHECK(t.scalar_type() == at::kLong, "NoiseSchedule::snr: t must be int64, got ",
               t.scalar_type());
-  return snr_.to(t.device()).index({t});
+  return snr_.to(t.device()).index_select(0, t.reshape(-1)).view(t.sizes());
 }
 
 LinearSchedule::LinearSchedule(int64_t timesteps)

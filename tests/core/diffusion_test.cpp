@@ -9,6 +9,8 @@
 #include "core/diffusion.h"
 #include "core/keyed_rng.h"
 
+#include <torch/cuda.h>
+
 namespace lf::core {
 namespace {
 
@@ -167,6 +169,26 @@ TEST(Diffusion, WorksInFloat32AndChecksItsInputs) {
             std::string::npos);
   EXPECT_NE(msg_of([&] { d.q_sample(x, t, at::ones({2, 4})); }).find("noise has shape"),
             std::string::npos);
+}
+
+// Runs where CUDA is available (skipped on CPU-only machines).
+TEST(Diffusion, CudaAgreesWithCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const at::Device cuda(at::kCUDA, 0);
+  Diffusion d(options_for(ScheduleKind::kCosine, Prediction::kV, LossWeighting::kMinSNR));
+  auto idx = at::arange(64, at::kLong);
+  auto x0 = keyed_normal(4, 3, 0, idx, {4, 8, 8});
+  auto eps = keyed_normal(4, 3, 1, idx, {4, 8, 8});
+  auto t = keyed_randint(4, 2, 0, idx, 0, 1000);
+  auto xt = d.q_sample(x0, t, eps);
+  auto xt_gpu = d.q_sample(x0.to(cuda), t.to(cuda), eps.to(cuda));
+  EXPECT_LT((xt_gpu.cpu() - xt).abs().max().item<double>(), 1e-12);
+  auto pred = d.target(x0, eps, t);
+  auto loss = d.per_sample_loss(pred + 0.1, x0, eps, t);
+  auto loss_gpu = d.per_sample_loss((pred + 0.1).to(cuda), x0.to(cuda), eps.to(cuda), t.to(cuda));
+  EXPECT_LT((loss_gpu.cpu() - loss).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((d.x0_from(pred.to(cuda), xt_gpu, t.to(cuda)).cpu() - x0).abs().max().item<double>(),
+            1e-10);
 }
 
 TEST(Diffusion, OptionsValidateAndNamesRoundTrip) {

@@ -8,6 +8,8 @@
 #include "core/keyed_rng.h"
 #include "core/util/philox.h"
 
+#include <torch/cuda.h>
+
 namespace lf::core {
 namespace {
 
@@ -257,6 +259,29 @@ TEST(KeyedRng, NarrowDtypesStayInsideTheOpenInterval) {
   expect_identical(keyed_normal(3, 3, 0, idx, {2, 3}, at::kFloat), z64.to(at::kFloat), "f32 cast");
   expect_identical(keyed_normal(3, 3, 0, idx, {5}), z64.view({2000, 6}).narrow(1, 0, 5),
                    "odd count prefix");
+}
+
+// The invariant across devices; runs where CUDA is available (skipped on CPU-only machines).
+TEST(KeyedRng, CudaDrawsTheSameNumbersAsCpu) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const at::Device cuda(at::kCUDA, 0);
+  auto idx = at::arange(3000, at::kLong).mul_(7919).add_(int64_t{1} << 40);
+  auto epochs = at::arange(3000, at::kLong).remainder_(3);
+  auto on = [&](at::Device dev) {
+    auto e = epochs.to(dev), i = idx.to(dev);
+    return std::vector<at::Tensor>{keyed_bits(42, 3, e, i, 37).cpu(),
+                                   keyed_uniform(42, 6, e, i, {5}, at::kFloat).cpu(),
+                                   keyed_randint(42, 2, e, i, 0, 1000).cpu(),
+                                   keyed_bernoulli(42, 4, e, i, 0.25).cpu(),
+                                   keyed_normal(42, 3, e, i, {9}).cpu(),
+                                   keyed_normal(42, 3, e, i, {9}, at::kFloat).cpu()};
+  };
+  auto cpu = on(at::kCPU), gpu = on(cuda);
+  for (size_t k = 0; k < 4; ++k) expect_identical(gpu[k], cpu[k], "draw " + std::to_string(k));
+  // Normals: the devices' log/cos/sin may differ in the last float64 ulp.
+  EXPECT_LT((gpu[4] - cpu[4]).abs().max().item<double>(), 1e-13);
+  const double f32_mismatch = (gpu[5] != cpu[5]).to(at::kDouble).mean().item<double>();
+  EXPECT_LT(f32_mismatch, 1e-3) << "float32 normals differing between CPU and CUDA";
 }
 
 TEST(KeyedRng, RejectsBadArguments) {
