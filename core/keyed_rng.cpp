@@ -139,10 +139,7 @@ at::Tensor to_unit(const at::Tensor& bits, double scale) {
 // float64 [N, n] uniforms in (0, 1): (bits + 0.5) * 2^-32, exact in float64.
 at::Tensor uniform64(uint64_t seed, uint32_t stream, const at::Tensor& epochs,
                      const at::Tensor& indices, int64_t n) {
-  return keyed_bits(seed, stream, epochs, indices, n)
-      .to(at::kDouble)
-      .add_(0.5)
-      .mul_(std::ldexp(1.0, -32));
+  return to_unit(keyed_bits(seed, stream, epochs, indices, n), std::ldexp(1.0, -32));
 }
 
 // Casts float64 values to opts' dtype/device; uniforms are kept below 1 after rounding.
@@ -172,6 +169,10 @@ at::Tensor philox4x32_10_tensor(const at::Tensor& counter, uint32_t key0, uint32
   TORCH_CHECK(counter.scalar_type() == at::kLong && counter.dim() == 2 && counter.size(1) == 4,
               "philox4x32_10_tensor: counter must be int64 [M, 4], got ", counter.scalar_type(),
               " ", counter.sizes());
+  TORCH_CHECK(counter.numel() == 0 || at::logical_and(counter >= 0, counter <= kMask32)
+                                          .all()
+                                          .item<bool>(),
+              "philox4x32_10_tensor: counter words must lie in [0, 2^32)");
   auto t = counter.t();  // [4, M]: rows c0..c3
   at::Tensor a = at::stack({t[0], t[2]}), b = at::stack({t[3], t[1]});
   philox_rounds(a, b, key0, key1);

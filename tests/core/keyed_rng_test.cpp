@@ -299,7 +299,10 @@ TEST(KeyedRng, RejectsBadArguments) {
                "wider than 2^63 - 1");
   expect_error([&] { keyed_bernoulli(0, 3, 0, idx, 1.5); }, "p = 1.5");
   expect_error([&] { keyed_uniform(0, 3, 0, idx, {2}, at::kLong); }, "not a floating type");
-  // An empty batch is valid and gives an empty result.
+  expect_error([&] { philox4x32_10_tensor(longs({0, 1, 2, -1}).view({1, 4}), 0, 0); },
+               "counter words must lie in [0, 2^32)");
+  // An empty batch or an empty sample is valid and gives an empty result.
+  EXPECT_EQ(keyed_bits(0, 3, 0, idx, 0).sizes(), (std::vector<int64_t>{3, 0}));
   EXPECT_EQ(keyed_normal(0, 3, 0, longs({}), {4}).sizes(), (std::vector<int64_t>{0, 4}));
 }
 
