@@ -1,0 +1,98 @@
+// The diffusion objective: the forward process q(x_t | x_0), the network's parameterisations
+// (eps, v, x0) and conversions between them, loss weights (uniform, min-SNR-gamma), offset noise.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/noise_schedule.h"
+
+namespace lf::core {
+
+// What the network predicts: the noise (Ho et al. 2020), v (Salimans & Ho 2022) or x_0.
+enum class Prediction { kEps, kV, kX0 };
+// Per-sample loss weights: 1, or min-SNR-gamma (Hang et al. 2023).
+enum class LossWeighting { kUniform, kMinSNR };
+
+std::string to_string(Prediction p);  // "eps", "v", "x0"
+// Throws std::invalid_argument naming the value and the allowed ones.
+Prediction prediction_from_string(const std::string& name);
+std::string to_string(LossWeighting w);  // "uniform", "min_snr"
+LossWeighting loss_weighting_from_string(const std::string& name);
+
+// Configuration of the objective ([diffusion] in the INI configs).
+struct DiffusionOptions {
+  // Noise schedule. scaled_linear is the latent-diffusion schedule (Rombach et al. 2022; CompVis
+  // LDM and Stable Diffusion configs), tuned for VAE latents, which this project trains on.
+  ScheduleKind schedule = ScheduleKind::kScaledLinear;
+  int64_t timesteps = 1000;                          // T, number of discrete steps (>= 1)
+  Prediction prediction = Prediction::kEps;          // the network's output
+  LossWeighting weighting = LossWeighting::kUniform;  // per-sample loss weights
+  double min_snr_gamma = 5.0;                        // gamma of min-SNR (> 0); 5 in the paper
+  double offset_noise = 0.0;                         // offset-noise strength (>= 0; 0.1 typical)
+
+  // Throws std::invalid_argument naming the field (diffusion.<name>), the value and the range.
+  void validate() const;
+};
+
+// The objective for one schedule. All operations accept tensors on any device and of any
+// floating dtype; `t` is int64 [N] on the data's device, x-like tensors are [N, ...]. Per-step
+// coefficients are gathered by t from float64 tables and cast to the data's dtype. Timesteps
+// on the CPU are range-checked; on other devices they must lie in [0, T) (no sync is spent
+// on checking them). Immutable after construction: safe to share between threads.
+class Diffusion {
+ public:
+  // Validates `options` (std::invalid_argument) and builds the schedule.
+  explicit Diffusion(DiffusionOptions options);
+
+  const DiffusionOptions& options() const { return options_; }
+  const NoiseSchedule& schedule() const { return *schedule_; }
+  int64_t timesteps() const { return options_.timesteps; }
+
+  // x_t = sqrt(ac_t) x0 + sqrt(1 - ac_t) noise (Ho et al. 2020, eq. 4).
+  at::Tensor q_sample(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise) const;
+
+  // What the network should output for (x0, noise, t) under options().prediction:
+  // eps -> noise, x0 -> x0, v -> sqrt(ac) eps - sqrt(1 - ac) x0 (Salimans & Ho 2022, sec. 4).
+  at::Tensor target(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const;
+
+  // The noise and the clean sample implied by a prediction `pred` (in options().prediction)
+  // at x_t. Exact inverses of q_sample/target up to rounding.
+  at::Tensor eps_from(const at::Tensor& pred, const at::Tensor& x_t, const at::Tensor& t) const;
+  at::Tensor x0_from(const at::Tensor& pred, const at::Tensor& x_t, const at::Tensor& t) const;
+  // v = sqrt(ac) eps - sqrt(1 - ac) x0.
+  at::Tensor v_from_eps_x0(const at::Tensor& eps, const at::Tensor& x0,
+                           const at::Tensor& t) const;
+  // The prediction (in options().prediction) that corresponds to (eps, x0) at step t.
+  at::Tensor prediction_from_eps_x0(const at::Tensor& eps, const at::Tensor& x0,
+                                    const at::Tensor& t) const;
+
+  // Per-sample loss weights, float64 [N] on t's device: 1 (uniform) or min-SNR-gamma
+  // (Hang et al. 2023, sec. 3.4): min(snr, g) / snr for eps, min(snr, g) / (snr + 1) for v,
+  // min(snr, g) for x0, which all weight the x0-space error by min(snr, g).
+  at::Tensor loss_weight(const at::Tensor& t) const;
+
+  // loss_weight(t) * mean over non-batch dims of (model_out - target)^2: [N], float32 (float64
+  // when the inputs are float64). Low-precision inputs are promoted to float32 first.
+  at::Tensor per_sample_loss(const at::Tensor& model_out, const at::Tensor& x0,
+                             const at::Tensor& noise, const at::Tensor& t) const;
+
+  // Offset noise (Guttenberg 2023, "Diffusion with Offset Noise"): noise + offset_noise * c
+  // broadcast over the spatial dims, where `channel_noise` [N, C] is standard normal, drawn by
+  // the caller (keyed stream Stream::kOffsetNoise) so it obeys the per-sample invariant. Use
+  // the result as the noise for both q_sample and target. Returns `noise` when offset_noise = 0.
+  at::Tensor offset_noise(const at::Tensor& noise, const at::Tensor& channel_noise) const;
+
+ private:
+  // table[t] as a tensor of x's dtype and device, shaped [N, 1, ..., 1] to broadcast over x.
+  at::Tensor gather(const at::Tensor& table, const at::Tensor& t, const at::Tensor& x) const;
+
+  DiffusionOptions options_;
+  std::unique_ptr<NoiseSchedule> schedule_;
+  // float64 [T] tables: sqrt(ac), sqrt(1 - ac), sqrt(1 / ac), sqrt(1 / ac - 1).
+  at::Tensor sqrt_ac_, sqrt_one_minus_ac_, sqrt_recip_ac_, sqrt_recipm1_ac_;
+};
+
+}  // namespace lf::core

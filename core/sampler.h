@@ -1,0 +1,75 @@
+// Samplers as functions of (denoiser callback, x_T, timesteps): DDIM (Song et al. 2021), DDPM
+// ancestral sampling (Ho et al. 2020), timestep spacings and classifier-free guidance.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/diffusion.h"
+
+namespace lf::core {
+
+// The network's raw output at (x_t, t) in the Diffusion's parameterisation; t is int64 [N] on
+// x_t's device. Called once per sampling step.
+using Denoiser = std::function<at::Tensor(const at::Tensor& x_t, const at::Tensor& t)>;
+// Fresh standard-normal noise shaped like x for sampling step `step` (0-based position in the
+// timestep list). For the per-sample invariant draw it from the keyed generator, e.g.
+// keyed_normal(seed, stream_id(Stream::kSampleStep), /*epoch=*/step, sample_indices, shape).
+using NoiseFn = std::function<at::Tensor(int64_t step)>;
+// Called after each step with (steps done, total steps); may be empty.
+using ProgressFn = std::function<void(int64_t done, int64_t total)>;
+// A class-conditional network: raw prediction at (x, t, labels int64 [N]).
+using ConditionalModel =
+    std::function<at::Tensor(const at::Tensor& x, const at::Tensor& t, const at::Tensor& labels)>;
+
+// How a subset of `steps` of the T training timesteps is chosen, as in diffusers'
+// DDIMScheduler.set_timesteps (with steps_offset = 0):
+//   leading:  (0 .. steps-1) * (T / steps), integer division  (DDIM paper's "uniform")
+//   trailing: round(T - k T / steps) - 1 for k = 0 .. steps-1  (includes T - 1;
+//             Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps Are Flawed")
+//   linspace: round(linspace(0, T - 1, steps))
+// Rounding is half to even, like numpy.
+enum class Spacing { kLeading, kTrailing, kLinspace };
+std::string to_string(Spacing s);  // "leading", "trailing", "linspace"
+// Throws std::invalid_argument naming the value and the allowed ones.
+Spacing spacing_from_string(const std::string& name);
+
+// The descending timesteps to sample with. Requires 1 <= steps <= T (std::invalid_argument).
+std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps, Spacing spacing);
+
+// DDIM's sigma_t(eta) between alpha-bars ac (at t) and ac_prev (at the next timestep, 1 after
+// the last): eta sqrt((1 - ac_prev) / (1 - ac)) sqrt(1 - ac / ac_prev) (Song et al. 2021,
+// eq. 16). With eta = 1 and consecutive steps it is DDPM's posterior std sqrt(beta-tilde_t).
+double ddim_sigma(double ac, double ac_prev, double eta);
+
+// DDIM sampling (Song et al. 2021, eq. 12): for each t in `timesteps` (strictly descending,
+// in [0, T)), x_prev = sqrt(ac_prev) x0 + sqrt(1 - ac_prev - sigma^2) eps + sigma z, where
+// (x0, eps) come from the denoiser's prediction and ac_prev = 1 after the last step. `noise` is
+// called only for steps with sigma > 0 (never when eta = 0, which is deterministic). If
+// clip_x0 > 0 the predicted x0 is clamped to [-clip_x0, clip_x0] and eps recomputed from it
+// (as diffusers' clip_sample); latents are not bounded, so 0 (off) is the default.
+// Blocks until done; returns x_0 with x_T's shape, dtype and device.
+at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
+                       const std::vector<int64_t>& timesteps, double eta, const NoiseFn& noise,
+                       const ProgressFn& progress = {}, double clip_x0 = 0.0);
+
+// DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) written as guided-diffusion's
+// p_sample: x_prev ~ q(x_prev | x_t, x0_hat) with mean and variance beta-tilde from eq. 7.
+// `timesteps` empty means all T steps; a strictly descending subset samples the respaced
+// process (guided-diffusion space_timesteps: beta'_t = 1 - ac_t / ac_prev). No noise at the
+// last step. `noise`, `progress`, clip_x0 and blocking as for ddim_sample.
+at::Tensor ddpm_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
+                       const NoiseFn& noise, const ProgressFn& progress = {},
+                       const std::vector<int64_t>& timesteps = {}, double clip_x0 = 0.0);
+
+// Classifier-free guidance (Ho & Salimans 2022, eq. 6 written as uncond + s (cond - uncond)):
+// a Denoiser that runs `model` once on the batch [x; x] with labels [labels; null_label] and
+// mixes the two halves. scale = 1 is the conditional model alone (one call on x, no doubling).
+// `labels` is int64 [N] and moves to x's device.
+Denoiser classifier_free_guidance(ConditionalModel model, at::Tensor labels, int64_t null_label,
+                                  double scale);
+
+}  // namespace lf::core
