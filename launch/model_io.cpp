@@ -61,6 +61,11 @@ void load_module_weights(torch::nn::Module& module, const std::string& path) {
   core::load_state_dict(module, content.tensors, true, path);
 }
 
+void load_module_weights_from_map(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
+                                  const std::string& source) {
+  core::load_state_dict(module, tensors, true, source);
+}
+
 void save_module_weights(const torch::nn::Module& module, const std::string& path,
                          const std::map<std::string, std::string>& metadata) {
   core::save_safetensors(path, core::state_dict(module), metadata);

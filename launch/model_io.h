@@ -17,6 +17,10 @@ core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, cons
 
 // Loads `path` (safetensors) into `module` strictly; errors name the file and every bad key.
 void load_module_weights(torch::nn::Module& module, const std::string& path);
+// The same from tensors already in memory; `source` names them in errors. Tensors the module
+// has no parameter or buffer for are errors, as are missing parameters; missing buffers too.
+void load_module_weights_from_map(torch::nn::Module& module, const std::map<std::string, at::Tensor>& tensors,
+                                  const std::string& source);
 // Writes the module's parameters and buffers to `path` (safetensors, atomically).
 void save_module_weights(const torch::nn::Module& module, const std::string& path,
                          const std::map<std::string, std::string>& metadata = {});
