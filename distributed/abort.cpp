@@ -1,0 +1,29 @@
+// abort_job: log with the rank tag, then MPI_Abort.
+#include "distributed/abort.h"
+
+#include <glog/logging.h>
+#include <mpi.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "distributed/mpi_runtime.h"
+#include "distributed/rank_context.h"
+
+namespace lf::dist {
+
+void abort_job(const std::string& message, int exit_code) {
+  const std::string line = rank_tag() + " " + message;
+  // stderr first and unbuffered: it is what mpirun forwards and what the user reads.
+  std::fprintf(stderr, "%s\n", line.c_str());
+  std::fflush(stderr);
+  if (google::IsGoogleLoggingInitialized() && !FLAGS_logtostderr) {
+    LOG(ERROR) << message;
+    google::FlushLogFiles(google::GLOG_INFO);
+  }
+  std::fflush(stdout);
+  if (mpi_is_active()) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  std::_Exit(exit_code);
+}
+
+}  // namespace lf::dist
