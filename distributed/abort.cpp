@@ -2,7 +2,7 @@
 #include "distributed/abort.h"
 
 #include <glog/logging.h>
-#include <mpi.h>
+#include "distributed/mpi_include.h"
 
 #include <cstdio>
 #include <cstdlib>

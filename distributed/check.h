@@ -2,7 +2,7 @@
 // the call, file:line, the library's own error text, host and rank.
 // LF_NCCL_CHECK and LF_CUDA_CHECK live in distributed/cuda/nccl_check.h (they need nccl.h).
 #pragma once
-#include <mpi.h>
+#include "distributed/mpi_include.h"
 
 #include <string>
 

@@ -1,7 +1,7 @@
 // Communicator over MPI for CPU tensors: non-blocking MPI_Iallreduce/Ibcast/Iallgather/
 // Ibarrier whose Work is driven by MPI_Test (Open MPI 4.1 progresses only inside MPI calls).
 #pragma once
-#include <mpi.h>
+#include "distributed/mpi_include.h"
 
 #include <memory>
 #include <string>

@@ -1,7 +1,7 @@
 // Maps torch dtypes and ReduceOps to MPI. MPI has no 16-bit floats: f16 and bf16 travel as a
 // 2-byte contiguous type with user-defined sum/max/min operations that compute in float.
 #pragma once
-#include <mpi.h>
+#include "distributed/mpi_include.h"
 #include <torch/torch.h>
 
 #include "distributed/communicator.h"

@@ -1,7 +1,7 @@
 // MPI start-up and shut-down: initialise with the thread level the Reducer needs, check what
 // Open MPI granted, make errors return (so LF_MPI_CHECK sees them), and set the rank context.
 #pragma once
-#include <mpi.h>
+#include "distributed/mpi_include.h"
 
 #include <mutex>
 #include <string>
