@@ -13,7 +13,9 @@
 namespace lf::dist {
 
 void abort_job(const std::string& message, int exit_code) {
-  const std::string line = rank_tag() + " " + message;
+  // Timeout and check messages already open with the tag; do not repeat it.
+  const std::string tag = rank_tag();
+  const std::string line = message.rfind(tag, 0) == 0 ? message : tag + " " + message;
   // stderr first and unbuffered: it is what mpirun forwards and what the user reads.
   std::fprintf(stderr, "%s\n", line.c_str());
   std::fflush(stderr);

@@ -1,6 +1,7 @@
 // MPI_Init_thread with a checked thread level, error handlers, rank context.
 #include "distributed/mpi_runtime.h"
 
+#include <exception>
 #include <stdexcept>
 
 #include "core/util/strings.h"
@@ -77,6 +78,9 @@ MPIRuntime::MPIRuntime(int* argc, char*** argv, ThreadLevel minimum) {
 }
 
 MPIRuntime::~MPIRuntime() {
+  // While an exception unwinds, a peer may be waiting in a collective and MPI_Finalize could
+  // wait for it forever: leave the ending to main()'s catch-all (abort_job).
+  if (std::uncaught_exceptions() > 0) return;
   if (mpi_is_active()) MPI_Finalize();
 }
 

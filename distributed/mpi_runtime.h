@@ -24,7 +24,7 @@ void check_thread_level(ThreadLevel required, ThreadLevel provided);
 class MPIRuntime {
  public:
   MPIRuntime(int* argc, char*** argv, ThreadLevel minimum = ThreadLevel::kSerialized);
-  ~MPIRuntime();  // MPI_Finalize (not after MPI_Abort, which does not return)
+  ~MPIRuntime();  // MPI_Finalize, except while an exception unwinds (abort_job then ends MPI)
   MPIRuntime(const MPIRuntime&) = delete;
   MPIRuntime& operator=(const MPIRuntime&) = delete;
 

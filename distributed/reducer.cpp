@@ -144,8 +144,11 @@ void Reducer::mark_ready(size_t param, const torch::Tensor* grad) {
     // step's gradient after the hook; finish_backward() overwrites param.grad() anyway.
     const torch::Tensor& accumulated = p.grad();
     if (grad != nullptr) {
-      view.copy_(*grad);
-      if (accumulated.defined()) view.add_(accumulated);
+      if (accumulated.defined()) {
+        torch::add_out(view, *grad, accumulated);  // one pass over memory, not copy + add
+      } else {
+        view.copy_(*grad);
+      }
     } else if (accumulated.defined()) {
       view.copy_(accumulated);
     } else {
@@ -180,18 +183,9 @@ std::shared_ptr<Work> Reducer::launch_bucket(size_t bucket) {
 }
 
 void Reducer::complete_bucket(size_t bucket) {
-  // The 1/world scale comes after the sum is complete, as Horovod's postscale_factor: the sum
-  // over ranks of raw gradients is exact in f64 and never underflows in f16 (c10d instead
-  // pre-divides each gradient by world size before the all-reduce).
-  if (options_.reduction == GradReduction::kAverage && comm_->world_size() > 1) {
-    torch::NoGradGuard no_grad;
-    buffers_[bucket].div_(comm_->world_size());
-  }
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    done_[bucket] = 1;
-    ++done_count_;
-  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  done_[bucket] = 1;
+  ++done_count_;
   bucket_done_.notify_all();
 }
 
@@ -299,17 +293,25 @@ void Reducer::finish_backward() {
 
 void Reducer::write_back_and_reset() {
   torch::NoGradGuard no_grad;
+  // The 1/world scale comes only now, after the sum is complete (Horovod's postscale_factor;
+  // c10d instead divides each gradient before the all-reduce): the sum over ranks of raw
+  // gradients is exact in f64 and does not underflow in f16. Fused with the copy into
+  // param.grad() so the bucket is read once.
+  const bool average = options_.reduction == GradReduction::kAverage && comm_->world_size() > 1;
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto [bucket, slot] = plan_.location[i];
     const Bucket& b = plan_.buckets[static_cast<size_t>(bucket)];
     torch::Tensor& p = params_[i];
-    torch::Tensor synced = buffers_[static_cast<size_t>(bucket)]
+    torch::Tensor summed = buffers_[static_cast<size_t>(bucket)]
                                .narrow(0, b.offsets[static_cast<size_t>(slot)], p.numel())
                                .view(p.sizes());
-    if (p.grad().defined()) {
-      p.mutable_grad().copy_(synced);
+    if (!p.grad().defined()) {
+      p.mutable_grad() = average ? summed / comm_->world_size() : summed.clone();
+    } else if (average) {
+      torch::div_out(p.mutable_grad(), summed,
+                     torch::scalar_tensor(comm_->world_size(), summed.options()));
     } else {
-      p.mutable_grad() = synced.clone();
+      p.mutable_grad().copy_(summed);
     }
   }
   std::lock_guard<std::mutex> lock(mutex_);

@@ -12,7 +12,7 @@
 
 #include "distributed/communicator.h"
 
-namespace lf::dist::testing {
+namespace lf::dist::testkit {
 
 inline torch::nn::Sequential make_model(uint64_t seed) {
   torch::manual_seed(seed);
@@ -120,4 +120,4 @@ class CountingCommunicator final : public Communicator {
   std::shared_ptr<std::atomic<int64_t>> count_;
 };
 
-}  // namespace lf::dist::testing
+}  // namespace lf::dist::testkit

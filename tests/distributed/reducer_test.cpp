@@ -12,12 +12,12 @@
 namespace lf::dist {
 namespace {
 
-using testing::CountingCommunicator;
-using testing::compare_gradients;
-using testing::full_batch_gradients;
-using testing::gradients_of;
-using testing::loss_on;
-using testing::make_model;
+using testkit::CountingCommunicator;
+using testkit::compare_gradients;
+using testkit::full_batch_gradients;
+using testkit::gradients_of;
+using testkit::loss_on;
+using testkit::make_model;
 
 constexpr int64_t kBatch = 8;
 constexpr uint64_t kSeed = 100;
