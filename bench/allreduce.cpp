@@ -14,6 +14,7 @@
 
 #include "core/util/strings.h"
 #include "distributed/abort.h"
+#include "distributed/check.h"
 #include "distributed/logging.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/mpi_runtime.h"
@@ -94,9 +95,9 @@ void bench_bandwidth(Communicator& comm, MPI_Comm raw, const Options& o) {
   torch::Tensor flat = torch::ones({o.params});
   std::vector<double> raw_times;
   for (int rep = 0; rep < o.repeats + 1; ++rep) {
-    MPI_Barrier(raw);
+    LF_MPI_CHECK(MPI_Barrier(raw));
     const auto t0 = Clock::now();
-    MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr(), int(o.params), MPI_FLOAT, MPI_SUM, raw);
+    LF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr(), int(o.params), MPI_FLOAT, MPI_SUM, raw));
     if (rep > 0) raw_times.push_back(seconds_since(t0));  // the first run warms up
   }
   const double raw_s = median(raw_times);
@@ -117,7 +118,7 @@ void bench_bandwidth(Communicator& comm, MPI_Comm raw, const Options& o) {
     comm.set_poll_policy(poll);
     std::vector<double> times;
     for (int rep = 0; rep < o.repeats + 1; ++rep) {
-      MPI_Barrier(raw);
+      LF_MPI_CHECK(MPI_Barrier(raw));
       const auto t0 = Clock::now();
       comm.all_reduce_async(flat, lf::dist::ReduceOp::kSum, "raw")->wait();
       if (rep > 0) times.push_back(seconds_since(t0));
@@ -146,7 +147,7 @@ void bench_bandwidth(Communicator& comm, MPI_Comm raw, const Options& o) {
         // A backward whose gradients are free (d(sum p)/dp = 1).
         torch::Tensor loss = torch::zeros({});
         for (auto& p : params) loss = loss + p.sum();
-        MPI_Barrier(raw);
+        LF_MPI_CHECK(MPI_Barrier(raw));
         const auto t0 = Clock::now();
         loss.backward();
         reducer.finish_backward();
@@ -192,7 +193,7 @@ void bench_overlap(Communicator& comm, MPI_Comm raw, const Options& o) {
       std::vector<double> steps, backwards, waits;
       for (int rep = 0; rep < o.repeats + 1; ++rep) {
         for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
-        MPI_Barrier(raw);
+        LF_MPI_CHECK(MPI_Barrier(raw));
         const auto t0 = Clock::now();
         torch::Tensor loss = model->forward(x).square().mean();
         loss.backward();
@@ -228,7 +229,7 @@ int main(int argc, char** argv) {
     bench_bandwidth(*comm, raw->handle(), o);
     bench_overlap(*comm, raw->handle(), o);
     std::fflush(stdout);
-    MPI_Barrier(raw->handle());
+    LF_MPI_CHECK(MPI_Barrier(raw->handle()));
   } catch (const std::exception& e) {
     lf::dist::abort_job(e.what());
   }

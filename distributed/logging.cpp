@@ -9,6 +9,7 @@ namespace lf::dist {
 
 int log_level_for_rank(int rank) { return rank <= 0 ? google::GLOG_INFO : google::GLOG_WARNING; }
 
+#ifdef GLOG_CUSTOM_PREFIX_SUPPORT
 void rank_log_prefix(std::ostream& s, const google::LogMessageInfo& info, void*) {
   const char fill = s.fill();
   s << info.severity[0] << std::setfill('0') << std::setw(2) << 1 + info.time.month()
@@ -18,9 +19,16 @@ void rank_log_prefix(std::ostream& s, const google::LogMessageInfo& info, void*)
     << info.filename << ':' << info.line_number << "]";
 }
 
+#endif
+
 void init_rank_logging(const char* argv0) {
-  if (!google::IsGoogleLoggingInitialized())
+  if (!google::IsGoogleLoggingInitialized()) {
+#ifdef GLOG_CUSTOM_PREFIX_SUPPORT
     google::InitGoogleLogging(argv0, &rank_log_prefix, nullptr);
+#else
+    google::InitGoogleLogging(argv0);
+#endif
+  }
   FLAGS_logtostderr = true;
   FLAGS_minloglevel = log_level_for_rank(rank_context().rank);
 }

@@ -10,6 +10,7 @@
 namespace lf::dist {
 namespace {
 
+#ifdef GLOG_CUSTOM_PREFIX_SUPPORT
 TEST(RankLogging, PrefixCarriesTheRankTag) {
   set_rank_context(RankContext{1, 4, "gpu-node-07"});
   std::tm t{};
@@ -29,6 +30,7 @@ TEST(RankLogging, PrefixCarriesTheRankTag) {
   EXPECT_NE(os.str().find(" [rank 1/4 gpu-node-07] reducer.cpp:42]"), std::string::npos) << os.str();
   set_rank_context(RankContext{});
 }
+#endif
 
 TEST(RankLogging, OnlyRankZeroLogsInfo) {
   EXPECT_EQ(log_level_for_rank(0), google::GLOG_INFO);

@@ -24,9 +24,18 @@ namespace {
 struct ChildJob {
   int exit_code = -1;  // 128 + signal when killed
   double seconds = 0.0;
-  std::string output;  // stdout and stderr together
+  std::string output;  // stderr, then stdout
   bool timed_out = false;
+  std::string stderr_text;
 };
+
+std::string read_and_remove(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  std::remove(path.c_str());
+  return text.str();
+}
 
 // The parent job's MPI variables would make the child mpirun believe it is one of our ranks.
 std::vector<std::string> child_environment() {
@@ -50,7 +59,9 @@ std::string self_path() {
 ChildJob run_child_job(const std::string& mode, double limit_s) {
   const char* tmp = std::getenv("LF_TEST_TMP");
   const std::string log = std::string(tmp ? tmp : "/tmp") + "/test_mpi_fail_" + mode + "_" +
-                          std::to_string(getpid()) + ".log";
+                          std::to_string(getpid());
+  const std::string err_log = log + ".stderr";
+  const std::string out_log = log + ".stdout";
   const char* mpirun_env = std::getenv("LF_MPIRUN");
   const std::string mpirun = mpirun_env ? mpirun_env : "mpirun";
   std::vector<std::string> args{mpirun, "--oversubscribe", "--bind-to", "none", "-np", "2",
@@ -65,8 +76,8 @@ ChildJob run_child_job(const std::string& mode, double limit_s) {
 
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 1, out_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_addopen(&actions, 2, err_log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
@@ -96,11 +107,8 @@ ChildJob run_child_job(const std::string& mode, double limit_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   job.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  job.output = text.str();
-  std::remove(log.c_str());
+  job.stderr_text = read_and_remove(err_log);
+  job.output = job.stderr_text + "\n--- stdout ---\n" + read_and_remove(out_log);
   return job;
 }
 
@@ -123,8 +131,8 @@ TEST(JobFailure, ThrowingRankEndsTheJobWithItsMessage) {
     EXPECT_FALSE(job.timed_out) << job.output;
     EXPECT_NE(job.exit_code, 0) << job.output;
     EXPECT_LT(job.seconds, 20.0) << job.output;
-    EXPECT_TRUE(contains(job.output, "[rank 1/2 ")) << job.output;
-    EXPECT_TRUE(contains(job.output, "injected failure: cannot open cache/shard-00003.h5 (rank 1)"))
+    EXPECT_TRUE(contains(job.stderr_text, "[rank 1/2 ")) << job.output;
+    EXPECT_TRUE(contains(job.stderr_text, "injected failure: cannot open cache/shard-00003.h5 (rank 1)"))
         << job.output;
   });
 }
@@ -134,8 +142,8 @@ TEST(JobFailure, StuckRankTripsTheDeadlineNamingTheOperation) {
     EXPECT_FALSE(job.timed_out) << job.output;
     EXPECT_NE(job.exit_code, 0) << job.output;
     EXPECT_LT(job.seconds, 20.0) << job.output;
-    EXPECT_TRUE(contains(job.output, "[rank 0/2 ")) << job.output;
-    EXPECT_TRUE(contains(job.output, "barrier before step 41 has not completed after 1.5 s"))
+    EXPECT_TRUE(contains(job.stderr_text, "[rank 0/2 ")) << job.output;
+    EXPECT_TRUE(contains(job.stderr_text, "barrier before step 41 has not completed after 1.5 s"))
         << job.output;
   });
 }

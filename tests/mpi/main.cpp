@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "distributed/abort.h"
+#include "distributed/check.h"
 #include "distributed/logging.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_context.h"
@@ -71,7 +72,7 @@ int main(int argc, char** argv) {
     const int local_failed = RUN_ALL_TESTS() != 0 ? 1 : 0;
     // Every rank must agree on the verdict (a failure on rank 1 alone fails the job).
     int any_failed = local_failed;
-    MPI_Allreduce(&local_failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    LF_MPI_CHECK(MPI_Allreduce(&local_failed, &any_failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
     if (mpi.rank() == 0 && any_failed && !local_failed)
       std::cerr << "test_mpi: a test failed on another rank (see its output above)" << std::endl;
     return any_failed;
