@@ -105,6 +105,8 @@ void bench_bandwidth(Communicator& comm, MPI_Comm raw, const Options& o) {
     std::printf("\n1. Gradient sync bandwidth: %lld f32 gradients (%s) in %zu tensors, %d ranks, "
                 "median of %d\n", (long long)o.params, lf::human_bytes(bytes).c_str(), params.size(),
                 comm.world_size(), o.repeats);
+    std::printf("reducer rows: time that syncing adds to backward + finish_backward (with sync minus "
+                "without); with overlap part of it hides behind backward\n");
     std::printf("%-28s %8s %10s %12s %10s\n", "method", "buckets", "time ms", "algbw GB/s", "vs raw");
     std::printf("%-28s %8d %10.2f %12.3f %9.1f%%\n", "raw MPI_Allreduce (1 call)", 1, raw_s * 1e3,
                 bytes / raw_s / 1e9, 100.0);
