@@ -1,0 +1,62 @@
+// any_rank and the cross-rank equality checks behind start-up verification.
+#include "distributed/agreement.h"
+
+#include <iomanip>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+
+namespace lf::dist {
+namespace {
+
+std::string format_value(int64_t v, bool hex) {
+  if (!hex) return std::to_string(v);
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << static_cast<uint64_t>(v);
+  return os.str();
+}
+
+}  // namespace
+
+bool any_rank(Communicator& comm, bool local_flag, const std::string& what) {
+  torch::Tensor flag = torch::full({1}, local_flag ? 1 : 0, torch::kInt);
+  comm.all_reduce(flag, ReduceOp::kMax, what);
+  return flag.item<int>() != 0;
+}
+
+std::vector<std::vector<int64_t>> gather_values(Communicator& comm,
+                                                const std::vector<int64_t>& values,
+                                                const std::string& what) {
+  torch::Tensor mine = torch::tensor(values, torch::kLong);
+  if (values.empty()) mine = torch::empty({0}, torch::kLong);
+  torch::Tensor all = comm.all_gather(mine, what);
+  std::vector<std::vector<int64_t>> result(static_cast<size_t>(comm.world_size()));
+  for (int r = 0; r < comm.world_size(); ++r) {
+    torch::Tensor row = all[r].contiguous();
+    result[static_cast<size_t>(r)].assign(row.data_ptr<int64_t>(),
+                                          row.data_ptr<int64_t>() + row.numel());
+  }
+  return result;
+}
+
+void verify_same_on_all_ranks(Communicator& comm, const std::vector<int64_t>& values,
+                              const std::vector<std::string>& names, const std::string& what,
+                              bool hex) {
+  if (names.size() != values.size())
+    throw std::invalid_argument(lf::str("verify_same_on_all_ranks(", what, "): ", values.size(),
+                                    " values but ", names.size(), " names"));
+  const auto all = gather_values(comm, values, what);
+  for (size_t r = 1; r < all.size(); ++r) {
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (all[r][i] == all[0][i]) continue;
+      throw std::runtime_error(lf::str(comm.tag(), " ", what, " differs between ranks: rank 0 has ",
+                                   names[i], "=", format_value(all[0][i], hex), ", rank ", r,
+                                   " has ", names[i], "=", format_value(all[r][i], hex),
+                                   "; every rank must build the same model (same config and "
+                                   "code version)"));
+    }
+  }
+}
+
+}  // namespace lf::dist

@@ -1,0 +1,115 @@
+// Rank discovery from mpirun's and Slurm's environment variables.
+#include "distributed/rank_info.h"
+
+#include <cstdlib>
+#include <optional>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+
+namespace lf::dist {
+namespace {
+
+struct LauncherVars {
+  const char* rank;
+  const char* size;
+  const char* local_rank;
+  const char* name;
+};
+constexpr LauncherVars kMpirun{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                               "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun"};
+constexpr LauncherVars kSlurm{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"};
+
+int parse_int(const char* key, const char* value) {
+  const std::string text = trim(value);
+  size_t used = 0;
+  long parsed = -1;
+  try {
+    parsed = std::stol(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != text.size() || text.empty() || parsed < 0 || parsed > (1L << 30))
+    throw std::invalid_argument(
+        lf::str("environment variable ", key, "='", value, "' is not a non-negative integer"));
+  return static_cast<int>(parsed);
+}
+
+// The launcher's values, or nullopt when its rank variable is absent.
+std::optional<RankInfo> read_launcher(const EnvLookup& env, const LauncherVars& vars) {
+  const char* rank = env(vars.rank);
+  if (rank == nullptr) return std::nullopt;
+  const char* size = env(vars.size);
+  if (size == nullptr)
+    throw std::invalid_argument(lf::str(vars.rank, " is set (", rank, ") but ", vars.size,
+                                    " is not; both come from the launcher (", vars.name, ")"));
+  RankInfo info;
+  info.rank = parse_int(vars.rank, rank);
+  info.world_size = parse_int(vars.size, size);
+  const char* local = env(vars.local_rank);
+  info.local_rank = local ? parse_int(vars.local_rank, local) : 0;
+  info.source = vars.name;
+  if (info.world_size < 1 || info.rank >= info.world_size)
+    throw std::invalid_argument(lf::str(vars.rank, "=", info.rank, " is not a rank of ", vars.size,
+                                    "=", info.world_size));
+  return info;
+}
+
+std::string describe(const LauncherVars& vars, const RankInfo& info) {
+  return lf::str(vars.rank, "=", info.rank, " ", vars.size, "=", info.world_size, " ",
+             vars.local_rank, "=", info.local_rank);
+}
+
+}  // namespace
+
+RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
+  const EnvLookup env = getenv_fn ? getenv_fn : EnvLookup([](const char* k) { return std::getenv(k); });
+  std::optional<RankInfo> mpirun = read_launcher(env, kMpirun);
+  std::optional<RankInfo> slurm = read_launcher(env, kSlurm);
+
+  if (const char* forced = env("LF_RANK_SOURCE")) {
+    const std::string choice = trim(forced);
+    if (choice == "mpirun" || choice == "slurm") {
+      const std::optional<RankInfo>& chosen = choice == "mpirun" ? mpirun : slurm;
+      if (!chosen)
+        throw std::invalid_argument(lf::str("LF_RANK_SOURCE=", choice, " but ",
+                                        choice == "mpirun" ? kMpirun.rank : kSlurm.rank,
+                                        " is not set; was the job launched by ", choice, "?"));
+      return *chosen;
+    }
+    throw std::invalid_argument(
+        lf::str("LF_RANK_SOURCE='", forced, "' is not one of: mpirun, slurm"));
+  }
+
+  if (mpirun && slurm) {
+    if (mpirun->rank != slurm->rank || mpirun->world_size != slurm->world_size ||
+        mpirun->local_rank != slurm->local_rank)
+      throw std::invalid_argument(
+          lf::str("mpirun and Slurm disagree about this process: ", describe(kMpirun, *mpirun),
+              " but ", describe(kSlurm, *slurm),
+              "; launch with one of them (srun, or mpirun outside Slurm), or set "
+              "LF_RANK_SOURCE=mpirun when running mpirun inside an sbatch allocation"));
+    RankInfo both = *mpirun;
+    both.source = "mpirun+slurm";
+    return both;
+  }
+  if (mpirun) return *mpirun;
+  if (slurm) return *slurm;
+  return RankInfo{};
+}
+
+int device_for_local_rank(int local_rank, int device_count) {
+  if (device_count <= 0)
+    throw std::invalid_argument(lf::str("local rank ", local_rank,
+                                    " needs a CUDA device but none is visible (device count ",
+                                    device_count, "); check CUDA_VISIBLE_DEVICES and the driver"));
+  if (local_rank < 0 || local_rank >= device_count)
+    throw std::invalid_argument(
+        lf::str("local rank ", local_rank, " has no CUDA device of its own: this node shows ",
+            device_count, " device(s); start at most ", device_count,
+            " ranks per node (e.g. srun --ntasks-per-node=", device_count,
+            " or mpirun --map-by ppr:", device_count, ":node)"));
+  return local_rank;
+}
+
+}  // namespace lf::dist

@@ -1,0 +1,33 @@
+// Rank, world size and local rank as told by the launcher: Open MPI's mpirun
+// (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK) or Slurm's srun (SLURM_PROCID/NTASKS/LOCALID); and
+// the CUDA device a rank should use, from its local rank.
+#pragma once
+#include <functional>
+#include <string>
+
+namespace lf::dist {
+
+struct RankInfo {
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  std::string source = "none";  // "mpirun", "slurm", "mpirun+slurm" (both set, agreeing), "none"
+};
+
+// Reads the launcher's variables through `getenv` (the process environment by default).
+// When both launchers' variables are set they must agree; otherwise throws
+// std::invalid_argument naming both sets of values. LF_RANK_SOURCE=mpirun|slurm trusts one
+// and ignores the other: needed for `mpirun` inside an `sbatch` allocation, where the
+// processes inherit the allocation's SLURM_PROCID/SLURM_NTASKS of the launching step.
+// No launcher variables: a single process (rank 0 of 1). Any malformed value throws.
+// Cheap, non-blocking; may be called before MPI_Init.
+using EnvLookup = std::function<const char*(const char*)>;
+RankInfo discover_rank_info(const EnvLookup& getenv_fn = nullptr);
+
+// The CUDA device index for `local_rank` on a node with `device_count` visible devices: one
+// device per local rank (as torchrun and DDP assume). Throws std::invalid_argument when
+// there are no devices or more local ranks than devices, naming both counts. The caller sets
+// the device (torch / cudaSetDevice) before creating CUDA tensors or an NCCLCommunicator.
+int device_for_local_rank(int local_rank, int device_count);
+
+}  // namespace lf::dist

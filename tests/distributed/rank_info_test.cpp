@@ -1,0 +1,109 @@
+// Rank discovery from mpirun / Slurm variables, and the device chosen from the local rank.
+#include "distributed/rank_info.h"
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <string>
+
+namespace lf::dist {
+namespace {
+
+EnvLookup env_of(const std::map<std::string, std::string>& vars) {
+  return [vars](const char* key) -> const char* {
+    auto it = vars.find(key);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+std::string error_of(const std::map<std::string, std::string>& vars) {
+  try {
+    discover_rank_info(env_of(vars));
+  } catch (const std::invalid_argument& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(RankInfo, NoLauncherIsASingleProcess) {
+  const RankInfo info = discover_rank_info(env_of({}));
+  EXPECT_EQ(info.rank, 0);
+  EXPECT_EQ(info.world_size, 1);
+  EXPECT_EQ(info.local_rank, 0);
+  EXPECT_EQ(info.source, "none");
+}
+
+TEST(RankInfo, ReadsMpirun) {
+  const RankInfo info = discover_rank_info(env_of(
+      {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}));
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.world_size, 8);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.source, "mpirun");
+}
+
+TEST(RankInfo, ReadsSlurm) {
+  const RankInfo info = discover_rank_info(
+      env_of({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "6"}, {"SLURM_LOCALID", "2"}}));
+  EXPECT_EQ(info.rank, 5);
+  EXPECT_EQ(info.world_size, 6);
+  EXPECT_EQ(info.local_rank, 2);
+  EXPECT_EQ(info.source, "slurm");
+}
+
+TEST(RankInfo, BothAgreeing) {
+  const RankInfo info = discover_rank_info(env_of(
+      {{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+       {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}}));
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.source, "mpirun+slurm");
+}
+
+TEST(RankInfo, DisagreementNamesBothLaunchersValues) {
+  const std::string error = error_of(
+      {{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+       {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}});
+  EXPECT_NE(error.find("OMPI_COMM_WORLD_RANK=1"), std::string::npos) << error;
+  EXPECT_NE(error.find("OMPI_COMM_WORLD_SIZE=4"), std::string::npos) << error;
+  EXPECT_NE(error.find("SLURM_PROCID=0"), std::string::npos) << error;
+  EXPECT_NE(error.find("SLURM_NTASKS=2"), std::string::npos) << error;
+  EXPECT_NE(error.find("LF_RANK_SOURCE"), std::string::npos) << error;
+}
+
+TEST(RankInfo, RankSourceOverrideTrustsOneLauncher) {
+  const RankInfo info = discover_rank_info(env_of(
+      {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+       {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"},
+       {"LF_RANK_SOURCE", "mpirun"}}));
+  EXPECT_EQ(info.rank, 3);
+  EXPECT_EQ(info.world_size, 4);
+  EXPECT_EQ(info.source, "mpirun");
+  EXPECT_NE(error_of({{"LF_RANK_SOURCE", "pbs"}}).find("LF_RANK_SOURCE='pbs'"), std::string::npos);
+  EXPECT_NE(error_of({{"LF_RANK_SOURCE", "slurm"}}).find("SLURM_PROCID is not set"),
+            std::string::npos);
+}
+
+TEST(RankInfo, MalformedValuesAreNamed) {
+  EXPECT_NE(error_of({{"SLURM_PROCID", "x1"}, {"SLURM_NTASKS", "2"}}).find("SLURM_PROCID='x1'"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"SLURM_PROCID", "2"}, {"SLURM_NTASKS", "2"}}).find("is not a rank of"),
+            std::string::npos);
+  EXPECT_NE(error_of({{"OMPI_COMM_WORLD_RANK", "0"}}).find("OMPI_COMM_WORLD_SIZE is not"),
+            std::string::npos);
+}
+
+TEST(RankInfo, DeviceFromLocalRank) {
+  EXPECT_EQ(device_for_local_rank(0, 8), 0);
+  EXPECT_EQ(device_for_local_rank(7, 8), 7);
+  try {
+    device_for_local_rank(2, 2);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("local rank 2"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2 device(s)"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(device_for_local_rank(0, 0), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace lf::dist
