@@ -1,46 +1,38 @@
-// Logging and job-wide failure (see rank_context.h). Rank facts come from the launcher's
-// environment until distributed/ has initialised MPI.
+// Logging and job-wide failure (see rank_context.h), on distributed/'s rank context: the rank
+// is known from the launcher's environment before MPI starts, so every line carries it.
 #include "launch/rank_context.h"
 
 #include <glog/logging.h>
-#include <unistd.h>
 
-#include <cstdlib>
-#include <iostream>
+#include <cstdio>
 
-#include "core/util/strings.h"
+#include "distributed/abort.h"
+#include "distributed/logging.h"
+#include "distributed/mpi_runtime.h"
+#include "distributed/rank_context.h"
+#include "distributed/rank_info.h"
 
 namespace lf::launch {
-
-namespace {
-
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  return (v && *v) ? std::atoi(v) : fallback;
-}
-
-std::string rank_tag() {
-  int rank = env_int("OMPI_COMM_WORLD_RANK", env_int("SLURM_PROCID", 0));
-  int world = env_int("OMPI_COMM_WORLD_SIZE", env_int("SLURM_NTASKS", 1));
-  char host[256] = "?";
-  gethostname(host, sizeof host);
-  return str("[rank ", rank, "/", world, " ", host, "]");
-}
-
-}  // namespace
 
 void init_logging(const char* argv0) {
   static bool done = false;
   if (done) return;
   done = true;
-  FLAGS_logtostderr = true;
+  try {
+    dist::RankInfo info = dist::discover_rank_info();
+    dist::set_rank_context({info.rank, info.world_size, dist::local_host_name()});
+  } catch (const std::exception&) {
+    // Inconsistent launcher variables: Runtime reports them with the full message.
+  }
+  dist::init_rank_logging(argv0);
   FLAGS_colorlogtostderr = false;
-  if (env_int("OMPI_COMM_WORLD_RANK", env_int("SLURM_PROCID", 0)) > 0) FLAGS_minloglevel = google::WARNING;
-  google::InitGoogleLogging(argv0);
 }
 
 void fail_job(const std::string& message, int code) {
-  std::cerr << rank_tag() << " " << message << std::endl;
+  // With other ranks alive, MPI_Abort ends them all within seconds (never returns).
+  if (dist::mpi_is_active() && dist::rank_context().world_size > 1) dist::abort_job(message, code);
+  std::fprintf(stderr, "%s %s\n", dist::rank_tag().c_str(), message.c_str());
+  std::fflush(stderr);
 }
 
 }  // namespace lf::launch

@@ -37,7 +37,7 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist) {
     mpi_comm->set_timeout(dist::Seconds(dist.timeout_s));
 #ifdef LF_WITH_NCCL
     if (use_cuda) {
-      comm_ = dist::NCCLCommunicator::create(*mpi_comm, device_.index());
+      comm_ = std::make_unique<dist::NCCLCommunicator>(*mpi_comm, device_.index());
       comm_->set_timeout(dist::Seconds(dist.timeout_s));
       cpu_comm_ = std::move(mpi_comm);
     } else {

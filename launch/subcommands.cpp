@@ -5,9 +5,19 @@ namespace lf::launch {
 
 int run_encode(const Invocation& inv);
 int run_train(const Invocation& inv);
+int run_vae_train(const Invocation& inv);
+int run_sample(const Invocation& inv);
 
 const std::vector<Subcommand>& subcommands() {
   static const std::vector<Subcommand> table = {
+      {"vae train", "train the autoencoder (AutoencoderKL) on images (MPI ranks)",
+       "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
+       "Trains the VAE on data.source (L1/L2 + KL, optional patch discriminator), data-parallel over the\n"
+       "ranks. Writes RUN_DIR/vae (diffusers AutoencoderKL layout), reconstructions.png and PSNR/SSIM on\n"
+       "held-out images. Exit codes as for train.",
+       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of vae_train.run_dir (fresh if none); or a checkpoint dir"}},
+       {"data", "vae", "vae_train", "dist"},
+       run_vae_train},
       {"encode", "precompute the latent cache of a dataset (MPI ranks or a Slurm job array)",
        "[--config FILE] [--task-index K --task-count N | --finalize] [--section.key=VALUE ...]",
        "Encodes data.source with the VAE (vae.kind, vae.weights) into the sharded HDF5 cache at cache.dir.\n"
@@ -27,6 +37,14 @@ const std::vector<Subcommand>& subcommands() {
        {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"}},
        {"cache", "vae", "model", "diffusion", "train", "dist"},
        run_train},
+      {"sample", "generate images from a trained checkpoint (grid.png + samples.h5)",
+       "[--config FILE] [--sample.checkpoint=PATH] [--section.key=VALUE ...]",
+       "Samples sample.num images with DDIM or DDPM and classifier-free guidance from a checkpoint (EMA\n"
+       "weights by default), decodes them with the VAE the checkpoint records, writes grid.png (one row\n"
+       "per class) and samples.h5. Sample i's noise is keyed by (sample.seed, i).",
+       {},
+       {"sample"},
+       run_sample},
       {"inspect", "describe and verify a safetensors file, cache, checkpoint or run directory", "PATH",
        "Lists a safetensors file's tensors (name, dtype, shape, bytes); summarises and verifies a latent\n"
        "cache (manifest.json) or a checkpoint (state.json); lists a run directory's checkpoints.",
