@@ -1,6 +1,6 @@
 // Building blocks shared by the autoencoder and the denoiser: diffusers' ResnetBlock2D,
 // Downsample2D, Upsample2D and spatial self-attention (parameter names as diffusers registers
-// them), multi-head attention, and the sinusoidal timestep embedding.
+// them), and the sinusoidal timestep embedding.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
@@ -11,10 +11,6 @@
 #include <cstdint>
 
 namespace lf::core {
-
-// softmax(q k^T / sqrt(d)) v for q, k, v of shape [B, heads, L, d] (Vaswani et al. 2017, eq. 1).
-// Uses at::scaled_dot_product_attention where LibTorch has it (2.0+), else the explicit form.
-at::Tensor dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // Sinusoidal embedding of (possibly fractional) timesteps t [N] -> [N, dim]: first half cos,
 // second half sin of t * max_period^(-i/half); a zero column when dim is odd. Matches
@@ -56,7 +52,9 @@ TORCH_MODULE(Upsample2D);
 
 // Residual self-attention over the H*W positions of [N, C, H, W], as diffusers' Attention with
 // group_norm, residual_connection and rescale_output_factor 1 (attention_processor.py,
-// AttnProcessor2_0): x + to_out(attn(to_q(n), to_k(n), to_v(n))) with n = group_norm(x).
+// AttnProcessor2_0): x + to_out(attn(to_q(n), to_k(n), to_v(n))) with n = group_norm(x) and
+// attn = softmax(q k^T / sqrt(d)) v per head (Vaswani et al. 2017, eq. 1); LibTorch 2.x runs it
+// as at::scaled_dot_product_attention.
 // Names: group_norm, to_q, to_k, to_v, to_out.0. heads must divide channels.
 // zero_init_out zeroes to_out.0 as ADM does for proj_out (the block starts as the identity).
 class SpatialSelfAttentionImpl : public torch::nn::Module {

@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <ATen/ATen.h>
+#include <torch/nn/functional/upsampling.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -65,9 +68,25 @@ inline std::string describe_difference(const at::Tensor& a, const at::Tensor& b,
   return out;
 }
 
-#define LF_EXPECT_CLOSE(a, b, tol)                                                  \
-  EXPECT_TRUE(((a).sizes() == (b).sizes()) &&                                       \
-              ((a).to(at::kDouble) - (b).to(at::kDouble)).abs().max().item<double>() <= (tol)) \
-      << ::lf::core::test::describe_difference((a), (b), (tol))
+// Bilinear upsampling to size x size: smooth, learnable test images from a few random values.
+inline at::Tensor smooth_upsample(const at::Tensor& x, int64_t size) {
+  namespace F = torch::nn::functional;
+  return F::interpolate(x, F::InterpolateFuncOptions()
+                               .size(std::vector<int64_t>{size, size})
+                               .mode(torch::kBilinear)
+                               .align_corners(false));
+}
+
+// |a - b| <= tol everywhere (and equal shapes); each argument is evaluated once.
+inline ::testing::AssertionResult all_close(const at::Tensor& a, const at::Tensor& b, double tol) {
+  if (a.sizes() != b.sizes())
+    return ::testing::AssertionFailure() << "shapes differ: " << a.sizes() << " vs " << b.sizes();
+  const double err =
+      a.numel() ? (a.detach().to(at::kDouble) - b.detach().to(at::kDouble)).abs().max().item<double>() : 0.0;
+  if (err <= tol) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << describe_difference(a, b, tol);
+}
+
+#define LF_EXPECT_CLOSE(a, b, tol) EXPECT_TRUE(::lf::core::test::all_close((a), (b), (tol)))
 
 }  // namespace lf::core::test
