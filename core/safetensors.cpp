@@ -384,7 +384,7 @@ std::string hash_tensors(const TensorMap& tensors) {
   Sha256 sha;
   for (const auto& [name, t] : tensors) {
     at::Tensor c = cpu_contiguous(t, name);
-    hash_entry_prefix(sha, name, scalar_to_safetensors_dtype(c.scalar_type(), name), c.sizes());
+    hash_entry_prefix(sha, name, scalar_to_safetensors_dtype(c.scalar_type(), "tensor '" + name + "'"), c.sizes());
     sha.update(c.data_ptr(), c.numel() * c.element_size());
   }
   return sha.hex();

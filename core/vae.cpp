@@ -190,23 +190,24 @@ VAEImpl::VAEImpl(VAEOptions options) : options_(std::move(options)) {
       torch::nn::Conv2d(torch::nn::Conv2dOptions(options_.latent_channels, options_.latent_channels, 1)));
 }
 
-void VAEImpl::check_input(const at::Tensor& x, int64_t channels, const char* what) const {
-  const int64_t f = std::string(what) == "encode" ? options_.downsample_factor() : 1;
-  if (x.dim() != 4 || x.size(1) != channels || x.size(2) % f != 0 || x.size(3) % f != 0 ||
-      x.size(2) == 0 || x.size(3) == 0)
-    throw std::invalid_argument(lf::str("VAE::", what, ": input has shape ", x.sizes(),
-                                    ", expected [N, ", channels, ", H, W] with H and W positive",
-                                    f > 1 ? lf::str(" multiples of the downsampling factor ", f) : "",
-                                    f > 1 ? " (pad the images)" : ""));
+void VAEImpl::check_input(const at::Tensor& x, int64_t channels, int64_t multiple, const char* what) const {
+  if (x.dim() == 4 && x.size(1) == channels && x.size(2) > 0 && x.size(3) > 0 &&
+      x.size(2) % multiple == 0 && x.size(3) % multiple == 0)
+    return;
+  throw std::invalid_argument(lf::str("VAE::", what, ": input has shape ", x.sizes(), ", expected [N, ",
+                                      channels, ", H, W] with H and W positive",
+                                      multiple > 1 ? lf::str(" multiples of the downsampling factor ", multiple,
+                                                             " (pad the images)")
+                                                   : ""));
 }
 
 DiagonalGaussian VAEImpl::encode(const at::Tensor& x) {
-  check_input(x, options_.in_channels, "encode");
+  check_input(x, options_.in_channels, options_.downsample_factor(), "encode");
   return DiagonalGaussian(quant_conv(encoder(x)));
 }
 
 at::Tensor VAEImpl::decode(const at::Tensor& z) {
-  check_input(z, options_.latent_channels, "decode");
+  check_input(z, options_.latent_channels, 1, "decode");
   return decoder(post_quant_conv(z));
 }
 

@@ -128,7 +128,7 @@ class VAEImpl : public torch::nn::Module {
   torch::nn::Conv2d quant_conv{nullptr}, post_quant_conv{nullptr};
 
  private:
-  void check_input(const at::Tensor& x, int64_t channels, const char* what) const;
+  void check_input(const at::Tensor& x, int64_t channels, int64_t multiple, const char* what) const;
   VAEOptions options_;
 };
 TORCH_MODULE(VAE);
