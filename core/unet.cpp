@@ -20,43 +20,43 @@ bool contains(const std::vector<int64_t>& v, int64_t x) {
 void UNetOptions::validate() const {
   std::vector<std::string> errors;
   auto positive = [&](const char* name, int64_t v) {
-    if (v < 1) errors.push_back(lf::str("unet.", name, " = ", v, " (must be >= 1)"));
+    if (v < 1) errors.push_back(lf::str("model.", name, " = ", v, " (must be >= 1)"));
   };
   positive("in_channels", in_channels);
   positive("out_channels", out_channels);
-  positive("model_channels", model_channels);
+  positive("channels", model_channels);
   positive("num_res_blocks", num_res_blocks);
   positive("head_channels", head_channels);
   positive("norm_groups", norm_groups);
   if (num_classes < 0)
-    errors.push_back(lf::str("unet.num_classes = ", num_classes,
+    errors.push_back(lf::str("model.num_classes = ", num_classes,
                              " (must be >= 0; 0 means unconditional)"));
   if (!(dropout >= 0.0 && dropout < 1.0))
-    errors.push_back(lf::str("unet.dropout = ", dropout, " (must be in [0, 1))"));
+    errors.push_back(lf::str("model.dropout = ", dropout, " (must be in [0, 1))"));
   const int64_t n_levels = levels();
   if (n_levels < 1 || n_levels > 8) {
-    errors.push_back(lf::str("unet.channel_mult has ", n_levels, " entries (must have 1 to 8)"));
+    errors.push_back(lf::str("model.channel_mult has ", n_levels, " entries (must have 1 to 8)"));
   } else {
     for (int64_t i = 0; i < n_levels; ++i) {
       const int64_t c = channel_mult[i] * model_channels;
       if (channel_mult[i] < 1) {
-        errors.push_back(lf::str("unet.channel_mult[", i, "] = ", channel_mult[i], " (must be >= 1)"));
+        errors.push_back(lf::str("model.channel_mult[", i, "] = ", channel_mult[i], " (must be >= 1)"));
         continue;
       }
       if (norm_groups >= 1 && c % norm_groups != 0)
-        errors.push_back(lf::str("unet level ", i, " has ", c, " channels (model_channels ",
+        errors.push_back(lf::str("model level ", i, " has ", c, " channels (model.channels ",
                                  model_channels, " x channel_mult ", channel_mult[i],
-                                 "), not divisible by unet.norm_groups = ", norm_groups));
+                                 "), not divisible by model.norm_groups = ", norm_groups));
       const bool attends = contains(attention_ds, int64_t{1} << i) || i == n_levels - 1;
       if (attends && head_channels >= 1 && c % head_channels != 0)
-        errors.push_back(lf::str("unet level ", i, " has ", c, " channels, not divisible by ",
-                                 "unet.head_channels = ", head_channels,
+        errors.push_back(lf::str("model level ", i, " has ", c, " channels, not divisible by ",
+                                 "model.head_channels = ", head_channels,
                                  i == n_levels - 1 ? " (the middle block always attends)" : ""));
     }
     for (int64_t ds : attention_ds) {
       const bool ok = ds >= 1 && (ds & (ds - 1)) == 0 && ds <= (int64_t{1} << (n_levels - 1));
       if (!ok)
-        errors.push_back(lf::str("unet.attention_ds contains ", ds, " (allowed: powers of two from 1 to ",
+        errors.push_back(lf::str("model.attention_ds contains ", ds, " (allowed: powers of two from 1 to ",
                                  int64_t{1} << (n_levels - 1), " for ", n_levels, " levels)"));
     }
   }

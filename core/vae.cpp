@@ -23,19 +23,19 @@ void VAEOptions::validate() const {
   positive("out_channels", out_channels);
   positive("latent_channels", latent_channels);
   positive("layers_per_block", layers_per_block);
-  positive("norm_num_groups", norm_num_groups);
+  positive("norm_groups", norm_num_groups);
   const size_t levels = block_out_channels.size();
   if (levels < 1 || levels > 6) {
-    errors.push_back(lf::str("vae.block_out_channels has ", levels,
+    errors.push_back(lf::str("vae.channels has ", levels,
                          " entries (must have 1 to 6: downsampling factor 2^(entries-1))"));
   } else {
     for (size_t i = 0; i < levels; ++i) {
       const int64_t c = block_out_channels[i];
       if (c < 1)
-        errors.push_back(lf::str("vae.block_out_channels[", i, "] = ", c, " (must be >= 1)"));
+        errors.push_back(lf::str("vae.channels[", i, "] = ", c, " (must be >= 1)"));
       else if (norm_num_groups >= 1 && c % norm_num_groups != 0)
-        errors.push_back(lf::str("vae.block_out_channels[", i, "] = ", c,
-                             " is not divisible by vae.norm_num_groups = ", norm_num_groups,
+        errors.push_back(lf::str("vae.channels[", i, "] = ", c,
+                             " is not divisible by vae.norm_groups = ", norm_num_groups,
                              " (GroupNorm needs whole groups)"));
     }
   }

@@ -72,7 +72,7 @@ void register_config(Config& c, ConfigRegistry& r) {
 
   r.add_choice("vae.kind", &c.vae.kind, {"kl", "identity"}, "kl: a trained AutoencoderKL; identity: f = 1, the pixel-space baseline");
   r.add_path("vae.weights", &c.vae.weights, "the VAE: a diffusers AutoencoderKL directory (config.json + weights) or a vae.safetensors file");
-  r.add_int_list("vae.channels", &c.vae.arch.block_out_channels, 1, 4096, 1, 4,
+  r.add_int_list("vae.channels", &c.vae.arch.block_out_channels, 1, 4096, 1, 6,
                  "block_out_channels per level; f = 2^(levels-1) (1 level: f = 1)");
   r.add_int("vae.layers_per_block", &c.vae.arch.layers_per_block, 1, 16, "ResNet blocks per encoder level (decoder: one more)");
   r.add_int("vae.latent_channels", &c.vae.arch.latent_channels, 1, 256, "channels of the latent z");

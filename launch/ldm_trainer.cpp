@@ -136,6 +136,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   // ---- model, resume or init, sync, optimizer, EMA -----------------------------------------
   TrainSession session("ldm", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
   std::optional<std::string> ckpt = session.resolve_resume(resume);
+  // Initialisation draws from torch's generator: the same on every rank and for any rank count.
+  at::manual_seed(seed);
   core::UNet model(mopt);
   model->to(opts.dtype());
   model->to(device);

@@ -156,17 +156,21 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
 
   TrainSession session("vae", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
   std::optional<std::string> ckpt = session.resolve_resume(resume);
+  // Initialisation draws from torch's generator: the same on every rank and for any rank count.
+  at::manual_seed(seed);
   core::VAE vae(vopt);
   vae->to(dtype);
   vae->to(device);
   const bool use_disc = lc.disc_start > 0;
-  core::Discriminator disc(nullptr);
+  core::PatchDiscriminator disc(nullptr);
   if (use_disc) {
     core::DiscriminatorOptions dopt;
     dopt.in_channels = vopt.in_channels;
-    dopt.channels = lc.disc_channels;
-    dopt.layers = lc.disc_layers;
-    disc = core::Discriminator(dopt);
+    dopt.base_channels = lc.disc_channels;
+    dopt.n_layers = lc.disc_layers;
+    dopt.norm_groups = std::min<int64_t>(32, lc.disc_channels);
+    dopt.validate();
+    disc = core::PatchDiscriminator(dopt);
     disc->to(dtype);
     disc->to(device);
   }
@@ -300,7 +304,7 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
       at::Tensor loss = nll + lc.kl_weight * kl_per.sum() / per_rank;
       if (gan) {
         for (auto& p : d.params) p.requires_grad_(false);
-        at::Tensor g_loss = core::generator_hinge_loss(disc->forward(rec)) * (static_cast<double>(micro) / per_rank);
+        at::Tensor g_loss = core::hinge_g_loss(disc->forward(rec)) * (static_cast<double>(micro) / per_rank);
         for (auto& p : d.params) p.requires_grad_(true);
         if (a == 0) {
           // LDM's calculate_adaptive_weight, with both gradients averaged over the ranks.
@@ -319,7 +323,7 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
       kl_sum += (kl_per.sum() / per_rank).item<double>();
       if (gan) {
         if (d.reducer) d.reducer->set_sync(last);
-        at::Tensor d_loss = core::discriminator_hinge_loss(disc->forward(x), disc->forward(rec.detach())) *
+        at::Tensor d_loss = core::hinge_d_loss(disc->forward(x), disc->forward(rec.detach())) *
                             (static_cast<double>(micro) / per_rank);
         d_loss.backward();
         d_sum += d_loss.item<double>();

@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "core/state_dict.h"
-#include "core/unet.h"
+#include "core/model.h"
 #include "tests/core/models_test_support.h"
 
 namespace lf::core {
@@ -148,33 +148,33 @@ TEST(UNet, ValidateNamesEveryBadField) {
   o.in_channels = 0;
   o.out_channels = -2;
   o.model_channels = 0;
-  expect_error(o, {"unet.in_channels = 0 (must be >= 1)", "unet.out_channels = -2", "unet.model_channels = 0"});
+  expect_error(o, {"model.in_channels = 0 (must be >= 1)", "model.out_channels = -2", "model.channels = 0"});
   o = UNetOptions();
   o.num_res_blocks = 0;
   o.head_channels = 0;
   o.norm_groups = 0;
-  expect_error(o, {"unet.num_res_blocks = 0", "unet.head_channels = 0", "unet.norm_groups = 0"});
+  expect_error(o, {"model.num_res_blocks = 0", "model.head_channels = 0", "model.norm_groups = 0"});
   o = UNetOptions();
   o.num_classes = -1;
   o.dropout = 1.0;
-  expect_error(o, {"unet.num_classes = -1 (must be >= 0; 0 means unconditional)", "unet.dropout = 1 (must be in [0, 1))"});
+  expect_error(o, {"model.num_classes = -1 (must be >= 0; 0 means unconditional)", "model.dropout = 1 (must be in [0, 1))"});
   o = UNetOptions();
   o.channel_mult = {};
-  expect_error(o, {"unet.channel_mult has 0 entries (must have 1 to 8)"});
+  expect_error(o, {"model.channel_mult has 0 entries (must have 1 to 8)"});
   o.channel_mult = {1, 0};
-  expect_error(o, {"unet.channel_mult[1] = 0 (must be >= 1)"});
+  expect_error(o, {"model.channel_mult[1] = 0 (must be >= 1)"});
   o = UNetOptions();
   o.model_channels = 48;  // 48 and 96 channels: not divisible by 32 groups
-  expect_error(o, {"unet level 0 has 48 channels (model_channels 48 x channel_mult 1), not divisible by unet.norm_groups = 32"});
+  expect_error(o, {"model level 0 has 48 channels (model.channels 48 x channel_mult 1), not divisible by model.norm_groups = 32"});
   o = UNetOptions();
   o.head_channels = 48;  // levels 1, 2 (128 channels) attend
-  expect_error(o, {"unet level 1 has 128 channels, not divisible by unet.head_channels = 48",
-                   "unet level 2 has 128 channels", "(the middle block always attends)"});
+  expect_error(o, {"model level 1 has 128 channels, not divisible by model.head_channels = 48",
+                   "model level 2 has 128 channels", "(the middle block always attends)"});
   o = UNetOptions();
   o.attention_ds = {3, 8, 0};
-  expect_error(o, {"unet.attention_ds contains 3 (allowed: powers of two from 1 to 4 for 3 levels)",
+  expect_error(o, {"model.attention_ds contains 3 (allowed: powers of two from 1 to 4 for 3 levels)",
                    "contains 8", "contains 0"});
-  ExpectThrowContains<std::invalid_argument>([] { UNet bad(UNetOptions{0}); }, {"unet.in_channels = 0"});
+  ExpectThrowContains<std::invalid_argument>([] { UNet bad(UNetOptions{0}); }, {"model.in_channels = 0"});
 }
 
 TEST(UNet, DropoutTakesMasksFromTheCallerOnly) {

@@ -121,16 +121,16 @@ TEST(VAE, ValidateNamesEveryBadField) {
   expect_error(o, {"vae.out_channels = 0", "vae.layers_per_block = 0 (must be >= 1)"});
   o = VAEOptions();
   o.block_out_channels = {};
-  expect_error(o, {"vae.block_out_channels has 0 entries (must have 1 to 6"});
+  expect_error(o, {"vae.channels has 0 entries (must have 1 to 6"});
   o.block_out_channels = std::vector<int64_t>(7, 32);
   expect_error(o, {"has 7 entries"});
   o = VAEOptions();
   o.block_out_channels = {32, 48, 0};
-  expect_error(o, {"vae.block_out_channels[1] = 48 is not divisible by vae.norm_num_groups = 32",
-                   "vae.block_out_channels[2] = 0 (must be >= 1)"});
+  expect_error(o, {"vae.channels[1] = 48 is not divisible by vae.norm_groups = 32",
+                   "vae.channels[2] = 0 (must be >= 1)"});
   o = VAEOptions();
   o.norm_num_groups = 0;
-  expect_error(o, {"vae.norm_num_groups = 0 (must be >= 1)"});
+  expect_error(o, {"vae.norm_groups = 0 (must be >= 1)"});
   o = VAEOptions();
   o.scaling_factor = 0.0;
   expect_error(o, {"vae.scaling_factor = 0 (must be finite and > 0)"});
