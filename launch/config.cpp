@@ -145,6 +145,14 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("sample.seed", &c.sample.seed, 0, (1LL << 62), "sample i's noise is keyed by (seed, i)");
   r.add_int("sample.batch_size", &c.sample.batch_size, 1, 1 << 20, "samples per model call (does not change results)");
   r.add_bool("sample.use_ema", &c.sample.use_ema, "sample with the EMA weights");
+
+  r.add_path("eval.classifier", &c.eval.classifier, "the feature/label network written by `eval train-classifier`");
+  r.add_path("eval.samples", &c.eval.samples, "samples.h5 to evaluate (default: sample.out_dir/samples.h5)");
+  r.add_path("eval.out", &c.eval.out, "metrics.json to write (default: next to samples.h5)");
+  r.add_bool("eval.vae", &c.eval.vae, "also report the VAE's PSNR/SSIM on the test split (vae.kind = kl)");
+  r.add_int("eval.vae_images", &c.eval.vae_images, 1, 100000000, "test images for the VAE's PSNR/SSIM");
+  r.add_int("eval.batch_size", &c.eval.batch_size, 1, 1 << 20, "images per classifier/VAE call");
+  r.add_int("eval.classifier_epochs", &c.eval.classifier_epochs, 1, 1000, "epochs of the classifier recipe");
 }
 
 void validate_config(const Config& c) {

@@ -117,6 +117,17 @@ struct SampleConfig {
   bool use_ema = true;
 };
 
+// [eval]: the feature network and what `eval` compares.
+struct EvalConfig {
+  std::string classifier = "runs/classifier/classifier.safetensors";  // written by eval train-classifier
+  std::string samples = "";    // samples.h5 to evaluate (default: the sample command's output)
+  std::string out = "";        // metrics.json (default: next to samples.h5)
+  bool vae = true;             // also PSNR/SSIM of the VAE (vae.weights) on the test split
+  int64_t vae_images = 10000;  // test images for PSNR/SSIM
+  int64_t batch_size = 500;
+  int64_t classifier_epochs = 5;  // the fixed recipe of eval train-classifier
+};
+
 struct Config {
   DataConfig data;
   CacheConfig cache;
@@ -129,6 +140,7 @@ struct Config {
   TrainLoopConfig vae_train;
   DistConfig dist;
   SampleConfig sample;
+  EvalConfig eval;
 };
 
 // Binds every key of `config` into `registry` (the field values become the defaults).

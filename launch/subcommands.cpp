@@ -7,6 +7,8 @@ int run_encode(const Invocation& inv);
 int run_train(const Invocation& inv);
 int run_vae_train(const Invocation& inv);
 int run_sample(const Invocation& inv);
+int run_eval(const Invocation& inv);
+int run_train_classifier(const Invocation& inv);
 
 const std::vector<Subcommand>& subcommands() {
   static const std::vector<Subcommand> table = {
@@ -45,6 +47,21 @@ const std::vector<Subcommand>& subcommands() {
        {},
        {"sample"},
        run_sample},
+      {"eval", "measure a VAE (PSNR, SSIM) and samples (FD against the test split, class accuracy)",
+       "[--config FILE] [--eval.samples=samples.h5] [--section.key=VALUE ...]",
+       "Reports the VAE's PSNR/SSIM on the test split and, for samples.h5, the Fréchet distance of the\n"
+       "classifier's 128-wide features against the test split, with its floor (as many real training\n"
+       "images), and the class accuracy of class-conditional samples; writes metrics.json.",
+       {},
+       {"data", "vae", "eval"},
+       run_eval},
+      {"eval train-classifier", "train the evaluation classifier (a fixed recipe) on the labelled data",
+       "[--config FILE] [--eval.classifier=PATH]",
+       "Trains the small CNN whose features and predictions `eval` uses, on the training split of\n"
+       "data.source, and reports its test accuracy (>= 90% expected on Fashion-MNIST).",
+       {},
+       {"data", "eval"},
+       run_train_classifier},
       {"inspect", "describe and verify a safetensors file, cache, checkpoint or run directory", "PATH",
        "Lists a safetensors file's tensors (name, dtype, shape, bytes); summarises and verifies a latent\n"
        "cache (manifest.json) or a checkpoint (state.json); lists a run directory's checkpoints.",
