@@ -1,0 +1,109 @@
+// One shard of the latent cache as an HDF5 file: the writer used by encode (rows appended in
+// order, per-dataset SHA-256 and latent statistics accumulated on the way) and the reader used
+// by finalize, verification and the loader. Layout and checksum rule: docs/cache.md.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "core/util/sha256.h"
+#include "data/cache_format.h"
+#include "data/hdf5_util.h"
+
+namespace lf::data {
+
+// Sums over a shard's latents in float64, per latent channel. For stored moments they describe
+// the latent z ~ N(mean, exp(logvar)) the trainer draws: sum += mean, sumsq += mean^2 +
+// exp(logvar) (E[z^2] = mean^2 + var); for a stored sample, the sample itself. Computed on the
+// stored (rounded) values; flipped variants are not included.
+struct LatentStats {
+  std::vector<int64_t> count;  // elements per channel
+  std::vector<double> sum, sumsq;
+  void add(const LatentStats& o);
+  int64_t total_count() const;
+  double total_sum() const;
+  double total_sumsq() const;
+};
+
+// The attributes of a shard file.
+struct ShardHeader {
+  int64_t format_version = 0;
+  std::string producer;
+  int64_t shard_index = -1, begin = 0, count = 0;
+  std::string sha256;  // checksum of the datasets (docs/cache.md)
+  CacheSettings settings;
+};
+
+// Writes one shard to `path` (a temporary name; the caller renames it into place). Rows are
+// appended in order by write(); finish() writes statistics and the checksum and closes the
+// file. Not thread-safe; blocks on I/O.
+class ShardWriter {
+ public:
+  ShardWriter(std::string path, const CacheSettings& settings, int64_t shard_index,
+              int64_t begin, int64_t count);
+  ~ShardWriter();
+  // Appends the next rows: `latents` maps every name of latent_dataset_names() to a float
+  // tensor [n, c, h, w] (converted to the storage dtype here); labels and global indices are
+  // int64 [n]. Throws std::invalid_argument for missing datasets or wrong shapes.
+  void write(const std::map<std::string, at::Tensor>& latents, const at::Tensor& labels,
+             const at::Tensor& indices);
+  // Precondition: all `count` rows written. Writes stats + sha256, closes and fsyncs the
+  // file. Returns the checksum.
+  std::string finish();
+  const LatentStats& stats() const { return stats_; }
+
+ private:
+  void write_rows(const std::string& name, hid_t type, const void* data, int64_t n,
+                  int64_t row_elems, int64_t elem_bytes);
+  std::string path_;
+  CacheSettings settings_;
+  int64_t shard_index_, begin_, count_, written_ = 0;
+  H5Id file_, f16_;
+  std::map<std::string, H5Id> datasets_;
+  std::map<std::string, std::unique_ptr<Sha256>> hashes_;
+  std::map<std::string, std::string> dataset_lines_;
+  LatentStats stats_;
+  bool finished_ = false;
+};
+
+// Opens a shard for reading and keeps the file open. Every method takes h5_mutex().
+class ShardReader {
+ public:
+  explicit ShardReader(std::string path);
+  const ShardHeader& header() const { return header_; }
+  const std::string& path() const { return path_; }
+  // Recomputes the checksum from the datasets' bytes (reads the whole file).
+  std::string compute_checksum();
+  // The statistics datasets.
+  LatentStats read_stats();
+  // Copies rows [row, row+n) of dataset `name` in its stored type (f16 / f32 / int64) into
+  // `dst`, which must hold n * row_bytes(name) bytes.
+  void read_rows(const std::string& name, int64_t row, int64_t n, void* dst);
+  int64_t row_bytes(const std::string& name) const;
+  // File offset of a dataset's contiguous data (for tests that corrupt bytes on purpose).
+  int64_t data_offset(const std::string& name);
+
+ private:
+  struct Dataset {
+    H5Id id, type;
+    std::vector<hsize_t> dims;
+    int64_t row_bytes = 0;
+  };
+  Dataset& dataset(const std::string& name);
+  std::string path_;
+  H5Id file_;
+  ShardHeader header_;
+  std::map<std::string, Dataset> datasets_;
+};
+
+// The line a dataset contributes to a shard checksum: "<name> <dtype> <d0>x<d1>... <sha256 of
+// its bytes>\n". The shard checksum is the SHA-256 of these lines in shard_dataset_names()
+// order.
+std::string checksum_line(const std::string& name, const std::string& dtype,
+                          const std::vector<hsize_t>& dims, const std::string& sha);
+
+}  // namespace lf::data
