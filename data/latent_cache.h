@@ -1,0 +1,82 @@
+// Reading a finished latent cache: open (manifest read and validated with bounded sizes,
+// shards cross-checked, checksums verified on request), random-access row reads in large
+// contiguous runs, the VAE check, and the summary + full verification `latentforge inspect`
+// prints.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "data/manifest.h"
+
+namespace lf::data {
+
+class ShardReader;
+
+// Rows of the cache in the order they were asked for.
+struct LatentRows {
+  // latent_dataset_names(store, flip) -> [n, c, h, w]: float32, or the stored dtype (float16
+  // for f16 caches) when read with as_float = false.
+  std::map<std::string, at::Tensor> latents;
+  at::Tensor labels;   // int64 [n]
+  at::Tensor indices;  // int64 [n], the global sample indices (as stored in the shards)
+};
+
+class LatentCache {
+ public:
+  // Opens `dir` (its manifest.json and shards). With `verify`, every shard's data are hashed
+  // and compared with the manifest (reads the whole cache; blocks). Throws std::runtime_error
+  // naming the file: a missing/invalid manifest, a shard whose attributes disagree with the
+  // manifest, or (verify) a checksum mismatch with the expected and found hash.
+  static std::shared_ptr<LatentCache> open(const std::string& dir, bool verify = true);
+  ~LatentCache();
+
+  const Manifest& manifest() const { return manifest_; }
+  const std::string& dir() const { return dir_; }
+  int64_t size() const { return manifest_.num_samples(); }
+  // Bytes one sample occupies in the latent datasets (all of them, flip included).
+  int64_t sample_bytes() const;
+
+  // Hashes every shard and compares with the manifest; throws on the first mismatch.
+  void verify() const;
+  // Throws std::invalid_argument with vae_mismatch_message() unless the manifest's VAE hash
+  // equals `configured_hash`.
+  void check_vae(const std::string& configured_hash) const;
+
+  // Reads the rows of global sample `indices` (any order, duplicates allowed). Rows are grouped
+  // by shard and sorted; nearby rows are read as one contiguous run (gaps up to
+  // `gap_bytes` per dataset are read and discarded: one large read beats many small ones
+  // under HDF5's global lock). Thread-safe; blocks on I/O.
+  LatentRows read(const std::vector<int64_t>& indices, bool as_float = true,
+                  int64_t gap_bytes = 256 << 10) const;
+  // Every row, in stored dtype unless as_float (the in-memory mode of the loader).
+  LatentRows read_all(bool as_float = false) const;
+
+  // Multi-line description: source, shapes, store, VAE, scale factor, statistics, labels,
+  // shards, skipped inputs, size on disk.
+  std::string summary() const;
+
+ private:
+  LatentCache() = default;
+  ShardReader& shard(int64_t i) const;
+  std::string dir_;
+  Manifest manifest_;
+  mutable std::mutex mu_;
+  mutable std::vector<std::unique_ptr<ShardReader>> shards_;
+};
+
+// For `latentforge inspect`: summary plus a verification of every shard (no exception for a
+// damaged shard: it is reported in the text and `ok` is false). Throws only when the manifest
+// itself cannot be read.
+struct InspectResult {
+  std::string text;
+  bool ok = false;
+};
+InspectResult inspect_cache(const std::string& dir);
+
+}  // namespace lf::data
