@@ -287,7 +287,7 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
   std::vector<int64_t> present;
   for (const auto& e : fs::directory_iterator(cache_dir)) {
     const std::string n = e.path().filename().string();
-    if (n.size() >= 15 && n.rfind("shard-", 0) == 0 && n.substr(n.size() - 3) == ".h5" &&
+    if (n.size() >= 14 && n.rfind("shard-", 0) == 0 && n.substr(n.size() - 3) == ".h5" &&
         n.find_first_not_of("0123456789", 6) == n.size() - 3)
       present.push_back(std::stoll(n.substr(6, n.size() - 9)));
   }

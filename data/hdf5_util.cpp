@@ -78,7 +78,6 @@ H5Id h5_f16_type(const std::string& h5file) {
   LF_H5(H5Tset_fields(t, 15, 10, 5, 0, 10), h5file);
   LF_H5(H5Tset_size(t, 2), h5file);
   LF_H5(H5Tset_ebias(t, 15), h5file);
-  LF_H5(H5Tpack(t), h5file);
   return t;
 }
 
