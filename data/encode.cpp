@@ -375,6 +375,8 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
     m.scale_factor = parse_scale_factor(options.scale_factor);
     m.scale_factor_mode = "given";
   }
+  // A killed finalize leaves its temporary manifest behind: clear it (one process finalizes).
+  remove_stale_temps(cache_dir, kManifestName);
   write_manifest_atomically((fs::path(cache_dir) / kManifestName).string(),
                             m.to_json().dump(2) + "\n");
   return m;
