@@ -74,16 +74,21 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch,
   fisher_yates(perm.data(), blocks, [&](int64_t j, uint64_t bound) {
     return keyed_below(seed, kStreamBlocks, static_cast<uint64_t>(j), 0, ep, bound);
   });
+  // Concatenate the shuffled blocks; window w is the blocks at permutation positions
+  // [w·window_blocks, (w+1)·window_blocks), so a short last block never shifts the windows.
+  const int64_t wb = options.window_blocks;
   size_t pos = 0;
-  for (int64_t b : perm)
-    for (int64_t i = b * k; i < std::min(n, (b + 1) * k); ++i) order[pos++] = i;
-  const int64_t window = k * options.window_blocks;
-  for (int64_t w = 0; w * window < n; ++w) {
-    const int64_t begin = w * window, len = std::min(window, n - begin);
-    fisher_yates(order.data() + begin, len, [&](int64_t j, uint64_t bound) {
-      return keyed_below(seed, kStreamWindow, static_cast<uint64_t>(j),
-                         static_cast<uint32_t>(w), ep, bound);
-    });
+  for (int64_t w = 0; w * wb < blocks; ++w) {
+    const size_t begin = pos;
+    for (int64_t q = w * wb; q < std::min(blocks, (w + 1) * wb); ++q) {
+      const int64_t b = perm[static_cast<size_t>(q)];
+      for (int64_t i = b * k; i < std::min(n, (b + 1) * k); ++i) order[pos++] = i;
+    }
+    fisher_yates(order.data() + begin, static_cast<int64_t>(pos - begin),
+                 [&](int64_t j, uint64_t bound) {
+                   return keyed_below(seed, kStreamWindow, static_cast<uint64_t>(j),
+                                      static_cast<uint32_t>(w), ep, bound);
+                 });
   }
   return order;
 }

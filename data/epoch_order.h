@@ -18,8 +18,9 @@ struct OrderOptions {
 };
 
 // The order of epoch `epoch`: a permutation of 0..n-1. Blockwise (block_size = K > 1): the
-// blocks [bK, (b+1)K) are shuffled, concatenated, and each window of window_blocks*K
-// consecutive positions is shuffled again — a pure function still, with I/O locality. Blocks
+// blocks [bK, (b+1)K) are shuffled, concatenated, and the samples of each run of
+// window_blocks consecutive blocks (a window) are shuffled again — a pure function still, with
+// I/O locality: each window is the union of window_blocks whole blocks. Blocks
 // do not care about shard boundaries (choose K dividing the shard size for the best locality).
 // Cost O(n) time and memory. Throws std::invalid_argument for n < 1 or epoch < 0.
 std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch,

@@ -24,7 +24,7 @@ LatentLoader::LatentLoader(std::shared_ptr<const LatentCache> cache, LoaderOptio
     : cache_(std::move(cache)),
       opt_((options.validate(), options)),
       stream_(cache_->size(), opt_.seed, opt_.order),
-      next_build_(opt_.start_step) {
+      next_step_(opt_.start_step) {
   const auto& s = cache_->manifest().settings;
   names_ = latent_dataset_names(s.store, s.flip);
   if (opt_.in_memory) all_ = cache_->read_all(/*as_float=*/false);
@@ -44,67 +44,78 @@ double LatentLoader::steps_per_epoch() const {
   return static_cast<double>(cache_->size()) / static_cast<double>(opt_.layout.global_batch);
 }
 
-std::vector<LoaderStep> LatentLoader::build(int64_t first, int64_t count) {
+int64_t LatentLoader::group_steps() const {
+  return std::max<int64_t>(1, opt_.read_ahead_samples / opt_.layout.per_rank());
+}
+
+LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
   const BatchLayout& L = opt_.layout;
-  const int64_t per_rank = L.per_rank(), micro = L.micro_size();
+  const int64_t per_rank = L.per_rank();
   // This rank's positions of each step are contiguous ([step·B + r·B/W, + B/W)), and its
   // micro-batches tile them in order.
   const int64_t total = count * per_rank;
   std::vector<int64_t> index(static_cast<size_t>(total)), epoch(static_cast<size_t>(total));
   for (int64_t s = 0; s < count; ++s) {
-    auto [b, e] = micro_batch_positions(L, first + s, 0);
-    (void)e;
+    const int64_t b = micro_batch_positions(L, first + s, 0).first;
     stream_.lookup(b, b + per_rank, index.data() + s * per_rank, epoch.data() + s * per_rank);
   }
-  at::Tensor epochs = at::from_blob(epoch.data(), {total}, at::kLong).clone();
-  LatentRows rows;
+  Group g;
+  g.first = first;
+  g.count = count;
+  g.epochs = at::from_blob(epoch.data(), {total}, at::kLong).clone();
   if (opt_.in_memory) {
     at::Tensor idx = at::from_blob(index.data(), {total}, at::kLong);
-    for (const auto& n : names_) rows.latents[n] = all_.latents.at(n).index_select(0, idx);
-    rows.labels = all_.labels.index_select(0, idx);
-    rows.indices = all_.indices.index_select(0, idx);
+    for (const auto& n : names_) g.rows.latents[n] = all_.latents.at(n).index_select(0, idx);
+    g.rows.labels = all_.labels.index_select(0, idx);
+    g.rows.indices = all_.indices.index_select(0, idx);
   } else {
-    rows = cache_->read(index, /*as_float=*/false, opt_.gap_bytes);
+    g.rows = cache_->read(index, /*as_float=*/false, opt_.gap_bytes);
   }
-  std::vector<LoaderStep> steps(static_cast<size_t>(count));
-  for (int64_t s = 0; s < count; ++s) {
-    LoaderStep& st = steps[static_cast<size_t>(s)];
-    st.step = first + s;
-    for (int64_t a = 0; a < L.accum; ++a) {
-      const int64_t off = s * per_rank + a * micro;
-      LatentBatch mb;
-      auto take = [&](const std::string& name) -> at::Tensor {
-        auto it = rows.latents.find(name);
-        if (it == rows.latents.end()) return {};
-        return it->second.narrow(0, off, micro).to(at::kFloat).contiguous();
-      };
-      mb.mean = take("mean");
-      mb.logvar = take("logvar");
-      mb.latent = take("latent");
-      mb.mean_flip = take("mean_flip");
-      mb.logvar_flip = take("logvar_flip");
-      mb.latent_flip = take("latent_flip");
-      mb.labels = rows.labels.narrow(0, off, micro).clone();
-      mb.indices = rows.indices.narrow(0, off, micro).clone();
-      mb.epochs = epochs.narrow(0, off, micro).clone();
-      st.micro.push_back(std::move(mb));
-    }
+  return g;
+}
+
+LoaderStep LatentLoader::make_step(const Group& g, int64_t step) const {
+  const BatchLayout& L = opt_.layout;
+  const int64_t s = step - g.first, micro = L.micro_size();
+  LoaderStep st;
+  st.step = step;
+  for (int64_t a = 0; a < L.accum; ++a) {
+    const int64_t off = s * L.per_rank() + a * micro;
+    LatentBatch mb;
+    auto take = [&](const char* name) -> at::Tensor {
+      auto it = g.rows.latents.find(name);
+      if (it == g.rows.latents.end()) return {};
+      return it->second.narrow(0, off, micro).to(at::kFloat).contiguous();
+    };
+    mb.mean = take("mean");
+    mb.logvar = take("logvar");
+    mb.latent = take("latent");
+    mb.mean_flip = take("mean_flip");
+    mb.logvar_flip = take("logvar_flip");
+    mb.latent_flip = take("latent_flip");
+    mb.labels = g.rows.labels.narrow(0, off, micro).clone();
+    mb.indices = g.rows.indices.narrow(0, off, micro).clone();
+    mb.epochs = g.epochs.narrow(0, off, micro).clone();
+    st.micro.push_back(std::move(mb));
   }
-  return steps;
+  return st;
 }
 
 void LatentLoader::produce_loop() {
-  const int64_t group =
-      std::max<int64_t>(1, opt_.read_ahead_samples / opt_.layout.per_rank());
   try {
-    for (int64_t step = opt_.start_step;; step += group) {
-      std::vector<LoaderStep> steps = build(step, group);
-      for (auto& st : steps) {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] {
-          return stop_ || static_cast<int64_t>(queue_.size()) < opt_.prefetch_steps;
-        });
-        if (stop_) return;
+    for (int64_t first = opt_.start_step;; first += group_steps()) {
+      Group g = read_group(first, group_steps());
+      for (int64_t step = first; step < first + g.count; ++step) {
+        {
+          // Wait for room before building, so at most prefetch_steps steps are materialised.
+          std::unique_lock<std::mutex> lock(mu_);
+          cv_.wait(lock, [&] {
+            return stop_ || static_cast<int64_t>(queue_.size()) < opt_.prefetch_steps;
+          });
+          if (stop_) return;
+        }
+        LoaderStep st = make_step(g, step);
+        std::lock_guard<std::mutex> lock(mu_);
         queue_.push_back(std::move(st));
         cv_.notify_all();
       }
@@ -118,14 +129,9 @@ void LatentLoader::produce_loop() {
 
 LoaderStep LatentLoader::next() {
   if (opt_.prefetch_steps == 0) {
-    if (queue_.empty()) {
-      const int64_t group = std::max<int64_t>(1, opt_.read_ahead_samples / opt_.layout.per_rank());
-      for (auto& st : build(next_build_, group)) queue_.push_back(std::move(st));
-      next_build_ += group;
-    }
-    LoaderStep st = std::move(queue_.front());
-    queue_.pop_front();
-    return st;
+    if (sync_group_.count == 0 || next_step_ >= sync_group_.first + sync_group_.count)
+      sync_group_ = read_group(next_step_, group_steps());
+    return make_step(sync_group_, next_step_++);
   }
   std::unique_lock<std::mutex> lock(mu_);
   cv_.wait(lock, [&] { return !queue_.empty() || error_; });

@@ -65,16 +65,24 @@ class LatentLoader {
   double steps_per_epoch() const;
 
  private:
+  // The rows of a read group: steps [first, first+count), read with one cache read.
+  struct Group {
+    int64_t first = 0, count = 0;
+    LatentRows rows;
+    at::Tensor epochs;
+  };
   void produce_loop();
-  // Builds steps [first, first+count) (one read for all of them).
-  std::vector<LoaderStep> build(int64_t first, int64_t count);
+  Group read_group(int64_t first, int64_t count);
+  LoaderStep make_step(const Group& g, int64_t step) const;
+  int64_t group_steps() const;
 
   std::shared_ptr<const LatentCache> cache_;
   LoaderOptions opt_;
   SampleStream stream_;
   std::vector<std::string> names_;
   LatentRows all_;  // in-memory mode: every row, stored dtype
-  int64_t next_build_ = 0;
+  Group sync_group_;  // prefetch_steps == 0: the group next() serves from
+  int64_t next_step_ = 0;
 
   std::mutex mu_;
   std::condition_variable cv_;
