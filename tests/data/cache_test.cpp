@@ -275,13 +275,18 @@ TEST(CacheEncode, BadEncoderOutputIsNamed) {
 TEST(H5py, DocSnippetReadsTheCache) {
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
-  const char* src_dir = std::getenv("LF_SOURCE_DIR");
-  std::string doc = slurp(std::string(src_dir ? src_dir : ".") + "/docs/cache.md");
+  // The repository root: $LF_SOURCE_DIR, else two levels above this source file.
+  const char* env = std::getenv("LF_SOURCE_DIR");
+  const std::string src_dir = env && *env ? std::string(env)
+                                          : fs::path(__FILE__).parent_path().parent_path()
+                                                .parent_path().string();
+  std::string doc = slurp(src_dir + "/docs/cache.md");
   std::smatch match;
   ASSERT_TRUE(std::regex_search(doc, match,
                                 std::regex("<!-- h5py-snippet-begin -->\\s*```python\\n([\\s\\S]*?)"
                                            "```\\s*<!-- h5py-snippet-end -->")))
-      << "docs/cache.md lost its h5py snippet";
+      << "docs/cache.md (" << doc.size() << " bytes from " << src_dir
+      << ") lost its h5py snippet";
   const std::string dir = scratch_dir();
   auto src = synthetic_source(40);
   EncodeOptions o = small_options(dir + "/cache");
