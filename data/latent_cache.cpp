@@ -10,6 +10,7 @@
 
 #include "core/util/strings.h"
 #include "data/encode.h"
+#include "data/half_convert.h"
 #include "data/hdf5_util.h"
 #include "data/shard_file.h"
 
@@ -20,6 +21,17 @@ namespace fs = std::filesystem;
 namespace {
 
 at::ScalarType stored_type(StoreDType d) { return d == StoreDType::kF16 ? at::kHalf : at::kFloat; }
+
+// A per-thread staging buffer that grows and is never zero-filled (reads overwrite it).
+char* staging_buffer(size_t bytes) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    buf.reset(new char[bytes]);
+    cap = bytes;
+  }
+  return buf.get();
+}
 
 // Checks a shard's own attributes against the manifest entry (cheap: no data read).
 void check_shard_header(const ShardReader& r, const Manifest& m, int64_t i) {
@@ -42,9 +54,11 @@ void check_shard_header(const ShardReader& r, const Manifest& m, int64_t i) {
 
 }  // namespace
 
-std::shared_ptr<LatentCache> LatentCache::open(const std::string& dir, bool verify) {
+std::shared_ptr<LatentCache> LatentCache::open(const std::string& dir, bool verify,
+                                               bool memory_map) {
   std::shared_ptr<LatentCache> c(new LatentCache());
   c->dir_ = dir;
+  c->memory_map_ = memory_map;
   c->manifest_ = Manifest::read((fs::path(dir) / kManifestName).string());
   c->shards_.resize(c->manifest_.shards.size());
   if (verify) c->verify();
@@ -95,32 +109,126 @@ void LatentCache::check_vae(const std::string& configured_hash) const {
                              manifest_.settings.vae_sha256, configured_hash));
 }
 
-LatentRows LatentCache::read(const std::vector<int64_t>& indices, bool as_float,
-                             int64_t gap_bytes) const {
+LatentRows LatentCache::allocate_rows(int64_t n, bool as_float) const {
   const auto& s = manifest_.settings;
-  const int64_t n = static_cast<int64_t>(indices.size());
-  const auto names = latent_dataset_names(s.store, s.flip);
   LatentRows out;
-  const at::ScalarType st = stored_type(s.dtype);
-  for (const auto& name : names)
+  const at::ScalarType st = as_float ? at::kFloat : stored_type(s.dtype);
+  for (const auto& name : latent_dataset_names(s.store, s.flip))
     out.latents[name] = at::empty({n, s.latent_shape[0], s.latent_shape[1], s.latent_shape[2]}, st);
   out.labels = at::empty({n}, at::kLong);
   out.indices = at::empty({n}, at::kLong);
+  return out;
+}
+
+LatentRows LatentCache::read(const std::vector<int64_t>& indices, bool as_float,
+                             int64_t gap_bytes) const {
+  LatentRows out = allocate_rows(static_cast<int64_t>(indices.size()), as_float);
+  read_into(indices, out, gap_bytes);
+  return out;
+}
+
+void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out,
+                            int64_t gap_bytes) const {
+  const auto& s = manifest_.settings;
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const auto names = latent_dataset_names(s.store, s.flip);
+  const int64_t elems = s.latent_shape[0] * s.latent_shape[1] * s.latent_shape[2];
+  const bool as_float = out.latents.count(names[0]) &&
+                        out.latents.at(names[0]).scalar_type() == at::kFloat;
+  const at::ScalarType st = as_float ? at::kFloat : stored_type(s.dtype);
+  for (const auto& name : names) {
+    auto it = out.latents.find(name);
+    TORCH_CHECK(it != out.latents.end() && it->second.is_contiguous() &&
+                    it->second.scalar_type() == st && it->second.numel() == n * elems,
+                "LatentCache::read_into: output '", name, "' must be a contiguous ", st,
+                " tensor of ", n, " x ", elems, " elements");
+  }
+  TORCH_CHECK(out.labels.numel() == n && out.indices.numel() == n &&
+                  out.labels.scalar_type() == at::kLong && out.indices.scalar_type() == at::kLong,
+              "LatentCache::read_into: labels and indices must be int64 [", n, "]");
+  const bool convert = as_float && s.dtype == StoreDType::kF16;  // fused gather + f16->f32
   const int64_t lat_row = sample_bytes() / static_cast<int64_t>(names.size());
 
-  // Sort the requests by sample index, remembering where each goes.
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), 0);
   for (int64_t v : indices)
     if (v < 0 || v >= size())
       throw std::invalid_argument(lf::str(dir_, ": sample index ", v, " is outside the cache of ",
                                           size(), " samples"));
+
+  // Fast path: every shard touched is memory-mapped; copy (or convert) each row straight from
+  // the page cache into its place, in request order. No sort, no staging buffer.
+  std::vector<int64_t> touched;
+  for (int64_t v : indices) {
+    const int64_t sh = v / s.shard_size;
+    if (touched.empty() || touched.back() != sh) touched.push_back(sh);
+  }
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  struct Bases {
+    std::vector<const char*> latent;
+    const int64_t* labels = nullptr;
+    const int64_t* index = nullptr;
+  };
+  std::map<int64_t, Bases> bases;
+  bool mapped = memory_map_;
+  for (int64_t sh : mapped ? touched : std::vector<int64_t>{}) {
+    ShardReader& r = shard(sh);
+    Bases b;
+    for (const auto& name : names) {
+      b.latent.push_back(r.mapped_rows(name));
+      mapped = mapped && b.latent.back();
+    }
+    b.labels = reinterpret_cast<const int64_t*>(r.mapped_rows("labels"));
+    b.index = reinterpret_cast<const int64_t*>(r.mapped_rows("index"));
+    mapped = mapped && b.labels && b.index;
+    bases.emplace(sh, std::move(b));
+  }
+  if (mapped) {
+    int64_t* lab = out.labels.data_ptr<int64_t>();
+    int64_t* idx = out.indices.data_ptr<int64_t>();
+    std::vector<char*> dst;
+    for (const auto& name : names) dst.push_back(static_cast<char*>(out.latents[name].data_ptr()));
+    const int64_t out_row = convert ? elems * 4 : lat_row;
+    const Bases* b = nullptr;
+    int64_t cur = -1;
+    constexpr int64_t kAhead = 8;  // rows prefetched ahead: hides memory latency of random rows
+    auto prefetch = [&](int64_t q) {
+      const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
+      for (const char* base : bases.at(sh).latent)
+        for (int64_t off = 0; off < lat_row; off += 64) __builtin_prefetch(base + row * lat_row + off);
+    };
+    for (int64_t q = 0; q < std::min(n, kAhead); ++q) prefetch(q);
+    for (int64_t q = 0; q < n; ++q) {
+      if (q + kAhead < n) prefetch(q + kAhead);
+      const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
+      if (sh != cur) {
+        b = &bases.at(sh);
+        cur = sh;
+      }
+      for (size_t d = 0; d < names.size(); ++d) {
+        const char* src = b->latent[d] + row * lat_row;
+        if (convert)
+          half_to_float(reinterpret_cast<const uint16_t*>(src),
+                        reinterpret_cast<float*>(dst[d] + q * out_row), elems);
+        else
+          std::memcpy(dst[d] + q * out_row, src, static_cast<size_t>(lat_row));
+      }
+      lab[q] = b->labels[row];
+      idx[q] = b->index[row];
+      if (idx[q] != v)
+        throw std::runtime_error(lf::str(shard(sh).path(), ": row ", row, " stores sample index ",
+                                         idx[q], ", expected ", v, "; the shard is damaged"));
+    }
+    return;
+  }
+
+  // Fallback: pread()/H5Dread in runs. Sort the requests by sample index, remembering where
+  // each goes; nearby rows are read as one run.
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(),
             [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
-
   const int64_t max_gap_rows = std::max<int64_t>(0, gap_bytes / std::max<int64_t>(lat_row, 1));
   const int64_t max_run_rows = std::max<int64_t>(1, (int64_t{32} << 20) / lat_row);
-  std::vector<char> staging;
   std::vector<int64_t> lab_buf, idx_buf;
   size_t k = 0;
   while (k < order.size()) {
@@ -140,12 +248,18 @@ LatentRows LatentCache::read(const std::vector<int64_t>& indices, bool as_float,
     const int64_t row0 = first - shard_begin, rows = last - first + 1;
     ShardReader& r = shard(sh);
     for (const auto& name : names) {
-      staging.resize(static_cast<size_t>(rows * lat_row));
-      r.read_rows(name, row0, rows, staging.data());
+      char* staging = staging_buffer(static_cast<size_t>(rows * lat_row));
+      r.read_rows(name, row0, rows, staging);
       char* dst = static_cast<char*>(out.latents[name].data_ptr());
-      for (size_t q = k; q < e; ++q)
-        std::memcpy(dst + order[q] * lat_row, staging.data() + (indices[order[q]] - first) * lat_row,
-                    static_cast<size_t>(lat_row));
+      const int64_t out_row = convert ? elems * 4 : lat_row;
+      for (size_t q = k; q < e; ++q) {
+        const char* src = staging + (indices[order[q]] - first) * lat_row;
+        if (convert)
+          half_to_float(reinterpret_cast<const uint16_t*>(src),
+                        reinterpret_cast<float*>(dst + order[q] * out_row), elems);
+        else
+          std::memcpy(dst + order[q] * out_row, src, static_cast<size_t>(lat_row));
+      }
     }
     lab_buf.resize(static_cast<size_t>(rows));
     idx_buf.resize(static_cast<size_t>(rows));
@@ -163,9 +277,6 @@ LatentRows LatentCache::read(const std::vector<int64_t>& indices, bool as_float,
     }
     k = e;
   }
-  if (as_float)
-    for (auto& kv : out.latents) kv.second = kv.second.to(at::kFloat);
-  return out;
 }
 
 LatentRows LatentCache::read_all(bool as_float) const {

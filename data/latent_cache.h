@@ -33,7 +33,10 @@ class LatentCache {
   // and compared with the manifest (reads the whole cache; blocks). Throws std::runtime_error
   // naming the file: a missing/invalid manifest, a shard whose attributes disagree with the
   // manifest, or (verify) a checksum mismatch with the expected and found hash.
-  static std::shared_ptr<LatentCache> open(const std::string& dir, bool verify = true);
+  // `memory_map` = false reads rows with pread()/H5Dread in runs instead of from memory maps
+  // (for file systems where mmap is slow or unsafe; both give the same rows).
+  static std::shared_ptr<LatentCache> open(const std::string& dir, bool verify = true,
+                                           bool memory_map = true);
   ~LatentCache();
 
   const Manifest& manifest() const { return manifest_; }
@@ -48,12 +51,18 @@ class LatentCache {
   // equals `configured_hash`.
   void check_vae(const std::string& configured_hash) const;
 
-  // Reads the rows of global sample `indices` (any order, duplicates allowed). Rows are grouped
-  // by shard and sorted; nearby rows are read as one contiguous run (gaps up to
-  // `gap_bytes` per dataset are read and discarded: one large read beats many small ones
-  // under HDF5's global lock). Thread-safe; blocks on I/O.
+  // Reads the rows of global sample `indices` (any order, duplicates allowed). With memory maps
+  // each row is copied (and converted from f16 when as_float) straight from the page cache;
+  // otherwise rows are grouped by shard and sorted, and nearby rows read as one contiguous run
+  // (gaps up to `gap_bytes` per dataset are read and discarded: one large read beats many
+  // small ones). Thread-safe; blocks on I/O (page faults, with maps).
   LatentRows read(const std::vector<int64_t>& indices, bool as_float = true,
                   int64_t gap_bytes = 256 << 10) const;
+  // read() into caller-owned tensors (as made by allocate_rows(n, as_float)), so a reader can
+  // recycle its buffers. The latents' dtype (float32 or stored) selects conversion.
+  void read_into(const std::vector<int64_t>& indices, LatentRows& out,
+                 int64_t gap_bytes = 256 << 10) const;
+  LatentRows allocate_rows(int64_t n, bool as_float) const;
   // Every row, in stored dtype unless as_float (the in-memory mode of the loader).
   LatentRows read_all(bool as_float = false) const;
 
@@ -66,6 +75,7 @@ class LatentCache {
   ShardReader& shard(int64_t i) const;
   std::string dir_;
   Manifest manifest_;
+  bool memory_map_ = true;
   mutable std::mutex mu_;
   mutable std::vector<std::unique_ptr<ShardReader>> shards_;
 };

@@ -1,11 +1,35 @@
 // The prefetching latent loader (see latent_loader.h).
 #include "data/latent_loader.h"
 
+#include <cstring>
 #include <stdexcept>
 
 #include "core/util/strings.h"
+#include "data/half_convert.h"
 
 namespace lf::data {
+
+namespace {
+
+// dst[q] = src[idx[q]] row by row, converting f16 rows to float32 (dst is float32).
+void gather_rows(const at::Tensor& src, const std::vector<int64_t>& idx, at::Tensor& dst) {
+  const int64_t elems = src[0].numel();
+  float* out = dst.data_ptr<float>();
+  if (src.scalar_type() == at::kHalf) {
+    const auto* in = reinterpret_cast<const uint16_t*>(src.data_ptr());
+    for (size_t q = 0; q < idx.size(); ++q)
+      half_to_float(in + idx[q] * elems, out + static_cast<int64_t>(q) * elems, elems);
+  } else {
+    const float* in = src.data_ptr<float>();
+    for (size_t q = 0; q < idx.size(); ++q)
+      std::memcpy(out + static_cast<int64_t>(q) * elems, in + idx[q] * elems,
+                  static_cast<size_t>(elems) * 4);
+  }
+}
+
+bool unreferenced(const at::Tensor& t) { return !t.defined() || t.storage().use_count() == 1; }
+
+}  // namespace
 
 void LoaderOptions::validate() const {
   layout.validate();
@@ -18,6 +42,9 @@ void LoaderOptions::validate() const {
     throw std::invalid_argument(
         lf::str("data.read_ahead is ", read_ahead_samples, ", expected >= 1"));
   if (gap_bytes < 0) throw std::invalid_argument(lf::str("loader gap_bytes ", gap_bytes, " < 0"));
+  if (read_threads < 1 || read_threads > 256)
+    throw std::invalid_argument(
+        lf::str("data.read_threads is ", read_threads, ", expected 1..256"));
 }
 
 LatentLoader::LatentLoader(std::shared_ptr<const LatentCache> cache, LoaderOptions options)
@@ -59,18 +86,63 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
     const int64_t b = micro_batch_positions(L, first + s, 0).first;
     stream_.lookup(b, b + per_rank, index.data() + s * per_rank, epoch.data() + s * per_rank);
   }
-  Group g;
+  Group g = acquire(total);
   g.first = first;
   g.count = count;
-  g.epochs = at::from_blob(epoch.data(), {total}, at::kLong).clone();
-  if (opt_.in_memory) {
-    at::Tensor idx = at::from_blob(index.data(), {total}, at::kLong);
-    for (const auto& n : names_) g.rows.latents[n] = all_.latents.at(n).index_select(0, idx);
-    g.rows.labels = all_.labels.index_select(0, idx);
-    g.rows.indices = all_.indices.index_select(0, idx);
-  } else {
-    g.rows = cache_->read(index, /*as_float=*/false, opt_.gap_bytes);
+  std::memcpy(g.epochs.data_ptr<int64_t>(), epoch.data(), static_cast<size_t>(total) * 8);
+  // Rows [b, e) of the group; independent ranges run on separate threads.
+  auto fill = [&](int64_t b, int64_t e) {
+    std::vector<int64_t> part(index.begin() + b, index.begin() + e);
+    LatentRows out;
+    for (const auto& kv : g.rows.latents) out.latents[kv.first] = kv.second.narrow(0, b, e - b);
+    out.labels = g.rows.labels.narrow(0, b, e - b);
+    out.indices = g.rows.indices.narrow(0, b, e - b);
+    if (opt_.in_memory) {
+      for (const auto& n : names_) gather_rows(all_.latents.at(n), part, out.latents.at(n));
+      const int64_t* lab = all_.labels.data_ptr<int64_t>();
+      int64_t* gl = out.labels.data_ptr<int64_t>();
+      int64_t* gi = out.indices.data_ptr<int64_t>();
+      for (size_t q = 0; q < part.size(); ++q) {
+        gl[q] = lab[part[q]];
+        gi[q] = part[q];
+      }
+    } else {
+      cache_->read_into(part, out, opt_.gap_bytes);
+    }
+  };
+  const int64_t threads = std::min<int64_t>(opt_.read_threads, std::max<int64_t>(1, total / 256));
+  if (threads <= 1) {
+    fill(0, total);
+    return g;
   }
+  std::vector<std::thread> workers;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  for (int64_t t = 0; t < threads; ++t)
+    workers.emplace_back([&, t] {
+      try {
+        fill(total * t / threads, total * (t + 1) / threads);
+      } catch (...) {
+        errors[static_cast<size_t>(t)] = std::current_exception();
+      }
+    });
+  for (auto& w : workers) w.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  return g;
+}
+
+LatentLoader::Group LatentLoader::acquire(int64_t total) {
+  for (auto& b : pool_) {
+    bool free = b.capacity == total && unreferenced(b.epochs) && unreferenced(b.rows.labels) &&
+                unreferenced(b.rows.indices);
+    for (const auto& kv : b.rows.latents) free = free && unreferenced(kv.second);
+    if (free) return b;  // a copy sharing the storage: the pool keeps its reference
+  }
+  Group g;
+  g.rows = cache_->allocate_rows(total, /*as_float=*/true);
+  g.epochs = at::empty({total}, at::kLong);
+  g.capacity = total;
+  if (pool_.size() < 4) pool_.push_back(g);
   return g;
 }
 
@@ -85,7 +157,7 @@ LoaderStep LatentLoader::make_step(const Group& g, int64_t step) const {
     auto take = [&](const char* name) -> at::Tensor {
       auto it = g.rows.latents.find(name);
       if (it == g.rows.latents.end()) return {};
-      return it->second.narrow(0, off, micro).to(at::kFloat).contiguous();
+      return it->second.narrow(0, off, micro);  // a contiguous view of the group's rows
     };
     mb.mean = take("mean");
     mb.logvar = take("logvar");
@@ -93,9 +165,9 @@ LoaderStep LatentLoader::make_step(const Group& g, int64_t step) const {
     mb.mean_flip = take("mean_flip");
     mb.logvar_flip = take("logvar_flip");
     mb.latent_flip = take("latent_flip");
-    mb.labels = g.rows.labels.narrow(0, off, micro).clone();
-    mb.indices = g.rows.indices.narrow(0, off, micro).clone();
-    mb.epochs = g.epochs.narrow(0, off, micro).clone();
+    mb.labels = g.rows.labels.narrow(0, off, micro);
+    mb.indices = g.rows.indices.narrow(0, off, micro);
+    mb.epochs = g.epochs.narrow(0, off, micro);
     st.micro.push_back(std::move(mb));
   }
   return st;

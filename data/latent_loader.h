@@ -29,12 +29,14 @@ struct LoaderOptions {
   int64_t prefetch_steps = 4;       // ready steps kept ahead; 0 = no thread, read in next()
   int64_t read_ahead_samples = 16384;  // streaming: samples fetched per read group (>= 1 step)
   int64_t gap_bytes = 256 << 10;    // streaming: row gaps up to this are read, not skipped
+  int64_t read_threads = 1;         // threads copying/converting a read group (beside training)
   void validate() const;            // throws std::invalid_argument naming the field
 };
 
 // One micro-batch. Latent tensors are float32 [n, c, h, w]; those the cache does not store
 // are undefined (moments: mean, logvar [+ mean_flip, logvar_flip]; sample: latent [+
-// latent_flip]).
+// latent_flip]). All tensors are contiguous CPU views into the buffer of their read group
+// (shared with neighbouring steps): treat them as read-only; clone() before writing in place.
 struct LatentBatch {
   at::Tensor mean, logvar, latent, mean_flip, logvar_flip, latent_flip;
   at::Tensor labels;   // int64 [n]
@@ -68,11 +70,16 @@ class LatentLoader {
   // The rows of a read group: steps [first, first+count), read with one cache read.
   struct Group {
     int64_t first = 0, count = 0;
+    int64_t capacity = 0;  // rows the buffers hold
     LatentRows rows;
     at::Tensor epochs;
   };
   void produce_loop();
   Group read_group(int64_t first, int64_t count);
+  // Buffers for a group of `total` rows: a recycled set whose tensors nobody references any
+  // more (the consumer dropped every batch viewing them), else a new one. Recycling avoids
+  // faulting in fresh pages for every group.
+  Group acquire(int64_t total);
   LoaderStep make_step(const Group& g, int64_t step) const;
   int64_t group_steps() const;
 
@@ -81,6 +88,7 @@ class LatentLoader {
   SampleStream stream_;
   std::vector<std::string> names_;
   LatentRows all_;  // in-memory mode: every row, stored dtype
+  std::vector<Group> pool_;  // recycled group buffers (producer side only)
   Group sync_group_;  // prefetch_steps == 0: the group next() serves from
   int64_t next_step_ = 0;
 

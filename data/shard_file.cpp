@@ -1,6 +1,13 @@
 // Shard files: writer, reader, checksum (see shard_file.h and docs/cache.md).
 #include "data/shard_file.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "core/util/fs.h"
@@ -255,6 +262,16 @@ ShardReader::ShardReader(std::string path) : path_(std::move(path)) {
   if (LF_H5(H5Fis_hdf5(f.c_str()), f) <= 0)
     throw std::runtime_error(lf::str(f, ": not an HDF5 file"));
   file_ = H5Id(LF_H5(H5Fopen(f.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), f));
+  fd_ = ::open(f.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) throw std::runtime_error(lf::str(f, ": cannot open: ", std::strerror(errno)));
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0 && st.st_size > 0) {
+    void* m = ::mmap(nullptr, static_cast<size_t>(st.st_size), PROT_READ, MAP_SHARED, fd_, 0);
+    if (m != MAP_FAILED) {  // otherwise reads fall back to pread
+      map_ = static_cast<const char*>(m);
+      map_size_ = static_cast<size_t>(st.st_size);
+    }
+  }
   header_.format_version = h5_read_attr_int(file_, "format_version", f);
   if (header_.format_version != kCacheFormatVersion)
     throw std::runtime_error(lf::str(f, ": cache format version ", header_.format_version,
@@ -283,6 +300,14 @@ ShardReader::ShardReader(std::string path) : path_(std::move(path)) {
                                  ", ", header_.begin + header_.count, "), expected shard 0..",
                                  shards - 1, " holding [", want_begin, ", ",
                                  want_begin + want_count, ")"));
+}
+
+ShardReader::~ShardReader() {
+  if (map_) ::munmap(const_cast<char*>(map_), map_size_);
+  if (fd_ >= 0) ::close(fd_);
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  datasets_.clear();
+  file_.reset();
 }
 
 ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
@@ -319,6 +344,13 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
                                  "-byte ", want_cls == H5T_FLOAT ? "floats" : "integers"));
   d.row_bytes = static_cast<int64_t>(elem);
   for (size_t i = 1; i < d.dims.size(); ++i) d.row_bytes *= static_cast<int64_t>(d.dims[i]);
+  // Raw reads are valid for contiguous storage without filters, whose bytes are the dataset's
+  // elements in row-major order (HDF5 File Format Specification, "Data Layout Message").
+  H5Id dcpl(LF_H5(H5Dget_create_plist(d.id), f));
+  const haddr_t off = H5Dget_offset(d.id);
+  if (H5Pget_layout(dcpl) == H5D_CONTIGUOUS && H5Pget_nfilters(dcpl) == 0 && off != HADDR_UNDEF &&
+      H5Dget_storage_size(d.id) == static_cast<hsize_t>(d.row_bytes) * d.dims[0])
+    d.offset = static_cast<int64_t>(off);
   return datasets_.emplace(name, std::move(d)).first->second;
 }
 
@@ -329,13 +361,43 @@ int64_t ShardReader::row_bytes(const std::string& name) const {
 }
 
 void ShardReader::read_rows(const std::string& name, int64_t row, int64_t n, void* dst) {
-  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
-  Dataset& d = dataset(name);
+  std::unique_lock<std::recursive_mutex> lock(h5_mutex());
+  Dataset& d = dataset(name);  // map nodes are stable: usable after the lock is released
   if (row < 0 || n < 0 || static_cast<hsize_t>(row + n) > d.dims[0])
     throw std::invalid_argument(lf::str(path_, ": rows [", row, ", ", row + n, ") of dataset '",
-                                    name, "' with ", d.dims[0], " rows"));
-  h5_read_rows(d.id, d.type, static_cast<hsize_t>(row), static_cast<hsize_t>(n), d.dims, dst,
-               path_);
+                                        name, "' with ", d.dims[0], " rows"));
+  if (d.offset < 0) {
+    h5_read_rows(d.id, d.type, static_cast<hsize_t>(row), static_cast<hsize_t>(n), d.dims, dst,
+                 path_);
+    return;
+  }
+  lock.unlock();
+  char* p = static_cast<char*>(dst);
+  size_t left = static_cast<size_t>(n * d.row_bytes);
+  off_t at = static_cast<off_t>(d.offset + row * d.row_bytes);
+  while (left > 0) {
+    ssize_t got = ::pread(fd_, p, left, at);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0)
+      throw std::runtime_error(lf::str(path_, ": reading rows ", row, "..", row + n - 1,
+                                       " of dataset '", name, "' at byte ", at, " failed: ",
+                                       got < 0 ? std::strerror(errno)
+                                               : "unexpected end of file (truncated shard)"));
+    p += got;
+    at += got;
+    left -= static_cast<size_t>(got);
+  }
+}
+
+const char* ShardReader::mapped_rows(const std::string& name) {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  Dataset& d = dataset(name);
+  if (!map_ || d.offset < 0) return nullptr;
+  const uint64_t end = static_cast<uint64_t>(d.offset) + d.dims[0] * d.row_bytes;
+  if (end > map_size_)
+    throw std::runtime_error(lf::str(path_, ": dataset '", name, "' ends at byte ", end,
+                                     " but the file has ", map_size_, " (truncated shard)"));
+  return map_ + d.offset;
 }
 
 int64_t ShardReader::data_offset(const std::string& name) {
@@ -359,8 +421,7 @@ std::string ShardReader::compute_checksum() {
     buf.resize(static_cast<size_t>(std::min(rows, step) * d.row_bytes));
     for (int64_t r = 0; r < rows; r += step) {
       int64_t n = std::min(step, rows - r);
-      h5_read_rows(d.id, d.type, static_cast<hsize_t>(r), static_cast<hsize_t>(n), d.dims,
-                   buf.data(), path_);
+      read_rows(name, r, n, buf.data());
       h.update(buf.data(), static_cast<size_t>(n * d.row_bytes));
     }
     std::string dtype = is_latent(name) ? to_string(s.dtype)

@@ -70,10 +70,17 @@ class ShardWriter {
   bool finished_ = false;
 };
 
-// Opens a shard for reading and keeps the file open. Every method takes h5_mutex().
+// Opens a shard for reading and keeps the file open. HDF5 calls take h5_mutex(). The data of
+// contiguous, unfiltered datasets (all that encode writes) are also reachable without HDF5:
+// read_rows() pread()s them at the data's file offset (H5Dget_offset), and mapped_rows() gives
+// a pointer into a read-only memory map of the file, so readers need no global lock and no
+// copy through a staging buffer. Other layouts fall back to H5Dread.
 class ShardReader {
  public:
   explicit ShardReader(std::string path);
+  ~ShardReader();
+  ShardReader(const ShardReader&) = delete;
+  ShardReader& operator=(const ShardReader&) = delete;
   const ShardHeader& header() const { return header_; }
   const std::string& path() const { return path_; }
   // Recomputes the checksum from the datasets' bytes (reads the whole file).
@@ -81,9 +88,13 @@ class ShardReader {
   // The statistics datasets.
   LatentStats read_stats();
   // Copies rows [row, row+n) of dataset `name` in its stored type (f16 / f32 / int64) into
-  // `dst`, which must hold n * row_bytes(name) bytes.
+  // `dst`, which must hold n * row_bytes(name) bytes. Thread-safe.
   void read_rows(const std::string& name, int64_t row, int64_t n, void* dst);
   int64_t row_bytes(const std::string& name) const;
+  // Row 0 of dataset `name` in the file's memory map (rows follow every row_bytes(name)
+  // bytes), or nullptr when the dataset is not contiguous or the map failed. Valid while this
+  // reader lives; the file must not be truncated meanwhile (that would raise SIGBUS).
+  const char* mapped_rows(const std::string& name);
   // File offset of a dataset's contiguous data (for tests that corrupt bytes on purpose).
   int64_t data_offset(const std::string& name);
 
@@ -92,10 +103,14 @@ class ShardReader {
     H5Id id, type;
     std::vector<hsize_t> dims;
     int64_t row_bytes = 0;
+    int64_t offset = -1;  // file offset of contiguous unfiltered data, else -1 (use HDF5)
   };
   Dataset& dataset(const std::string& name);
   std::string path_;
   H5Id file_;
+  int fd_ = -1;
+  const char* map_ = nullptr;
+  size_t map_size_ = 0;
   ShardHeader header_;
   std::map<std::string, Dataset> datasets_;
 };

@@ -84,6 +84,18 @@ TEST(CacheRoundTrip, MomentsF16EqualEncodingDirectly) {
   EXPECT_TRUE(some.latents.at("mean").equal(want_mean.index_select(0, idx)));
   EXPECT_TRUE(some.indices.equal(idx));
   EXPECT_TRUE(some.labels.equal(all.labels.index_select(0, idx)));
+  // The pread path (no memory maps) reads the same rows, with and without coalescing.
+  auto unmapped = LatentCache::open(o.cache_dir, false, /*memory_map=*/false);
+  for (int64_t gap : {0, 1 << 20}) {
+    LatentRows u = unmapped->read(pick, true, gap);
+    EXPECT_TRUE(u.latents.at("mean").equal(some.latents.at("mean"))) << "gap " << gap;
+    EXPECT_TRUE(u.latents.at("logvar").equal(some.latents.at("logvar"))) << "gap " << gap;
+    EXPECT_TRUE(u.labels.equal(some.labels));
+    EXPECT_TRUE(u.indices.equal(idx));
+  }
+  LatentRows raw = unmapped->read(pick, /*as_float=*/false);
+  EXPECT_EQ(raw.latents.at("mean").scalar_type(), at::kHalf);
+  EXPECT_TRUE(raw.latents.at("mean").to(at::kFloat).equal(some.latents.at("mean")));
   // Invalid index is named.
   EXPECT_NE(error_of([&] { cache->read({50}); }).find("sample index 50"), std::string::npos);
   // Summary mentions the essentials.

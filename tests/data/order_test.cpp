@@ -163,6 +163,7 @@ TEST_F(LoaderTest, BatchesMatchTheOrderAndTheCache) {
   LoaderOptions o;
   o.layout = {12, 1, 0, 1};
   o.seed = 3;
+  o.read_ahead_samples = 24;  // 2 steps per read group: buffers get recycled
   LatentLoader loader(cache, o);
   SampleStream stream(50, 3);
   for (int64_t k = 0; k < 9; ++k) {  // crosses two epoch boundaries
@@ -259,6 +260,33 @@ TEST_F(LoaderTest, StreamingAndInMemoryDeliverTheSameTensors) {
   auto ib = collect(cache, o, 6, &b);
   EXPECT_EQ(ia, ib);
   EXPECT_TRUE(a.equal(b)) << "max abs error " << max_abs_diff(a, b);
+}
+
+// Batches the consumer still holds must never be overwritten by recycled buffers; batches it
+// dropped may be recycled. Checked against fresh reads, with several read threads.
+TEST_F(LoaderTest, HeldBatchesAreNeverOverwritten) {
+  auto cache = LatentCache::open(*dir_, false);
+  LoaderOptions o;
+  o.layout = {10, 1, 0, 1};
+  o.seed = 21;
+  o.read_ahead_samples = 40;  // 4 steps per group
+  o.read_threads = 3;
+  o.prefetch_steps = 2;
+  LatentLoader loader(cache, o);
+  std::vector<LoaderStep> held;
+  for (int k = 0; k < 30; ++k) {
+    LoaderStep st = loader.next();
+    if (k % 3 == 0) held.push_back(st);  // keep every third step, drop the others
+  }
+  for (const auto& st : held) {
+    const LatentBatch& b = st.micro[0];
+    std::vector<int64_t> idx(b.indices.data_ptr<int64_t>(),
+                             b.indices.data_ptr<int64_t>() + b.size());
+    LatentRows fresh = cache->read(idx);
+    EXPECT_TRUE(b.mean.equal(fresh.latents.at("mean"))) << "step " << st.step;
+    EXPECT_TRUE(b.mean_flip.equal(fresh.latents.at("mean_flip"))) << "step " << st.step;
+    EXPECT_TRUE(b.labels.equal(fresh.labels)) << "step " << st.step;
+  }
 }
 
 TEST_F(LoaderTest, ADamagedShardSurfacesInNext) {
