@@ -38,9 +38,9 @@ void LoaderOptions::validate() const {
     throw std::invalid_argument(lf::str("loader start step ", start_step, " < 0"));
   if (prefetch_steps < 0 || prefetch_steps > 1024)
     throw std::invalid_argument(lf::str("data.prefetch is ", prefetch_steps, ", expected 0..1024"));
-  if (read_ahead_samples < 1)
+  if (read_ahead_samples < 0)
     throw std::invalid_argument(
-        lf::str("data.read_ahead is ", read_ahead_samples, ", expected >= 1"));
+        lf::str("data.read_ahead is ", read_ahead_samples, ", expected >= 0 (0 = auto)"));
   if (gap_bytes < 0) throw std::invalid_argument(lf::str("loader gap_bytes ", gap_bytes, " < 0"));
   if (read_threads < 1 || read_threads > 256)
     throw std::invalid_argument(
@@ -72,7 +72,13 @@ double LatentLoader::steps_per_epoch() const {
 }
 
 int64_t LatentLoader::group_steps() const {
-  return std::max<int64_t>(1, opt_.read_ahead_samples / opt_.layout.per_rank());
+  int64_t samples = opt_.read_ahead_samples;
+  if (samples == 0) {
+    const auto& s = cache_->manifest().settings;
+    const int64_t float_bytes = cache_->sample_bytes() / dtype_bytes(s.dtype) * 4;
+    samples = kReadAheadBytes / std::max<int64_t>(float_bytes, 1);
+  }
+  return std::max<int64_t>(1, samples / opt_.layout.per_rank());
 }
 
 LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {

@@ -20,6 +20,10 @@
 
 namespace lf::data {
 
+// The float32 bytes of one read group when LoaderOptions::read_ahead_samples is 0 (auto).
+// Memory held by the loader stays below about (4 recycled + 2 in use) groups.
+constexpr int64_t kReadAheadBytes = int64_t{32} << 20;
+
 struct LoaderOptions {
   BatchLayout layout;               // global batch, world, rank, accumulation
   uint64_t seed = 0;                // the run's seed (the order is keyed by it and the epoch)
@@ -27,7 +31,8 @@ struct LoaderOptions {
   int64_t start_step = 0;           // first step delivered (resume: the checkpoint's step)
   bool in_memory = false;           // load the whole cache once (it must fit in RAM)
   int64_t prefetch_steps = 4;       // ready steps kept ahead; 0 = no thread, read in next()
-  int64_t read_ahead_samples = 16384;  // streaming: samples fetched per read group (>= 1 step)
+  int64_t read_ahead_samples = 0;   // samples per read group (rounded to whole steps, >= 1);
+                                    // 0 = auto: as many as fit in kReadAheadBytes as float32
   int64_t gap_bytes = 256 << 10;    // streaming: row gaps up to this are read, not skipped
   int64_t read_threads = 1;         // threads copying/converting a read group (beside training)
   void validate() const;            // throws std::invalid_argument naming the field
