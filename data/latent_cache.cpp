@@ -61,6 +61,7 @@ std::shared_ptr<LatentCache> LatentCache::open(const std::string& dir, bool veri
   c->memory_map_ = memory_map;
   c->manifest_ = Manifest::read((fs::path(dir) / kManifestName).string());
   c->shards_.resize(c->manifest_.shards.size());
+  c->mapped_.reset(new MappedShard[c->manifest_.shards.size()]);
   if (verify) c->verify();
   return c;
 }
@@ -80,6 +81,27 @@ ShardReader& LatentCache::shard(int64_t i) const {
     slot = std::move(r);
   }
   return *slot;
+}
+
+const LatentCache::MappedShard& LatentCache::mapped(int64_t i) const {
+  MappedShard& m = mapped_[static_cast<size_t>(i)];
+  if (m.state.load(std::memory_order_acquire) != 0) return m;
+  std::lock_guard<std::mutex> lock(map_mu_);
+  if (m.state.load(std::memory_order_relaxed) != 0) return m;
+  ShardReader& r = shard(i);
+  const auto& s = manifest_.settings;
+  bool ok = memory_map_;
+  for (const auto& name : latent_dataset_names(s.store, s.flip)) {
+    m.latent.push_back(ok ? r.mapped_rows(name) : nullptr);
+    ok = ok && m.latent.back();
+  }
+  if (ok) {
+    m.labels = reinterpret_cast<const int64_t*>(r.mapped_rows("labels"));
+    m.index = reinterpret_cast<const int64_t*>(r.mapped_rows("index"));
+    ok = m.labels && m.index;
+  }
+  m.state.store(ok ? 1 : 2, std::memory_order_release);
+  return m;
 }
 
 int64_t LatentCache::sample_bytes() const {
@@ -156,54 +178,28 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
 
   // Fast path: every shard touched is memory-mapped; copy (or convert) each row straight from
   // the page cache into its place, in request order. No sort, no staging buffer.
-  std::vector<int64_t> touched;
-  for (int64_t v : indices) {
-    const int64_t sh = v / s.shard_size;
-    if (touched.empty() || touched.back() != sh) touched.push_back(sh);
-  }
-  std::sort(touched.begin(), touched.end());
-  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
-  struct Bases {
-    std::vector<const char*> latent;
-    const int64_t* labels = nullptr;
-    const int64_t* index = nullptr;
-  };
-  std::map<int64_t, Bases> bases;
-  bool mapped = memory_map_;
-  for (int64_t sh : mapped ? touched : std::vector<int64_t>{}) {
-    ShardReader& r = shard(sh);
-    Bases b;
-    for (const auto& name : names) {
-      b.latent.push_back(r.mapped_rows(name));
-      mapped = mapped && b.latent.back();
-    }
-    b.labels = reinterpret_cast<const int64_t*>(r.mapped_rows("labels"));
-    b.index = reinterpret_cast<const int64_t*>(r.mapped_rows("index"));
-    mapped = mapped && b.labels && b.index;
-    bases.emplace(sh, std::move(b));
-  }
-  if (mapped) {
+  bool all_mapped = memory_map_;
+  for (int64_t q = 0; q < n && all_mapped; ++q)
+    all_mapped = mapped(indices[q] / s.shard_size).state.load(std::memory_order_acquire) == 1;
+  if (all_mapped) {
+    const MappedShard* maps = mapped_.get();
     int64_t* lab = out.labels.data_ptr<int64_t>();
     int64_t* idx = out.indices.data_ptr<int64_t>();
     std::vector<char*> dst;
     for (const auto& name : names) dst.push_back(static_cast<char*>(out.latents[name].data_ptr()));
     const int64_t out_row = convert ? elems * 4 : lat_row;
-    const Bases* b = nullptr;
-    int64_t cur = -1;
     constexpr int64_t kAhead = 8;  // rows prefetched ahead: hides memory latency of random rows
     auto prefetch = [&](int64_t q) {
       const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
-      for (const char* base : bases.at(sh).latent)
-        for (int64_t off = 0; off < lat_row; off += 64) __builtin_prefetch(base + row * lat_row + off);
+      for (const char* base : maps[sh].latent)
+        for (int64_t off = 0; off < lat_row; off += 64)
+          __builtin_prefetch(base + row * lat_row + off);
     };
     for (int64_t q = 0; q < std::min(n, kAhead); ++q) prefetch(q);
     for (int64_t q = 0; q < n; ++q) {
       if (q + kAhead < n) prefetch(q + kAhead);
       const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
-      if (sh != cur) {
-        b = &bases.at(sh);
-        cur = sh;
-      }
+      const MappedShard* b = &maps[sh];
       for (size_t d = 0; d < names.size(); ++d) {
         const char* src = b->latent[d] + row * lat_row;
         if (convert)

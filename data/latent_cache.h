@@ -3,6 +3,7 @@
 // contiguous runs, the VAE check, and the summary + full verification `latentforge inspect`
 // prints.
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -73,11 +74,20 @@ class LatentCache {
  private:
   LatentCache() = default;
   ShardReader& shard(int64_t i) const;
+  // A shard's datasets in its memory map, resolved once (state 1: mapped, 2: not mappable).
+  struct MappedShard {
+    std::atomic<int> state{0};
+    std::vector<const char*> latent;
+    const int64_t* labels = nullptr;
+    const int64_t* index = nullptr;
+  };
+  const MappedShard& mapped(int64_t i) const;
   std::string dir_;
   Manifest manifest_;
   bool memory_map_ = true;
-  mutable std::mutex mu_;
+  mutable std::mutex mu_, map_mu_;
   mutable std::vector<std::unique_ptr<ShardReader>> shards_;
+  mutable std::unique_ptr<MappedShard[]> mapped_;
 };
 
 // For `latentforge inspect`: summary plus a verification of every shard (no exception for a
