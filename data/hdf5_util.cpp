@@ -109,12 +109,12 @@ std::string h5_read_attr_string(hid_t obj, const std::string& name, const std::s
     throw std::runtime_error(lf::str(h5file, ": attribute '", name, "' is missing"));
   H5Id attr(LF_H5(H5Aopen(obj, name.c_str(), H5P_DEFAULT), h5file));
   H5Id ftype(LF_H5(H5Aget_type(attr), h5file));
-  if (H5Tget_class(ftype) != H5T_STRING)
+  if (LF_H5(H5Tget_class(ftype), h5file) != H5T_STRING)
     throw std::runtime_error(lf::str(h5file, ": attribute '", name, "' is not a string"));
   H5Id space(LF_H5(H5Aget_space(attr), h5file));
-  if (H5Sget_simple_extent_npoints(space) != 1)
+  if (LF_H5(H5Sget_simple_extent_npoints(space), h5file) != 1)
     throw std::runtime_error(lf::str(h5file, ": attribute '", name, "' is not a scalar string"));
-  if (H5Tis_variable_str(ftype) > 0) {
+  if (LF_H5(H5Tis_variable_str(ftype), h5file) > 0) {
     H5Id mtype(LF_H5(H5Tcopy(H5T_C_S1), h5file));
     LF_H5(H5Tset_size(mtype, H5T_VARIABLE), h5file);
     LF_H5(H5Tset_cset(mtype, H5Tget_cset(ftype)), h5file);
@@ -142,7 +142,8 @@ int64_t h5_read_attr_int(hid_t obj, const std::string& name, const std::string& 
   H5Id attr(LF_H5(H5Aopen(obj, name.c_str(), H5P_DEFAULT), h5file));
   H5Id ftype(LF_H5(H5Aget_type(attr), h5file));
   H5Id space(LF_H5(H5Aget_space(attr), h5file));
-  if (H5Tget_class(ftype) != H5T_INTEGER || H5Sget_simple_extent_npoints(space) != 1)
+  if (LF_H5(H5Tget_class(ftype), h5file) != H5T_INTEGER ||
+      LF_H5(H5Sget_simple_extent_npoints(space), h5file) != 1)
     throw std::runtime_error(lf::str(h5file, ": attribute '", name, "' is not a scalar integer"));
   int64_t v = 0;
   LF_H5(H5Aread(attr, H5T_NATIVE_INT64, &v), h5file);

@@ -96,7 +96,7 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
   d.id = H5Id(LF_H5(H5Dopen2(file_, name.c_str(), H5P_DEFAULT), f));
   d.type = H5Id(LF_H5(H5Dget_type(d.id), f));
   const size_t elem = H5Tget_size(d.type);
-  const H5T_class_t cls = H5Tget_class(d.type);
+  const H5T_class_t cls = LF_H5(H5Tget_class(d.type), f);
   std::vector<hsize_t> want;
   size_t want_elem = 8;
   H5T_class_t want_cls = H5T_INTEGER;
@@ -113,7 +113,7 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
     if (name != "stats_count") want_cls = H5T_FLOAT;
   }
   if (d.dims != want || elem != want_elem || cls != want_cls ||
-      H5Tget_order(d.type) != H5T_ORDER_LE)
+      LF_H5(H5Tget_order(d.type), f) != H5T_ORDER_LE)
     throw std::runtime_error(lf::str(f, ": dataset '", name, "' is ", dims_str(d.dims), " of ", elem,
                                  "-byte ", cls == H5T_FLOAT ? "floats" : "values",
                                  ", expected little-endian ", dims_str(want), " of ", want_elem,
@@ -124,7 +124,8 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
   // elements in row-major order (HDF5 File Format Specification, "Data Layout Message").
   H5Id dcpl(LF_H5(H5Dget_create_plist(d.id), f));
   const haddr_t off = H5Dget_offset(d.id);
-  if (H5Pget_layout(dcpl) == H5D_CONTIGUOUS && H5Pget_nfilters(dcpl) == 0 && off != HADDR_UNDEF &&
+  if (LF_H5(H5Pget_layout(dcpl), f) == H5D_CONTIGUOUS && LF_H5(H5Pget_nfilters(dcpl), f) == 0 &&
+      off != HADDR_UNDEF &&
       H5Dget_storage_size(d.id) == static_cast<hsize_t>(d.row_bytes) * d.dims[0])
     d.offset = static_cast<int64_t>(off);
   return datasets_.emplace(name, std::move(d)).first->second;
