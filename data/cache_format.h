@@ -1,0 +1,70 @@
+// The latent cache's on-disk vocabulary, shared by the writer (encode), finalize and the
+// reader: store kinds and dtypes, file and dataset names, and CacheSettings — everything that
+// must agree between every shard of a cache and its manifest. docs/cache.md is the prose
+// description of the format.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace lf::data {
+
+// Format of manifest.json and of the shard attributes; bump on incompatible change.
+constexpr int64_t kCacheFormatVersion = 1;
+constexpr const char* kManifestName = "manifest.json";
+// Bounds for fields read from untrusted files (DESIGN invariant 5).
+constexpr int64_t kMaxShards = 1'000'000;
+constexpr int64_t kMaxSamples = int64_t{1} << 40;
+constexpr int64_t kMaxLatentElements = int64_t{1} << 24;  // per sample, per dataset
+constexpr int64_t kMaxManifestBytes = int64_t{256} << 20;
+
+// What a shard holds per sample: the posterior moments (mean, logvar) of the VAE encoder, so
+// the trainer draws a fresh latent per epoch, or one latent sampled at encode time.
+enum class StoreKind { kMoments, kSample };
+// The storage dtype of the latent datasets.
+enum class StoreDType { kF16, kF32 };
+
+std::string to_string(StoreKind k);  // "moments" | "sample"
+std::string to_string(StoreDType d);  // "f16" | "f32"
+// Throw std::invalid_argument naming `key` and the accepted values.
+StoreKind store_kind_from_string(const std::string& s, const std::string& key = "cache.store");
+StoreDType store_dtype_from_string(const std::string& s, const std::string& key = "cache.dtype");
+int64_t dtype_bytes(StoreDType d);
+
+// "shard-00042.h5". Shard i holds global samples [i*S, min((i+1)*S, N)).
+std::string shard_file_name(int64_t shard);
+int64_t num_shards(int64_t num_samples, int64_t shard_size);
+
+// The latent datasets of a shard, in checksum order: moments -> mean, logvar (then
+// mean_flip, logvar_flip when flip); sample -> latent (then latent_flip).
+std::vector<std::string> latent_dataset_names(StoreKind store, bool flip);
+// Every dataset of a shard, in checksum order: the latent ones, labels, index, then the
+// statistics (stats_count, stats_sum, stats_sumsq, stats_overall).
+std::vector<std::string> shard_dataset_names(StoreKind store, bool flip);
+
+// Everything that must be equal across the shards of one cache (and between a cache and a
+// re-run of encode into it).
+struct CacheSettings {
+  StoreKind store = StoreKind::kMoments;
+  StoreDType dtype = StoreDType::kF16;
+  bool flip = false;
+  int64_t shard_size = 0;
+  int64_t num_samples = 0;
+  std::vector<int64_t> image_shape;   // [C, H, W]
+  std::vector<int64_t> latent_shape;  // [c, h, w]
+  nlohmann::json source;              // Source::description()
+  std::vector<std::string> label_names;
+  nlohmann::json skipped = nlohmann::json::array();  // [{path, reason}]
+  std::string vae_sha256;
+  nlohmann::json vae_config = nlohmann::json::object();
+
+  nlohmann::json to_json() const;
+  // Parses and bounds-checks; throws std::runtime_error naming `where` and the bad field.
+  static CacheSettings from_json(const nlohmann::json& j, const std::string& where);
+  // "" when equal, else the first differing field as "field: A vs B" (values shortened).
+  std::string difference(const CacheSettings& other) const;
+};
+
+}  // namespace lf::data

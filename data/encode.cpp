@@ -1,0 +1,385 @@
+// The encode engine and finalize (see encode.h; format in docs/cache.md).
+#include "data/encode.h"
+
+#include <fcntl.h>
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+
+#include "core/util/crash_point.h"
+#include "core/util/fs.h"
+#include "core/util/progress.h"
+#include "core/util/strings.h"
+#include "data/shard_file.h"
+
+namespace lf::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string short_hash(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) + "…" : h; }
+
+// Settings every shard of this run will carry (latent_shape is known after the first batch).
+CacheSettings run_settings(const Source& source, const EncodeOptions& o) {
+  CacheSettings s;
+  s.store = o.store;
+  s.dtype = o.dtype;
+  s.flip = o.flip;
+  s.shard_size = o.shard_size;
+  s.num_samples = source.size();
+  s.image_shape = {source.channels(), source.height(), source.width()};
+  s.source = source.description();
+  s.label_names = source.label_names();
+  s.skipped = to_json(source.skipped());
+  s.vae_sha256 = o.vae_hash;
+  s.vae_config = o.vae_config;
+  return s;
+}
+
+// Refuses a cache made with another VAE or settings. `existing` comes from `where`.
+void check_compatible(const CacheSettings& existing, CacheSettings wanted,
+                      const std::string& where) {
+  if (existing.vae_sha256 != wanted.vae_sha256)
+    throw std::invalid_argument(vae_mismatch_message(where, existing.vae_sha256,
+                                                     wanted.vae_sha256) +
+                                " (or encode into a new cache_dir)");
+  wanted.latent_shape = existing.latent_shape;  // not known before encoding
+  std::string diff = existing.difference(wanted);
+  if (!diff.empty())
+    throw std::invalid_argument(lf::str(where, ": the existing cache was made with other settings (",
+                                    diff, ", existing vs requested); encode into a new ",
+                                    "cache_dir or delete this one"));
+}
+
+void remove_stale_temps(const std::string& dir, const std::string& shard_name) {
+  const std::string prefix = shard_name + ".tmp-";
+  for (const auto& e : fs::directory_iterator(dir)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0) {
+      std::error_code ec;
+      fs::remove(e.path(), ec);
+    }
+  }
+}
+
+// Whether a finished shard file is complete, compatible and intact. Throws for an
+// incompatible one (that is the user's mistake, not damage); false for damage.
+bool existing_shard_ok(const std::string& path, const CacheSettings& wanted,
+                       std::string* problem) {
+  std::unique_ptr<ShardReader> r;
+  try {
+    r = std::make_unique<ShardReader>(path);
+  } catch (const std::exception& e) {
+    *problem = e.what();
+    return false;
+  }
+  check_compatible(r->header().settings, wanted, path);
+  try {
+    std::string found = r->compute_checksum();
+    if (found == r->header().sha256) return true;
+    *problem = lf::str(path, ": checksum ", found, " does not match the recorded ", r->header().sha256);
+  } catch (const std::exception& e) {
+    *problem = e.what();
+  }
+  return false;
+}
+
+void write_all(int fd, const std::string& path, const char* p, size_t n) {
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw std::runtime_error(lf::str(path, ": write failed: ", std::strerror(errno)));
+    }
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+// lf::atomic_write_file with the crash point "encode.manifest_write" between the two halves
+// of the temporary file, so a test can kill the process while the manifest is being written.
+void write_manifest_atomically(const std::string& path, const std::string& content) {
+  const std::string tmp = temp_sibling(path);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw std::runtime_error(lf::str(tmp, ": cannot create: ", std::strerror(errno)));
+  try {
+    const size_t half = content.size() / 2;
+    write_all(fd, tmp, content.data(), half);
+    crash_point("encode.manifest_write");
+    write_all(fd, tmp, content.data() + half, content.size() - half);
+    if (::fsync(fd) != 0) throw std::runtime_error(lf::str(tmp, ": fsync failed: ", std::strerror(errno)));
+  } catch (...) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw std::runtime_error(lf::str("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
+  }
+  fsync_path(fs::path(path).parent_path().string());
+}
+
+// Writes shard `i` of the cache to its final path; returns its sample count.
+int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const EncodeOptions& o,
+                         CacheSettings settings, int64_t i, Progress* progress) {
+  const std::string path = (fs::path(o.cache_dir) / shard_file_name(i)).string();
+  const int64_t begin = i * o.shard_size;
+  const int64_t count = std::min(o.shard_size, source.size() - begin);
+  const std::string tmp = temp_sibling(path);
+  std::unique_ptr<ShardWriter> writer;
+  try {
+    for (int64_t b = begin; b < begin + count; b += o.batch_size) {
+      const int64_t e = std::min(b + o.batch_size, begin + count);
+      SourceBatch sb = source.get(b, e);
+      at::Tensor indices = at::arange(b, e, at::kLong);
+      std::map<std::string, at::Tensor> latents;
+      auto run = [&](const at::Tensor& images, bool flipped) {
+        EncodedBatch eb = encode(images, indices, flipped);
+        const std::string sfx = flipped ? "_flip" : "";
+        if (o.store == StoreKind::kMoments) {
+          if (!eb.mean.defined() || !eb.logvar.defined())
+            throw std::invalid_argument(lf::str("the encoder returned no mean/logvar for samples ", b,
+                                            "..", e - 1, " but cache.store = moments"));
+          latents["mean" + sfx] = eb.mean;
+          latents["logvar" + sfx] = eb.logvar;
+        } else {
+          if (!eb.latent.defined())
+            throw std::invalid_argument(lf::str("the encoder returned no latent for samples ", b,
+                                            "..", e - 1, " but cache.store = sample"));
+          latents["latent" + sfx] = eb.latent;
+        }
+      };
+      run(sb.images, false);
+      // Horizontal flip = reversing the width axis of NCHW.
+      if (o.flip) run(sb.images.flip({3}), true);
+      if (!writer) {
+        const at::Tensor& first = latents.begin()->second;
+        if (first.dim() != 4)
+          throw std::invalid_argument(lf::str("the encoder returned a latent of shape ",
+                                          first.sizes(), ", expected [n, c, h, w]"));
+        settings.latent_shape = {first.size(1), first.size(2), first.size(3)};
+        writer = std::make_unique<ShardWriter>(tmp, settings, i, begin, count);
+      }
+      writer->write(latents, sb.labels, indices);
+      if (progress) progress->add(e - b);
+    }
+    writer->finish();
+    writer.reset();
+    crash_point("encode.shard_written");
+    if (::rename(tmp.c_str(), path.c_str()) != 0)
+      throw std::runtime_error(lf::str("cannot rename ", tmp, " to ", path, ": ",
+                                   std::strerror(errno)));
+    fsync_path(o.cache_dir);
+  } catch (...) {
+    writer.reset();
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  return count;
+}
+
+}  // namespace
+
+double parse_scale_factor(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used != s.size() || !(v > 0) || !std::isfinite(v))
+    throw std::invalid_argument(lf::str("cache.scale_factor is '", s,
+                                    "', expected auto or a positive number"));
+  return v;
+}
+
+std::string vae_mismatch_message(const std::string& where, const std::string& cache_hash,
+                                 const std::string& configured_hash) {
+  return lf::str(where, ": VAE hash ", short_hash(cache_hash), " but the configured VAE is ",
+             short_hash(configured_hash), "; re-run encode or set vae.weights to the weights ",
+             "that made this cache (full hashes: cache ", cache_hash, ", configured ",
+             configured_hash, ")");
+}
+
+void EncodeOptions::validate() const {
+  if (cache_dir.empty()) throw std::invalid_argument("cache.dir is empty; set the cache directory");
+  if (shard_size < 1)
+    throw std::invalid_argument(lf::str("cache.shard_size is ", shard_size, ", expected >= 1"));
+  if (batch_size < 1)
+    throw std::invalid_argument(lf::str("encode.batch_size is ", batch_size, ", expected >= 1"));
+  if (vae_hash.empty())
+    throw std::invalid_argument("the VAE hash is empty; the cache must be bound to its VAE");
+  if (scale_factor != "auto") parse_scale_factor(scale_factor);
+}
+
+std::vector<int64_t> shards_for_rank(int64_t num_shards, int rank, int world) {
+  if (world < 1 || rank < 0 || rank >= world)
+    throw std::invalid_argument(lf::str("rank ", rank, " of world ", world,
+                                    ": expected 0 <= rank < world"));
+  std::vector<int64_t> out;
+  for (int64_t i = rank; i < num_shards; i += world) out.push_back(i);
+  return out;
+}
+
+EncodeReport encode_shards(const Source& source, const EncodeFn& encode,
+                           const EncodeOptions& options, int rank, int world) {
+  options.validate();
+  if (source.size() < 1) throw std::invalid_argument("encode: the source holds no images");
+  fs::create_directories(options.cache_dir);
+  const CacheSettings settings = run_settings(source, options);
+  const std::string manifest_path = (fs::path(options.cache_dir) / kManifestName).string();
+  if (fs::exists(manifest_path))
+    check_compatible(Manifest::read(manifest_path).settings, settings, manifest_path);
+
+  EncodeReport report;
+  report.shards_total = num_shards(source.size(), options.shard_size);
+  const std::vector<int64_t> mine = shards_for_rank(report.shards_total, rank, world);
+  int64_t my_samples = 0;
+  for (int64_t i : mine)
+    my_samples += std::min(options.shard_size, source.size() - i * options.shard_size);
+  std::unique_ptr<Progress> progress;
+  if (options.progress) progress = std::make_unique<Progress>("encode", my_samples, "images");
+
+  for (int64_t i : mine) {
+    const std::string name = shard_file_name(i);
+    const std::string path = (fs::path(options.cache_dir) / name).string();
+    remove_stale_temps(options.cache_dir, name);
+    bool redo = false;
+    if (fs::exists(path)) {
+      std::string problem;
+      if (existing_shard_ok(path, settings, &problem)) {
+        ++report.shards_skipped;
+        if (progress) {
+          progress->add(std::min(options.shard_size, source.size() - i * options.shard_size));
+          progress->reset_rate();
+        }
+        continue;
+      }
+      LOG(WARNING) << path << " is damaged and will be rewritten: " << problem;
+      fs::remove(path);
+      redo = true;
+    }
+    report.samples_encoded +=
+        encode_one_shard(source, encode, options, settings, i, progress.get());
+    ++report.shards_written;
+    if (redo) ++report.shards_redone;
+  }
+  if (progress) progress->finish();
+  return report;
+}
+
+Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& options) {
+  if (!fs::is_directory(cache_dir))
+    throw std::runtime_error(lf::str(cache_dir, ": not a directory; run encode first"));
+  // Find shard files (finished ones only: temporaries carry a suffix).
+  std::vector<int64_t> present;
+  for (const auto& e : fs::directory_iterator(cache_dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() >= 14 && n.rfind("shard-", 0) == 0 && n.substr(n.size() - 3) == ".h5" &&
+        n.find_first_not_of("0123456789", 6) == n.size() - 3)
+      present.push_back(std::stoll(n.substr(6, n.size() - 9)));
+  }
+  std::sort(present.begin(), present.end());
+  if (present.empty())
+    throw std::runtime_error(lf::str(cache_dir, ": no shard files (shard-NNNNN.h5); run encode for ",
+                                 "every rank or array task before finalizing"));
+  const std::string first_path = (fs::path(cache_dir) / shard_file_name(present[0])).string();
+  const CacheSettings settings = ShardReader(first_path).header().settings;
+  if (!options.vae_hash.empty() && options.vae_hash != settings.vae_sha256)
+    throw std::invalid_argument(vae_mismatch_message(first_path, settings.vae_sha256,
+                                                     options.vae_hash));
+  auto expect = [&](const std::string& field, const std::string& cache, const std::string& want) {
+    if (cache != want)
+      throw std::invalid_argument(lf::str(first_path, ": ", field, " is ", cache,
+                                      " but finalize was asked for ", want,
+                                      "; pass the options encode ran with"));
+  };
+  expect("store", to_string(settings.store), to_string(options.store));
+  expect("dtype", to_string(settings.dtype), to_string(options.dtype));
+  expect("flip", settings.flip ? "true" : "false", options.flip ? "true" : "false");
+  expect("shard_size", std::to_string(settings.shard_size), std::to_string(options.shard_size));
+
+  const int64_t total = num_shards(settings.num_samples, settings.shard_size);
+  std::vector<std::string> missing, extra;
+  for (int64_t i = 0, k = 0; i < total; ++i) {
+    while (k < static_cast<int64_t>(present.size()) && present[k] < i) ++k;
+    if (k >= static_cast<int64_t>(present.size()) || present[k] != i)
+      missing.push_back(shard_file_name(i));
+  }
+  for (int64_t p : present)
+    if (p >= total) extra.push_back(shard_file_name(p));
+  if (!missing.empty()) {
+    std::vector<std::string> show(missing.begin(),
+                                  missing.begin() + std::min<size_t>(missing.size(), 8));
+    throw std::runtime_error(lf::str(cache_dir, ": ", missing.size(), " of ", total,
+                                 " shards are missing (", join(show, ", "),
+                                 missing.size() > show.size() ? ", ..." : "",
+                                 "); run encode for the ranks or array tasks that own them ",
+                                 "(shard i belongs to task i mod the task count), then finalize"));
+  }
+  if (!extra.empty())
+    throw std::runtime_error(lf::str(cache_dir, ": shard files beyond the ", total, " this cache has (",
+                                 extra[0], "...); they come from another encode run: delete them"));
+
+  Manifest m;
+  m.producer = std::string("LatentForge ") + LF_VERSION;
+  m.settings = settings;
+  LatentStats stats;
+  for (int64_t i = 0; i < total; ++i) {
+    const std::string path = (fs::path(cache_dir) / shard_file_name(i)).string();
+    ShardReader r(path);
+    std::string diff = r.header().settings.difference(settings);
+    if (!diff.empty())
+      throw std::runtime_error(lf::str(path, ": settings differ from ", first_path, " (", diff,
+                                   "); the shards come from different encode runs: delete the ",
+                                   "odd ones and re-run encode"));
+    std::string found = r.compute_checksum();
+    if (found != r.header().sha256)
+      throw std::runtime_error(lf::str(path, ": checksum mismatch: recorded ", r.header().sha256,
+                                   ", found ", found, "; the shard is damaged: delete it and ",
+                                   "re-run encode"));
+    stats.add(r.read_stats());
+    m.shards.push_back({shard_file_name(i), r.header().begin, r.header().count, found});
+  }
+  // Mean and (population) standard deviation from the float64 sums.
+  for (size_t c = 0; c < stats.count.size(); ++c) {
+    double n = static_cast<double>(stats.count[c]), mu = stats.sum[c] / n;
+    m.channel_mean.push_back(mu);
+    m.channel_std.push_back(std::sqrt(std::max(0.0, stats.sumsq[c] / n - mu * mu)));
+  }
+  const double n = static_cast<double>(stats.total_count());
+  m.latent_mean = stats.total_sum() / n;
+  m.latent_std = std::sqrt(std::max(0.0, stats.total_sumsq() / n - m.latent_mean * m.latent_mean));
+  if (options.scale_factor == "auto") {
+    // LDM's scale_by_std (ldm/models/diffusion/ddpm.py, LatentDiffusion.on_train_batch_start):
+    // scale_factor = 1 / z.flatten().std(), here over the whole cache instead of one batch.
+    if (!(m.latent_std > 0) || !std::isfinite(m.latent_std))
+      throw std::runtime_error(lf::str(cache_dir, ": the latents' standard deviation is ",
+                                   m.latent_std, ", so scale_factor = auto is undefined; set ",
+                                   "cache.scale_factor to a number"));
+    m.scale_factor = 1.0 / m.latent_std;
+    m.scale_factor_mode = "auto";
+  } else {
+    m.scale_factor = parse_scale_factor(options.scale_factor);
+    m.scale_factor_mode = "given";
+  }
+  // A killed finalize leaves its temporary manifest behind: clear it (one process finalizes).
+  remove_stale_temps(cache_dir, kManifestName);
+  write_manifest_atomically((fs::path(cache_dir) / kManifestName).string(),
+                            m.to_json().dump(2) + "\n");
+  return m;
+}
+
+}  // namespace lf::data

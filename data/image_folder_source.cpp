@@ -1,0 +1,148 @@
+// The image-folder source (see image_folder_source.h).
+#include "data/image_folder_source.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+#include "data/image_transform.h"
+
+namespace lf::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool hidden(const fs::path& p) {
+  std::string name = p.filename().string();
+  return !name.empty() && name[0] == '.';
+}
+
+// Image files under `dir` (recursively when `recursive`), sorted by path relative to `dir`.
+std::vector<std::string> list_images(const fs::path& dir, bool recursive) {
+  std::vector<std::string> rel;
+  auto consider = [&](const fs::directory_entry& e) {
+    if (e.is_regular_file() && has_image_extension(e.path().string()))
+      rel.push_back(fs::relative(e.path(), dir).string());
+  };
+  if (recursive) {
+    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+         ++it) {
+      if (hidden(it->path())) {
+        if (it->is_directory()) it.disable_recursion_pending();
+        continue;
+      }
+      consider(*it);
+    }
+  } else {
+    for (const auto& e : fs::directory_iterator(dir))
+      if (!hidden(e.path())) consider(e);
+  }
+  std::sort(rel.begin(), rel.end());
+  std::vector<std::string> out;
+  for (const auto& r : rel) out.push_back((dir / r).string());
+  return out;
+}
+
+}  // namespace
+
+ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
+  options.validate_options();
+  root_ = fs::absolute(options.path).lexically_normal().string();
+  if (!root_.empty() && root_.size() > 1 && root_.back() == '/') root_.pop_back();
+  if (!fs::is_directory(root_))
+    throw std::invalid_argument(lf::str("data.path '", options.path, "' is not a directory"));
+  channels_ = options.channels == 0 ? 3 : options.channels;
+  height_ = width_ = options.resolution;
+
+  std::vector<std::string> classes;
+  for (const auto& e : fs::directory_iterator(root_))
+    if (e.is_directory() && !hidden(e.path())) classes.push_back(e.path().filename().string());
+  std::sort(classes.begin(), classes.end());
+  std::vector<std::string> loose = list_images(root_, false);
+  if (!classes.empty() && !loose.empty())
+    throw std::invalid_argument(lf::str(root_, ": holds both class subfolders (", classes[0],
+                                    "...) and images directly in it (", loose[0],
+                                    "...); use one layout: class subfolders for labels, or only "
+                                    "images for an unlabelled dataset"));
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+  labelled_ = !classes.empty();
+  if (labelled_) {
+    for (size_t c = 0; c < classes.size(); ++c) {
+      for (auto& f : list_images(fs::path(root_) / classes[c], true)) {
+        files.push_back(std::move(f));
+        labels.push_back(static_cast<int64_t>(c));
+      }
+    }
+    label_names_ = classes;
+  } else {
+    files = std::move(loose);
+    labels.assign(files.size(), 0);
+  }
+  if (files.empty())
+    throw std::invalid_argument(lf::str(root_, ": no images found (looked for ",
+                                    join(image_extensions(), " "), " files",
+                                    labelled_ ? " inside the class subfolders" : "", ")"));
+
+  // Find bad inputs before indices are assigned: indices must not depend on which rank
+  // happens to decode a file.
+  std::vector<std::string> reasons(files.size());
+  const bool full = options.validate;
+  const int channels = static_cast<int>(channels_);
+  at::parallel_for(0, static_cast<int64_t>(files.size()), 8, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      if (full) {
+        try {
+          decode_image(files[i], channels);
+        } catch (const std::runtime_error& err) {
+          reasons[i] = std::string(err.what()).substr(files[i].size() + 2);
+        }
+      } else {
+        std::string why;
+        if (!probe_image(files[i], &why)) reasons[i] = why;
+      }
+    }
+  });
+  for (size_t i = 0; i < files.size(); ++i) {
+    if (reasons[i].empty()) {
+      files_.push_back(files[i]);
+      labels_.push_back(labels[i]);
+      continue;
+    }
+    if (!options.skip_bad)
+      throw std::runtime_error(lf::str(files[i], ": ", reasons[i],
+                                   " (set data.skip_bad = true to skip unreadable images)"));
+    skipped_.push_back({files[i], reasons[i]});
+  }
+  if (files_.empty())
+    throw std::invalid_argument(lf::str(root_, ": all ", files.size(), " images are unreadable"));
+  size_ = static_cast<int64_t>(files_.size());
+}
+
+nlohmann::json ImageFolderSource::description() const {
+  return {{"kind", "folder"},   {"path", root_},         {"resolution", height_},
+          {"channels", channels_}, {"count", size_},     {"labelled", labelled_},
+          {"classes", label_names_}};
+}
+
+SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
+  check_range(begin, end);
+  const int64_t n = end - begin, c = channels_, r = height_;
+  at::Tensor u8 = at::empty({n, r, r, c}, at::kByte);
+  uint8_t* dst = u8.data_ptr<uint8_t>();
+  at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      Image8 im = resize_center_crop(decode_image(files_[begin + i], static_cast<int>(c)), r);
+      std::copy(im.pixels.begin(), im.pixels.end(), dst + i * r * r * c);
+    }
+  });
+  at::Tensor labels = at::empty({n}, at::kLong);
+  std::copy(labels_.begin() + begin, labels_.begin() + end, labels.data_ptr<int64_t>());
+  return {to_unit_range(u8.permute({0, 3, 1, 2}).contiguous()), labels};
+}
+
+}  // namespace lf::data

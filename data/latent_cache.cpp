@@ -1,0 +1,368 @@
+// The latent cache reader (see latent_cache.h).
+#include "data/latent_cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <sstream>
+#include <stdexcept>
+
+#include "core/util/strings.h"
+#include "data/encode.h"
+#include "data/half_convert.h"
+#include "data/hdf5_util.h"
+#include "data/shard_file.h"
+
+namespace lf::data {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+at::ScalarType stored_type(StoreDType d) { return d == StoreDType::kF16 ? at::kHalf : at::kFloat; }
+
+// A per-thread staging buffer that grows and is never zero-filled (reads overwrite it).
+char* staging_buffer(size_t bytes) {
+  thread_local std::unique_ptr<char[]> buf;
+  thread_local size_t cap = 0;
+  if (bytes > cap) {
+    buf.reset(new char[bytes]);
+    cap = bytes;
+  }
+  return buf.get();
+}
+
+// Checks a shard's own attributes against the manifest entry (cheap: no data read).
+void check_shard_header(const ShardReader& r, const Manifest& m, int64_t i) {
+  const ManifestShard& e = m.shards[static_cast<size_t>(i)];
+  const auto& h = r.header();
+  if (h.shard_index != i || h.begin != e.begin || h.count != e.count)
+    throw std::runtime_error(lf::str(r.path(), ": holds shard ", h.shard_index, " [", h.begin, ", ",
+                                     h.begin + h.count, ") but the manifest lists [", e.begin,
+                                     ", ", e.begin + e.count, ") for ", e.file));
+  if (h.sha256 != e.sha256)
+    throw std::runtime_error(lf::str(r.path(), ": records checksum ", h.sha256,
+                                     " but the manifest expects ", e.sha256,
+                                     "; the shard was rewritten after finalize: run "
+                                     "`latentforge encode --finalize` again"));
+  std::string diff = h.settings.difference(m.settings);
+  if (!diff.empty())
+    throw std::runtime_error(lf::str(r.path(), ": settings differ from the manifest (", diff,
+                                     ", shard vs manifest)"));
+}
+
+}  // namespace
+
+std::shared_ptr<LatentCache> LatentCache::open(const std::string& dir, bool verify,
+                                               bool memory_map) {
+  std::shared_ptr<LatentCache> c(new LatentCache());
+  c->dir_ = dir;
+  c->memory_map_ = memory_map;
+  c->manifest_ = Manifest::read((fs::path(dir) / kManifestName).string());
+  c->shards_.resize(c->manifest_.shards.size());
+  c->mapped_.reset(new MappedShard[c->manifest_.shards.size()]);
+  if (verify) c->verify();
+  return c;
+}
+
+LatentCache::~LatentCache() {
+  std::lock_guard<std::recursive_mutex> lock(h5_mutex());
+  shards_.clear();
+}
+
+ShardReader& LatentCache::shard(int64_t i) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& slot = shards_[static_cast<size_t>(i)];
+  if (!slot) {
+    auto r = std::make_unique<ShardReader>(
+        (fs::path(dir_) / manifest_.shards[static_cast<size_t>(i)].file).string());
+    check_shard_header(*r, manifest_, i);
+    slot = std::move(r);
+  }
+  return *slot;
+}
+
+const LatentCache::MappedShard& LatentCache::mapped(int64_t i) const {
+  MappedShard& m = mapped_[static_cast<size_t>(i)];
+  if (m.state.load(std::memory_order_acquire) != 0) return m;
+  std::lock_guard<std::mutex> lock(map_mu_);
+  if (m.state.load(std::memory_order_relaxed) != 0) return m;
+  ShardReader& r = shard(i);
+  const auto& s = manifest_.settings;
+  bool ok = memory_map_;
+  for (const auto& name : latent_dataset_names(s.store, s.flip)) {
+    m.latent.push_back(ok ? r.mapped_rows(name) : nullptr);
+    ok = ok && m.latent.back();
+  }
+  if (ok) {
+    m.labels = reinterpret_cast<const int64_t*>(r.mapped_rows("labels"));
+    m.index = reinterpret_cast<const int64_t*>(r.mapped_rows("index"));
+    ok = m.labels && m.index;
+  }
+  m.state.store(ok ? 1 : 2, std::memory_order_release);
+  return m;
+}
+
+int64_t LatentCache::sample_bytes() const {
+  const auto& s = manifest_.settings;
+  int64_t per = dtype_bytes(s.dtype);
+  for (int64_t d : s.latent_shape) per *= d;
+  return per * static_cast<int64_t>(latent_dataset_names(s.store, s.flip).size());
+}
+
+void LatentCache::verify() const {
+  for (size_t i = 0; i < manifest_.shards.size(); ++i) {
+    ShardReader& r = shard(static_cast<int64_t>(i));
+    std::string found = r.compute_checksum();
+    const std::string& want = manifest_.shards[i].sha256;
+    if (found != want)
+      throw std::runtime_error(lf::str(r.path(), ": checksum mismatch: the manifest expects ",
+                                       want, ", the data hash to ", found,
+                                       "; the shard is damaged: delete it, re-run encode and ",
+                                       "finalize"));
+  }
+}
+
+void LatentCache::check_vae(const std::string& configured_hash) const {
+  if (manifest_.settings.vae_sha256 != configured_hash)
+    throw std::invalid_argument(
+        vae_mismatch_message((fs::path(dir_) / kManifestName).string(),
+                             manifest_.settings.vae_sha256, configured_hash));
+}
+
+LatentRows LatentCache::allocate_rows(int64_t n, bool as_float) const {
+  const auto& s = manifest_.settings;
+  LatentRows out;
+  const at::ScalarType st = as_float ? at::kFloat : stored_type(s.dtype);
+  for (const auto& name : latent_dataset_names(s.store, s.flip))
+    out.latents[name] = at::empty({n, s.latent_shape[0], s.latent_shape[1], s.latent_shape[2]}, st);
+  out.labels = at::empty({n}, at::kLong);
+  out.indices = at::empty({n}, at::kLong);
+  return out;
+}
+
+LatentRows LatentCache::read(const std::vector<int64_t>& indices, bool as_float,
+                             int64_t gap_bytes) const {
+  LatentRows out = allocate_rows(static_cast<int64_t>(indices.size()), as_float);
+  read_into(indices, out, gap_bytes);
+  return out;
+}
+
+void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out,
+                            int64_t gap_bytes) const {
+  const auto& s = manifest_.settings;
+  const int64_t n = static_cast<int64_t>(indices.size());
+  const auto names = latent_dataset_names(s.store, s.flip);
+  const int64_t elems = s.latent_shape[0] * s.latent_shape[1] * s.latent_shape[2];
+  const bool as_float = out.latents.count(names[0]) &&
+                        out.latents.at(names[0]).scalar_type() == at::kFloat;
+  const at::ScalarType st = as_float ? at::kFloat : stored_type(s.dtype);
+  for (const auto& name : names) {
+    auto it = out.latents.find(name);
+    TORCH_CHECK(it != out.latents.end() && it->second.is_contiguous() &&
+                    it->second.scalar_type() == st && it->second.numel() == n * elems,
+                "LatentCache::read_into: output '", name, "' must be a contiguous ", st,
+                " tensor of ", n, " x ", elems, " elements");
+  }
+  TORCH_CHECK(out.labels.numel() == n && out.indices.numel() == n &&
+                  out.labels.scalar_type() == at::kLong && out.indices.scalar_type() == at::kLong,
+              "LatentCache::read_into: labels and indices must be int64 [", n, "]");
+  const bool convert = as_float && s.dtype == StoreDType::kF16;  // fused gather + f16->f32
+  const int64_t lat_row = sample_bytes() / static_cast<int64_t>(names.size());
+
+  for (int64_t v : indices)
+    if (v < 0 || v >= size())
+      throw std::invalid_argument(lf::str(dir_, ": sample index ", v, " is outside the cache of ",
+                                          size(), " samples"));
+
+  // Fast path: every shard touched is memory-mapped; copy (or convert) each row straight from
+  // the page cache into its place, in request order. No sort, no staging buffer.
+  bool all_mapped = memory_map_;
+  for (int64_t q = 0; q < n && all_mapped; ++q)
+    all_mapped = mapped(indices[q] / s.shard_size).state.load(std::memory_order_acquire) == 1;
+  if (all_mapped) {
+    const MappedShard* maps = mapped_.get();
+    int64_t* lab = out.labels.data_ptr<int64_t>();
+    int64_t* idx = out.indices.data_ptr<int64_t>();
+    std::vector<char*> dst;
+    for (const auto& name : names) dst.push_back(static_cast<char*>(out.latents[name].data_ptr()));
+    const int64_t out_row = convert ? elems * 4 : lat_row;
+    constexpr int64_t kAhead = 8;  // rows prefetched ahead: hides memory latency of random rows
+    auto prefetch = [&](int64_t q) {
+      const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
+      for (const char* base : maps[sh].latent)
+        for (int64_t off = 0; off < lat_row; off += 64)
+          __builtin_prefetch(base + row * lat_row + off);
+    };
+    for (int64_t q = 0; q < std::min(n, kAhead); ++q) prefetch(q);
+    for (int64_t q = 0; q < n; ++q) {
+      if (q + kAhead < n) prefetch(q + kAhead);
+      const int64_t v = indices[q], sh = v / s.shard_size, row = v - sh * s.shard_size;
+      const MappedShard* b = &maps[sh];
+      for (size_t d = 0; d < names.size(); ++d) {
+        const char* src = b->latent[d] + row * lat_row;
+        if (convert)
+          half_to_float(reinterpret_cast<const uint16_t*>(src),
+                        reinterpret_cast<float*>(dst[d] + q * out_row), elems);
+        else
+          std::memcpy(dst[d] + q * out_row, src, static_cast<size_t>(lat_row));
+      }
+      lab[q] = b->labels[row];
+      idx[q] = b->index[row];
+      if (idx[q] != v)
+        throw std::runtime_error(lf::str(shard(sh).path(), ": row ", row, " stores sample index ",
+                                         idx[q], ", expected ", v, "; the shard is damaged"));
+    }
+    return;
+  }
+
+  // Fallback: pread()/H5Dread in runs. Sort the requests by sample index, remembering where
+  // each goes; nearby rows are read as one run.
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](int64_t a, int64_t b) { return indices[a] < indices[b]; });
+  const int64_t max_gap_rows = std::max<int64_t>(0, gap_bytes / std::max<int64_t>(lat_row, 1));
+  const int64_t max_run_rows = std::max<int64_t>(1, (int64_t{32} << 20) / lat_row);
+  std::vector<int64_t> lab_buf, idx_buf;
+  size_t k = 0;
+  while (k < order.size()) {
+    // One run: consecutive requests in the same shard whose rows are close together.
+    const int64_t first = indices[order[k]];
+    const int64_t sh = first / s.shard_size;
+    const int64_t shard_begin = sh * s.shard_size;
+    const int64_t shard_end = shard_begin + manifest_.shards[static_cast<size_t>(sh)].count;
+    size_t e = k + 1;
+    int64_t last = first;
+    while (e < order.size()) {
+      int64_t v = indices[order[e]];
+      if (v >= shard_end || v - last - 1 > max_gap_rows || v - first + 1 > max_run_rows) break;
+      last = v;
+      ++e;
+    }
+    const int64_t row0 = first - shard_begin, rows = last - first + 1;
+    ShardReader& r = shard(sh);
+    for (const auto& name : names) {
+      char* staging = staging_buffer(static_cast<size_t>(rows * lat_row));
+      r.read_rows(name, row0, rows, staging);
+      char* dst = static_cast<char*>(out.latents[name].data_ptr());
+      const int64_t out_row = convert ? elems * 4 : lat_row;
+      for (size_t q = k; q < e; ++q) {
+        const char* src = staging + (indices[order[q]] - first) * lat_row;
+        if (convert)
+          half_to_float(reinterpret_cast<const uint16_t*>(src),
+                        reinterpret_cast<float*>(dst + order[q] * out_row), elems);
+        else
+          std::memcpy(dst + order[q] * out_row, src, static_cast<size_t>(lat_row));
+      }
+    }
+    lab_buf.resize(static_cast<size_t>(rows));
+    idx_buf.resize(static_cast<size_t>(rows));
+    r.read_rows("labels", row0, rows, lab_buf.data());
+    r.read_rows("index", row0, rows, idx_buf.data());
+    int64_t* lab = out.labels.data_ptr<int64_t>();
+    int64_t* idx = out.indices.data_ptr<int64_t>();
+    for (size_t q = k; q < e; ++q) {
+      lab[order[q]] = lab_buf[static_cast<size_t>(indices[order[q]] - first)];
+      idx[order[q]] = idx_buf[static_cast<size_t>(indices[order[q]] - first)];
+      if (idx[order[q]] != indices[order[q]])
+        throw std::runtime_error(lf::str(r.path(), ": row ", indices[order[q]] - shard_begin,
+                                         " stores sample index ", idx[order[q]], ", expected ",
+                                         indices[order[q]], "; the shard is damaged"));
+    }
+    k = e;
+  }
+}
+
+LatentRows LatentCache::read_all(bool as_float) const {
+  std::vector<int64_t> all(static_cast<size_t>(size()));
+  std::iota(all.begin(), all.end(), 0);
+  return read(all, as_float);
+}
+
+std::string LatentCache::summary() const {
+  const Manifest& m = manifest_;
+  const auto& s = m.settings;
+  auto shape = [](const std::vector<int64_t>& v) {
+    std::vector<std::string> p;
+    for (auto d : v) p.push_back(std::to_string(d));
+    return join(p, "x");
+  };
+  auto fmt = [](const std::vector<double>& v) {
+    std::vector<std::string> p;
+    for (double d : v) {
+      char b[32];
+      std::snprintf(b, sizeof b, "%.4g", d);
+      p.push_back(b);
+    }
+    return "[" + join(p, ", ") + "]";
+  };
+  int64_t disk = 0;
+  for (const auto& sh : m.shards) {
+    std::error_code ec;
+    auto sz = fs::file_size(fs::path(dir_) / sh.file, ec);
+    if (!ec) disk += static_cast<int64_t>(sz);
+  }
+  std::ostringstream os;
+  os << "cache " << dir_ << " (format " << m.format_version << ", " << m.producer << ")\n";
+  os << "  source:       " << s.source.dump() << "\n";
+  os << "  samples:      " << s.num_samples << " images " << shape(s.image_shape) << " -> latents "
+     << shape(s.latent_shape) << "\n";
+  os << "  store:        " << to_string(s.store) << " (" << join(latent_dataset_names(s.store, s.flip), ", ")
+     << "), " << to_string(s.dtype) << ", flip " << (s.flip ? "yes" : "no") << "\n";
+  os << "  VAE:          sha256 " << s.vae_sha256 << "\n";
+  os << "  scale factor: " << m.scale_factor << " (" << m.scale_factor_mode << ")\n";
+  os << "  latent stats: mean " << m.latent_mean << ", std " << m.latent_std
+     << "; per channel mean " << fmt(m.channel_mean) << ", std " << fmt(m.channel_std) << "\n";
+  os << "  classes:      " << m.num_classes();
+  if (m.num_classes() > 0) {
+    std::vector<std::string> names(s.label_names.begin(),
+                                   s.label_names.begin() + std::min<int64_t>(m.num_classes(), 20));
+    os << " (" << join(names, ", ") << (m.num_classes() > 20 ? ", ..." : "") << ")";
+  } else {
+    os << " (unlabelled: unconditional)";
+  }
+  os << "\n  shards:       " << m.shards.size() << " of up to " << s.shard_size
+     << " samples, " << human_bytes(static_cast<double>(disk)) << " on disk\n";
+  os << "  skipped:      " << s.skipped.size() << " inputs\n";
+  for (size_t i = 0; i < s.skipped.size() && i < 10; ++i)
+    os << "    " << s.skipped[i].value("path", "?") << ": " << s.skipped[i].value("reason", "?")
+       << "\n";
+  if (s.skipped.size() > 10) os << "    ...\n";
+  return os.str();
+}
+
+InspectResult inspect_cache(const std::string& dir) {
+  auto cache = LatentCache::open(dir, /*verify=*/false);
+  InspectResult res;
+  std::ostringstream os;
+  os << cache->summary();
+  os << "verification:\n";
+  const Manifest& m = cache->manifest();
+  int64_t bad = 0;
+  for (size_t i = 0; i < m.shards.size(); ++i) {
+    const std::string path = (fs::path(dir) / m.shards[i].file).string();
+    try {
+      ShardReader r(path);
+      check_shard_header(r, m, static_cast<int64_t>(i));
+      std::string found = r.compute_checksum();
+      if (found != m.shards[i].sha256)
+        throw std::runtime_error(lf::str(path, ": checksum mismatch: the manifest expects ",
+                                         m.shards[i].sha256, ", the data hash to ", found));
+      os << "  " << m.shards[i].file << " ok (" << m.shards[i].count << " samples)\n";
+    } catch (const std::exception& e) {
+      ++bad;
+      os << "  " << m.shards[i].file << " FAILED: " << e.what() << "\n";
+    }
+  }
+  res.ok = bad == 0;
+  if (res.ok)
+    os << "all " << m.shards.size() << " shards verified\n";
+  else
+    os << bad << " of " << m.shards.size() << " shards FAILED verification\n";
+  res.text = os.str();
+  return res;
+}
+
+}  // namespace lf::data
