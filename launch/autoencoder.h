@@ -41,7 +41,7 @@ class Autoencoder {
   const core::VAE& vae() const { return *vae_; }
 
  private:
-  std::optional<core::VAE> vae_;
+  mutable std::optional<core::VAE> vae_;  // module calls are not const in LibTorch
   std::string hash_;
   std::string weights_;
   int64_t identity_channels_ = 1;

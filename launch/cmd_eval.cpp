@@ -161,7 +161,7 @@ int run_eval(const Invocation& inv) {
     if (n < 2) throw std::invalid_argument(str(samples, ": ", n, " images; FD needs at least 2"));
     at::Tensor gen = s.images.to(at::kFloat) / 127.5 - 1.0;
     if (gen.sizes().slice(1) != test_images.sizes().slice(1))
-      throw std::invalid_argument(str(samples, ": images are ", gen.sizes().slice(1), " but the test split's are ",
+      throw std::invalid_argument(lf::str(samples, ": images are ", gen.sizes().slice(1), " but the test split's are ",
                                       test_images.sizes().slice(1)));
     auto [test_f, test_l] = run_classifier(clf, test_images, c.eval.batch_size);
     auto [gen_f, gen_l] = run_classifier(clf, gen, c.eval.batch_size);
@@ -171,7 +171,7 @@ int run_eval(const Invocation& inv) {
     // The floor: as many real training images (evenly spread over the split) against the test split.
     auto train = open_configured_source(c.data, "train");
     int64_t m = std::min(n, train->size());
-    at::Tensor pick = (at::arange(m, at::kLong) * train->size()) / m;
+    at::Tensor pick = (at::arange(m, at::kLong) * train->size()).div(m, "floor");
     at::Tensor real = all_images(*train).index_select(0, pick);
     auto [real_f, real_l] = run_classifier(clf, real, c.eval.batch_size);
     auto [mu_r, s_r] = core::feature_statistics(real_f);

@@ -9,6 +9,7 @@
 #include "core/util/strings.h"
 #include "data/latent_cache.h"
 #include "launch/checkpoint.h"
+#include "launch/cli.h"
 #include "launch/subcommands.h"
 
 namespace fs = std::filesystem;

@@ -42,6 +42,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
 }  // namespace
 
 void register_config(Config& c, ConfigRegistry& r) {
+  c.model.num_classes = -1;  // from the cache's labels unless set
   r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder)");
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");

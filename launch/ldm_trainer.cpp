@@ -22,6 +22,7 @@
 #include "distributed/reducer.h"
 #include "launch/autoencoder.h"
 #include "launch/generate.h"
+#include "launch/cli.h"
 #include "launch/job.h"
 #include "launch/lr_schedule.h"
 #include "launch/mixed_precision.h"
@@ -139,7 +140,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   // Initialisation draws from torch's generator: the same on every rank and for any rank count.
   at::manual_seed(seed);
   core::UNet model(mopt);
-  model->to(opts.dtype());
+  model->to(param_dtype);
   model->to(device);
   nlohmann::json saved_state;
   int64_t start_step = 0;
@@ -213,7 +214,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     val_labels = rows.labels.to(device);
     at::Tensor ids = rows.indices;
     // Fixed timesteps spread evenly over [0, T) and fixed keyed noise.
-    val_t = (at::arange(begin, end, at::kLong) * diffusion.timesteps() / std::max<int64_t>(1, n)).to(device);
+    val_t = (at::arange(begin, end, at::kLong) * diffusion.timesteps()).div(std::max<int64_t>(1, n), "floor").to(device);
     val_noise = core::keyed_normal(seed, sid(core::Stream::kValidation), 0, ids, latent_shape, opts);
   }
   auto validation_loss = [&]() -> double {
@@ -239,7 +240,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     if (!rt.is_root()) return;
     if (ema_model.is_empty()) {
       ema_model = core::UNet(mopt);
-      ema_model->to(opts.dtype());
+      ema_model->to(param_dtype);
       ema_model->to(device);
     }
     std::vector<at::Tensor> ps;

@@ -2,6 +2,7 @@
 #include "launch/runtime.h"
 
 #include <glog/logging.h>
+#include <torch/cuda.h>
 
 #include "core/util/strings.h"
 #include "distributed/local_communicator.h"
@@ -16,7 +17,7 @@ namespace lf::launch {
 
 namespace {
 
-bool cuda_usable() { return at::hasCUDA() && at::globalContext().hasCUDA(); }
+bool cuda_usable() { return torch::cuda::is_available(); }
 
 }  // namespace
 
@@ -27,7 +28,7 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist) {
                                 "(use device=cpu or auto)");
   bool use_cuda = device == "cuda" || (device == "auto" && cuda_usable());
   if (use_cuda) {
-    int n = static_cast<int>(at::globalContext().getNumGPUs());
+    int n = static_cast<int>(torch::cuda::device_count());
     device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(dist::device_for_local_rank(info_.local_rank, n)));
   }
   if (info_.world_size > 1) {

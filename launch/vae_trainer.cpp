@@ -22,6 +22,7 @@
 #include "data/sample_stream.h"
 #include "distributed/reducer.h"
 #include "launch/data_source.h"
+#include "launch/cli.h"
 #include "launch/job.h"
 #include "launch/lr_schedule.h"
 #include "launch/mixed_precision.h"
@@ -308,8 +309,8 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
         for (auto& p : d.params) p.requires_grad_(true);
         if (a == 0) {
           // LDM's calculate_adaptive_weight, with both gradients averaged over the ranks.
-          at::Tensor gn = at::autograd::grad({nll}, {last_layer}, {}, true)[0].detach().clone();
-          at::Tensor gg = at::autograd::grad({g_loss}, {last_layer}, {}, true)[0].detach().clone();
+          at::Tensor gn = torch::autograd::grad({nll}, {last_layer}, {}, true)[0].detach().clone();
+          at::Tensor gg = torch::autograd::grad({g_loss}, {last_layer}, {}, true)[0].detach().clone();
           at::Tensor both = at::stack({gn, gg}).to(at::kDouble).cpu().contiguous();
           if (world > 1) rt.cpu_comm().all_reduce(both, dist::ReduceOp::kSum, "all_reduce of the adaptive-weight gradients");
           adaptive = core::adaptive_disc_weight(both[0].norm().item<double>() / world,
