@@ -9,7 +9,7 @@
 #include <numeric>
 
 #include "core/state_dict.h"
-#include "core/model.h"
+#include "core/unet.h"
 #include "tests/core/models_test_support.h"
 
 namespace lf::core {
