@@ -354,11 +354,17 @@ void Reducer::finish_bucket(size_t bucket) {
   // The 1/world scale comes only now, after the sum is complete (Horovod's postscale_factor;
   // c10d instead divides each gradient before the all-reduce): the sum over ranks of raw
   // gradients is exact in f64 and does not underflow in f16. In place: the bucket is the
-  // grads. A division, not a multiplication by 1/world, so a sum of equal gradients comes
-  // back exactly for any world size.
-  if (options_.reduction != GradReduction::kAverage || comm_->world_size() == 1) return;
+  // grads. Times 2^-k when the world is 2^k ranks (exact, and cheaper than a division);
+  // otherwise a division, not a multiplication by a rounded 1/world, so a sum of equal
+  // gradients comes back exactly.
+  const int world = comm_->world_size();
+  if (options_.reduction != GradReduction::kAverage || world == 1) return;
   torch::NoGradGuard no_grad;
-  buffers_[bucket].div_(comm_->world_size());
+  if ((world & (world - 1)) == 0) {
+    buffers_[bucket].mul_(1.0 / world);
+  } else {
+    buffers_[bucket].div_(world);
+  }
 }
 
 void Reducer::reset_step() {
