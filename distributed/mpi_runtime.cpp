@@ -40,8 +40,9 @@ void prefer_bandwidth_optimal_iallreduce() {
   // on fewer than 4 ranks (nbc_iallreduce.c, nbc_allreduce_init's algorithm selection): the
   // root receives and sends the whole buffer, so the Reducer's in-place bucket all-reduces ran
   // at about half the speed of a blocking MPI_Allreduce of the same bytes (bench/allreduce.cpp).
-  // 3 = Rabenseifner's reduce-scatter + all-gather (Thakur, Rabenseifner & Gropp 2005, sec.
-  // 4.4), what libnbc itself picks for large out-of-place buffers on 4+ ranks; it falls back
+  // 3 = Rabenseifner's reduce-scatter + all-gather (Thakur, Rabenseifner & Gropp, "Optimization
+  // of Collective Communication Operations in MPICH", IJHPCA 2005, the allreduce section),
+  // what libnbc itself picks for large out-of-place buffers on 4+ ranks; it falls back
   // to a ring for buffers with fewer elements than ranks. Overwrite 0: a value given by the
   // user (environment, mpirun --mca) wins. Other MPIs ignore the variable.
   setenv(kIallreduceAlgorithmVariable, kIallreduceAlgorithm, /*overwrite=*/0);
