@@ -3,12 +3,16 @@
 //     sizes, against one raw MPI_Allreduce of the same bytes in the same run (goal >= 90%);
 //  2. overlap: an MLP's forward + backward + sync, with the Reducer's overlap on and off: the
 //     share of step time spent waiting on sync after backward ends.
-// Options: --params=N (4194304) --repeats=R (7) --buckets=MB,MB,... (1,4,16,25,64)
+// Options: --params=N (4194304) --repeats=R (11) --buckets=MB,MB,... (1,4,25,64)
 //          --batch=B (64) --threads=T (torch threads per rank, 1) --poll-us=U (max sleep
 //          between MPI_Test calls, 200) --spins=S (tests before sleeping, 64)
-// Medians over repeats; rank 0 prints the tables (see docs/benchmarks.md when written).
+// Every variant has its own parameters and Reducer, and each round runs all of them (in an
+// order rotated per round), so a noisy moment on a shared machine hits every variant alike.
+// Medians over rounds (the first is a warm-up); rank 0 prints the tables.
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -29,8 +33,8 @@ using lf::dist::ReducerOptions;
 
 struct Options {
   int64_t params = 4 << 20;
-  int repeats = 7;
-  std::vector<double> buckets_mb{1, 4, 16, 25, 64};
+  int repeats = 11;
+  std::vector<double> buckets_mb{1, 4, 25, 64};
   int64_t batch = 64;
   int threads = 1;
   int poll_us = 200;
@@ -87,81 +91,106 @@ std::vector<int64_t> model_like_sizes(int64_t total) {
   return sizes;
 }
 
+ReducerOptions reducer_options(const Options& o, double mb, bool overlap) {
+  ReducerOptions ro;
+  ro.bucket_mb = mb;
+  ro.overlap = overlap;
+  ro.poll.max_sleep = std::chrono::microseconds(o.poll_us);
+  ro.poll.spins = o.spins;
+  return ro;
+}
+
+// Zeroes in place, as a training loop must: param.grad() are the Reducer's bucket views.
+void zero_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.grad().defined()) p.grad().zero_();
+}
+
 // 1. Bucketed sync vs one raw MPI_Allreduce of the same bytes.
 void bench_bandwidth(Communicator& comm, MPI_Comm raw, const Options& o) {
-  std::vector<torch::Tensor> params;
-  for (int64_t n : model_like_sizes(o.params)) params.push_back(torch::zeros({n}).requires_grad_());
+  struct Variant {
+    std::string name;
+    std::vector<torch::Tensor> params;
+    std::unique_ptr<Reducer> reducer;
+    std::vector<double> with_sync, without_sync, finish;
+  };
+  std::vector<Variant> variants;
+  auto add = [&](double mb, bool overlap, lf::dist::GradReduction reduction) {
+    Variant v;
+    v.name = lf::str("reducer ", mb, " MB, ", overlap ? "overlap" : "no overlap",
+                     reduction == lf::dist::GradReduction::kSum ? ", sum" : "");
+    for (int64_t n : model_like_sizes(o.params)) v.params.push_back(torch::zeros({n}).requires_grad_());
+    ReducerOptions ro = reducer_options(o, mb, overlap);
+    ro.reduction = reduction;
+    ro.broadcast_from_rank0 = false;
+    v.reducer = std::make_unique<Reducer>(v.params, std::vector<torch::Tensor>{}, comm, ro);
+    variants.push_back(std::move(v));
+  };
+  for (const bool overlap : {false, true})
+    for (double mb : o.buckets_mb) add(mb, overlap, lf::dist::GradReduction::kAverage);
+  for (double mb : o.buckets_mb) add(mb, true, lf::dist::GradReduction::kSum);
+
   const double bytes = double(o.params) * 4;
   torch::Tensor flat = torch::ones({o.params});
-  std::vector<double> raw_times;
-  for (int rep = 0; rep < o.repeats + 1; ++rep) {
+  lf::dist::PollPolicy poll;
+  poll.max_sleep = std::chrono::microseconds(o.poll_us);
+  poll.spins = o.spins;
+  comm.set_poll_policy(poll);
+  std::vector<double> raw_times, nonblocking_times;
+  for (int round = 0; round < o.repeats + 1; ++round) {
+    const bool keep = round > 0;  // the first round warms up
     LF_MPI_CHECK(MPI_Barrier(raw));
-    const auto t0 = Clock::now();
+    auto t0 = Clock::now();
     LF_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, flat.data_ptr(), int(o.params), MPI_FLOAT, MPI_SUM, raw));
-    if (rep > 0) raw_times.push_back(seconds_since(t0));  // the first run warms up
-  }
-  const double raw_s = median(raw_times);
-  if (comm.rank() == 0) {
-    std::printf("\n1. Gradient sync bandwidth: %lld f32 gradients (%s) in %zu tensors, %d ranks, "
-                "median of %d\n", (long long)o.params, lf::human_bytes(bytes).c_str(), params.size(),
-                comm.world_size(), o.repeats);
-    std::printf("reducer rows: time that syncing adds to backward + finish_backward (with sync minus "
-                "without); with overlap part of it hides behind backward\n");
-    std::printf("%-28s %8s %10s %12s %10s\n", "method", "buckets", "time ms", "algbw GB/s", "vs raw");
-    std::printf("%-28s %8d %10.2f %12.3f %9.1f%%\n", "raw MPI_Allreduce (1 call)", 1, raw_s * 1e3,
-                bytes / raw_s / 1e9, 100.0);
-  }
-  {
+    if (keep) raw_times.push_back(seconds_since(t0));
     // The non-blocking form the Reducer uses, polled with the same backoff: separates the cost
     // of Open MPI's libnbc + polling from the Reducer's own.
-    lf::dist::PollPolicy poll;
-    poll.max_sleep = std::chrono::microseconds(o.poll_us);
-    poll.spins = o.spins;
-    comm.set_poll_policy(poll);
-    std::vector<double> times;
-    for (int rep = 0; rep < o.repeats + 1; ++rep) {
-      LF_MPI_CHECK(MPI_Barrier(raw));
-      const auto t0 = Clock::now();
-      comm.all_reduce_async(flat, lf::dist::ReduceOp::kSum, "raw")->wait();
-      if (rep > 0) times.push_back(seconds_since(t0));
-    }
-    const double t = median(times);
-    if (comm.rank() == 0)
-      std::printf("%-28s %8d %10.2f %12.3f %9.1f%%\n", "MPI_Iallreduce + poll", 1, t * 1e3,
-                  bytes / t / 1e9, 100.0 * raw_s / t);
-  }
-  for (const bool overlap : {false, true}) {
-    for (double mb : o.buckets_mb) {
-      ReducerOptions ro;
-      ro.bucket_mb = mb;
-      ro.overlap = overlap;
-      ro.poll.max_sleep = std::chrono::microseconds(o.poll_us);
-      ro.poll.spins = o.spins;
-      ro.broadcast_from_rank0 = false;
-      Reducer reducer(params, {}, comm, ro);
-      // Time of backward + finish_backward with sync, minus the same without sync (hooks return
-      // at once): what the sync adds, including copies into and out of the buckets.
-      std::vector<double> with_sync, without_sync;
-      for (int rep = 0; rep < 2 * (o.repeats + 1); ++rep) {
-        const bool sync = rep % 2 == 0;
-        reducer.set_sync(sync);
-        for (auto& p : params) p.mutable_grad() = torch::Tensor();
+    LF_MPI_CHECK(MPI_Barrier(raw));
+    t0 = Clock::now();
+    comm.all_reduce_async(flat, lf::dist::ReduceOp::kSum, "raw")->wait();
+    if (keep) nonblocking_times.push_back(seconds_since(t0));
+    for (size_t k = 0; k < variants.size(); ++k) {
+      Variant& v = variants[(k + static_cast<size_t>(round)) % variants.size()];
+      // Time of backward + finish_backward with sync, minus the same without sync (the hooks
+      // only count): what the sync adds, all of the Reducer's own passes over memory included.
+      for (const bool sync : {true, false}) {
+        v.reducer->set_sync(sync);
+        zero_grads(v.params);
         // A backward whose gradients are free (d(sum p)/dp = 1).
         torch::Tensor loss = torch::zeros({});
-        for (auto& p : params) loss = loss + p.sum();
+        for (auto& p : v.params) loss = loss + p.sum();
         LF_MPI_CHECK(MPI_Barrier(raw));
-        const auto t0 = Clock::now();
+        t0 = Clock::now();
         loss.backward();
-        reducer.finish_backward();
-        if (rep >= 2) (sync ? with_sync : without_sync).push_back(seconds_since(t0));
+        v.reducer->finish_backward();
+        if (!keep) continue;
+        (sync ? v.with_sync : v.without_sync).push_back(seconds_since(t0));
+        if (sync) v.finish.push_back(v.reducer->stats().last_wait_s);
       }
-      const double t = median(with_sync) - median(without_sync);
-      if (comm.rank() == 0)
-        std::printf("%-28s %8zu %10.2f %12.3f %9.1f%%\n",
-                    lf::str("reducer ", mb, " MB, overlap ", overlap ? "on" : "off").c_str(),
-                    reducer.plan().buckets.size(), t * 1e3, bytes / t / 1e9, 100.0 * raw_s / t);
     }
   }
+  const double raw_s = median(raw_times);
+  if (comm.rank() != 0) return;
+  std::printf("\n1. Gradient sync bandwidth: %lld f32 gradients (%s) in %zu tensors, %d ranks, "
+              "median of %d rounds\n", (long long)o.params, lf::human_bytes(bytes).c_str(),
+              variants[0].params.size(), comm.world_size(), o.repeats);
+  std::printf("reducer rows: time that syncing adds to backward + finish_backward (with sync minus "
+              "without); with overlap part of it hides behind backward\n");
+  // "vs raw": raw MPI_Allreduce time / this time (the goal is >= 90%). "vs nonblocking": the
+  // same against MPI_Iallreduce + poll, the primitive the Reducer is built on. "finish ms":
+  // median time in finish_backward() alone (without overlap, all of the sync but the hooks).
+  const double nb = median(nonblocking_times);
+  std::printf("%-34s %8s %10s %12s %10s %14s %10s\n", "method", "buckets", "time ms",
+              "algbw GB/s", "vs raw", "vs nonblocking", "finish ms");
+  auto row = [&](const std::string& name, size_t buckets, double t, double finish) {
+    std::printf("%-34s %8zu %10.2f %12.3f %9.1f%% %13.1f%% %10.2f\n", name.c_str(), buckets,
+                t * 1e3, bytes / t / 1e9, 100.0 * raw_s / t, 100.0 * nb / t, finish * 1e3);
+  };
+  row("raw MPI_Allreduce (1 call)", 1, raw_s, raw_s);
+  row("MPI_Iallreduce + poll", 1, nb, nb);
+  for (const Variant& v : variants)
+    row(v.name, v.reducer->plan().buckets.size(), median(v.with_sync) - median(v.without_sync),
+        median(v.finish));
 }
 
 // 2. Overlap: an MLP's step with the sync overlapped with backward or after it.
@@ -170,50 +199,57 @@ void bench_overlap(Communicator& comm, MPI_Comm raw, const Options& o) {
   const int64_t layers = std::max<int64_t>(1, o.params / (width * width + width));
   if (comm.rank() == 0)
     std::printf("\n2. Overlap: MLP %lld x Linear(%lld, %lld) = %s of f32 gradients, batch %lld per "
-                "rank, %d torch thread(s) per rank, median of %d\n", (long long)layers,
+                "rank, %d torch thread(s) per rank, median of %d rounds\n", (long long)layers,
                 (long long)width, (long long)width,
                 lf::human_bytes(double(layers * (width * width + width)) * 4).c_str(),
                 (long long)o.batch, o.threads, o.repeats);
-  if (comm.rank() == 0)
-    std::printf("%-22s %8s %10s %12s %12s %12s\n", "mode", "buckets", "step ms", "backward ms",
-                "sync wait ms", "wait share");
+  struct Variant {
+    std::string name;
+    torch::nn::Sequential model;
+    std::unique_ptr<Reducer> reducer;
+    std::vector<double> steps, backwards, waits;
+  };
+  std::vector<Variant> variants;
   for (double mb : {4.0, 25.0}) {
     for (const bool overlap : {false, true}) {
+      Variant v;
+      v.name = lf::str(mb, " MB, overlap ", overlap ? "on" : "off");
       torch::manual_seed(0);
-      torch::nn::Sequential model;
       for (int64_t l = 0; l < layers; ++l) {
-        model->push_back(torch::nn::Linear(width, width));
-        model->push_back(torch::nn::Tanh());
+        v.model->push_back(torch::nn::Linear(width, width));
+        v.model->push_back(torch::nn::Tanh());
       }
-      ReducerOptions ro;
-      ro.bucket_mb = mb;
-      ro.overlap = overlap;
-      ro.poll.max_sleep = std::chrono::microseconds(o.poll_us);
-      ro.poll.spins = o.spins;
-      Reducer reducer(model->parameters(), {}, comm, ro);
-      torch::Tensor x = torch::randn({o.batch, width});
-      std::vector<double> steps, backwards, waits;
-      for (int rep = 0; rep < o.repeats + 1; ++rep) {
-        for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
-        LF_MPI_CHECK(MPI_Barrier(raw));
-        const auto t0 = Clock::now();
-        torch::Tensor loss = model->forward(x).square().mean();
-        loss.backward();
-        const double backward_done = seconds_since(t0);
-        reducer.finish_backward();
-        const double step = seconds_since(t0);
-        if (rep == 0) continue;
-        steps.push_back(step);
-        backwards.push_back(backward_done);
-        waits.push_back(step - backward_done);
-      }
-      const double s = median(steps), w = median(waits);
-      if (comm.rank() == 0)
-        std::printf("%-22s %8zu %10.2f %12.2f %12.2f %11.1f%%\n",
-                    lf::str(mb, " MB, overlap ", overlap ? "on" : "off").c_str(),
-                    reducer.plan().buckets.size(), s * 1e3, median(backwards) * 1e3, w * 1e3,
-                    100.0 * w / s);
+      v.reducer = std::make_unique<Reducer>(v.model->parameters(), std::vector<torch::Tensor>{},
+                                            comm, reducer_options(o, mb, overlap));
+      variants.push_back(std::move(v));
     }
+  }
+  torch::Tensor x = torch::randn({o.batch, width});
+  for (int round = 0; round < o.repeats + 1; ++round) {
+    for (size_t k = 0; k < variants.size(); ++k) {
+      Variant& v = variants[(k + static_cast<size_t>(round)) % variants.size()];
+      zero_grads(v.model->parameters());
+      LF_MPI_CHECK(MPI_Barrier(raw));
+      const auto t0 = Clock::now();
+      torch::Tensor loss = v.model->forward(x).square().mean();
+      loss.backward();
+      const double backward_done = seconds_since(t0);
+      v.reducer->finish_backward();
+      const double step = seconds_since(t0);
+      if (round == 0) continue;
+      v.steps.push_back(step);
+      v.backwards.push_back(backward_done);
+      v.waits.push_back(step - backward_done);
+    }
+  }
+  if (comm.rank() != 0) return;
+  std::printf("%-22s %8s %10s %12s %12s %12s\n", "mode", "buckets", "step ms", "backward ms",
+              "sync wait ms", "wait share");
+  for (const Variant& v : variants) {
+    const double s = median(v.steps), w = median(v.waits);
+    std::printf("%-22s %8zu %10.2f %12.2f %12.2f %11.1f%%\n", v.name.c_str(),
+                v.reducer->plan().buckets.size(), s * 1e3, median(v.backwards) * 1e3, w * 1e3,
+                100.0 * w / s);
   }
 }
 

@@ -1,6 +1,7 @@
 // MPI_Init_thread with a checked thread level, error handlers, rank context.
 #include "distributed/mpi_runtime.h"
 
+#include <cstdlib>
 #include <exception>
 #include <stdexcept>
 
@@ -34,6 +35,19 @@ ThreadLevel from_mpi(int level) {
 
 }  // namespace
 
+void prefer_bandwidth_optimal_iallreduce() {
+  // Open MPI 4.x's libnbc picks a binomial tree for every in-place MPI_Iallreduce, and for any
+  // on fewer than 4 ranks (nbc_iallreduce.c, nbc_allreduce_init's algorithm selection): the
+  // root receives and sends the whole buffer, so the Reducer's in-place bucket all-reduces ran
+  // at about half the speed of a blocking MPI_Allreduce of the same bytes (bench/allreduce.cpp).
+  // 3 = Rabenseifner's reduce-scatter + all-gather (Thakur, Rabenseifner & Gropp, "Optimization
+  // of Collective Communication Operations in MPICH", IJHPCA 2005, the allreduce section),
+  // what libnbc itself picks for large out-of-place buffers on 4+ ranks; it falls back
+  // to a ring for buffers with fewer elements than ranks. Overwrite 0: a value given by the
+  // user (environment, mpirun --mca) wins. Other MPIs ignore the variable.
+  setenv(kIallreduceAlgorithmVariable, kIallreduceAlgorithm, /*overwrite=*/0);
+}
+
 std::string to_string(ThreadLevel level) {
   switch (level) {
     case ThreadLevel::kSingle: return "MPI_THREAD_SINGLE";
@@ -58,6 +72,7 @@ MPIRuntime::MPIRuntime(int* argc, char*** argv, ThreadLevel minimum) {
   int initialized = 0;
   LF_MPI_CHECK(MPI_Initialized(&initialized));
   if (initialized) throw std::logic_error("MPIRuntime: MPI is already initialised; construct one MPIRuntime in main()");
+  prefer_bandwidth_optimal_iallreduce();
   int provided = MPI_THREAD_SINGLE;
   LF_MPI_CHECK(MPI_Init_thread(argc, argv, to_mpi(ThreadLevel::kMultiple), &provided));
   provided_ = from_mpi(provided);

@@ -15,11 +15,24 @@ std::string to_string(ThreadLevel level);
 // Pure; used by MPIRuntime and tested on its own.
 void check_thread_level(ThreadLevel required, ThreadLevel provided);
 
+// The Open MPI variable naming libnbc's MPI_Iallreduce algorithm (ompi_info --param coll
+// libnbc --level 9), and the value this module sets when the user has not: see
+// prefer_bandwidth_optimal_iallreduce().
+inline constexpr const char* kIallreduceAlgorithmVariable = "OMPI_MCA_coll_libnbc_iallreduce_algorithm";
+inline constexpr const char* kIallreduceAlgorithm = "3";
+
+// Sets kIallreduceAlgorithmVariable to kIallreduceAlgorithm (Rabenseifner's reduce-scatter +
+// all-gather) unless it is already set. Open MPI's default for the Reducer's in-place
+// all-reduces is a binomial tree at about half the bandwidth. Call before MPI_Init on every
+// rank (MPIRuntime does): all ranks must run the same algorithm.
+void prefer_bandwidth_optimal_iallreduce();
+
 // RAII over MPI_Init_thread / MPI_Finalize. Construct once in main(), before any thread that
 // may call MPI starts. Requests MPI_THREAD_MULTIPLE and accepts down to `minimum`:
 // the Reducer's communication thread and the main thread both call MPI, which needs MULTIPLE,
 // or SERIALIZED with every MPI call of this module taken under one lock (mpi_call_lock()).
-// Also: MPI_ERRORS_RETURN on MPI_COMM_WORLD, the rank context (rank, size, host) for log and
+// Also: prefer_bandwidth_optimal_iallreduce() before MPI_Init, MPI_ERRORS_RETURN on
+// MPI_COMM_WORLD, the rank context (rank, size, host) for log and
 // error tags, and a check that the launcher's environment (rank_info.h) agrees with MPI.
 class MPIRuntime {
  public:

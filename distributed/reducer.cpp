@@ -1,6 +1,11 @@
-// Reducer: gradient hooks fill bucket buffers, a communication thread all-reduces each bucket
-// as it fills (driving MPI progress by polling), finish_backward averages and writes back.
+// Reducer: param.grad() are views into bucket buffers, AccumulateGrad post hooks count each
+// bucket in, a communication thread all-reduces each bucket as it fills (driving MPI
+// progress by polling), finish_backward scales each bucket in place as its sum completes.
 #include "distributed/reducer.h"
+
+#include <glog/logging.h>
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include <algorithm>
 #include <stdexcept>
@@ -15,7 +20,33 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration_cast<Seconds>(Clock::now() - t).count();
 }
 
+// Whether `grad` is exactly `view` (the same memory, shape and strides), not merely another
+// tensor of the same bucket.
+bool is_view(const torch::Tensor& grad, const torch::Tensor& view) {
+  return grad.defined() && grad.data_ptr() == view.data_ptr() && grad.sizes() == view.sizes() &&
+         grad.strides() == view.strides() && grad.scalar_type() == view.scalar_type();
+}
+
 }  // namespace
+
+// Runs after a parameter's AccumulateGrad node, i.e. once per backward with the gradient
+// summed over all uses already added into param.grad() (c10d's autograd_hook, registered the
+// same way in Reducer::Reducer). FunctionPostHook::operator()(outputs, inputs) is the same in
+// LibTorch 1.13 and 2.x (torch/csrc/autograd/function_hook.h); 2.x's compiled_args() is only
+// called under compiled autograd, which C++ callers do not enable.
+class GradAccumulatedHook final : public torch::autograd::FunctionPostHook {
+ public:
+  GradAccumulatedHook(Reducer* reducer, size_t param) : reducer_(reducer), param_(param) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& /*inputs*/) override {
+    reducer_->on_grad_accumulated(param_);
+    return outputs;
+  }
+
+ private:
+  Reducer* reducer_;
+  size_t param_;
+};
 
 Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> buffers,
                  Communicator& comm, ReducerOptions options)
@@ -65,6 +96,14 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
 
   for (const Bucket& b : plan_.buckets)
     buffers_.push_back(torch::zeros({b.numel}, torch::TensorOptions().dtype(b.dtype).device(b.device)));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const auto [bucket, slot] = plan_.location[i];
+    const Bucket& b = plan_.buckets[static_cast<size_t>(bucket)];
+    grad_views_.push_back(buffers_[static_cast<size_t>(bucket)]
+                              .narrow(0, b.offsets[static_cast<size_t>(slot)], params_[i].numel())
+                              .view(params_[i].sizes()));
+    attach_grad_view(i);  // quietly: a grad defined before the Reducer existed is expected
+  }
   fired_.assign(params_.size(), 0);
   ready_.assign(plan_.buckets.size(), 0);
   done_.assign(plan_.buckets.size(), 0);
@@ -72,11 +111,13 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
   for (const Bucket& b : plan_.buckets) pending_.push_back(static_cast<int64_t>(b.params.size()));
 
   for (size_t i = 0; i < params_.size(); ++i) {
-    // A hook on a leaf runs before AccumulateGrad adds `grad` into param.grad(), once per
-    // backward with the gradient summed over all uses (torch/csrc/autograd/functions/
-    // accumulate_grad.h), which is DDP's autograd_hook.
-    hook_ids_.push_back(
-        params_[i].register_hook([this, i](const torch::Tensor& grad) { on_gradient(i, grad); }));
+    // AccumulateGrad adds the new gradient in place when param.grad() is defined and grad
+    // mode is off (plain backward), so it lands in the bucket; the post hook then says so.
+    grad_accumulators_.push_back(torch::autograd::impl::grad_accumulator(params_[i]));
+    TORCH_CHECK(grad_accumulators_.back() != nullptr, "reducer: parameter ", i,
+                " has no gradient accumulator (is it a leaf that requires grad?)");
+    hook_keys_.push_back(grad_accumulators_.back()->add_post_hook(
+        std::make_unique<GradAccumulatedHook>(this, i)));
   }
   if (options_.overlap) thread_ = std::thread([this] { communication_loop(); });
 }
@@ -88,7 +129,7 @@ Reducer::~Reducer() {
   }
   queue_changed_.notify_all();
   if (thread_.joinable()) thread_.join();
-  for (size_t i = 0; i < params_.size(); ++i) params_[i].remove_hook(hook_ids_[i]);
+  for (size_t i = 0; i < hook_keys_.size(); ++i) grad_accumulators_[i]->del_post_hook(hook_keys_[i]);
 }
 
 void Reducer::set_sync(bool sync) {
@@ -114,50 +155,56 @@ std::string Reducer::describe_bucket(size_t bucket) const {
              human_bytes(static_cast<double>(plan_.buckets[bucket].bytes())), ", step ", step_);
 }
 
-void Reducer::on_gradient(size_t param, const torch::Tensor& grad) {
-  if (!sync_.load()) return;  // accumulation micro-batch: autograd accumulates as usual
-  TORCH_CHECK(grad.defined() && !grad.is_sparse(), "reducer: parameter ", param,
-              " received an undefined or sparse gradient");
-  mark_ready(param, &grad);
+bool Reducer::attach_grad_view(size_t param) {
+  torch::Tensor& grad = params_[param].mutable_grad();
+  const torch::Tensor& view = grad_views_[param];
+  if (is_view(grad, view)) return false;
+  torch::NoGradGuard no_grad;
+  if (grad.defined()) {
+    view.copy_(grad);
+  } else {
+    view.zero_();
+  }
+  grad = view;
+  return true;
 }
 
-void Reducer::mark_ready(size_t param, const torch::Tensor* grad) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (fired_[param])
-      throw std::logic_error(lf::str(
-          "reducer: parameter ", param, " (shape ", params_[param].sizes(),
-          ") received a second gradient in one sync step; call backward() once per micro-batch "
-          "and finish_backward() after each (DDP: 'Expected to mark a variable ready only once')"));
-    fired_[param] = 1;
-  }
-  // Outside the lock: this parameter's slice is written by this thread only.
-  const auto [bucket, slot] = plan_.location[param];
-  const Bucket& b = plan_.buckets[static_cast<size_t>(bucket)];
-  const torch::Tensor& p = params_[param];
-  torch::Tensor view = buffers_[static_cast<size_t>(bucket)]
-                           .narrow(0, b.offsets[static_cast<size_t>(slot)], p.numel())
-                           .view(p.sizes());
-  {
-    torch::NoGradGuard no_grad;
-    // param.grad() still holds only the earlier micro-batches' sum: AccumulateGrad adds this
-    // step's gradient after the hook; finish_backward() overwrites param.grad() anyway.
-    const torch::Tensor& accumulated = p.grad();
-    if (grad != nullptr) {
-      if (accumulated.defined()) {
-        torch::add_out(view, *grad, accumulated);  // one pass over memory, not copy + add
-      } else {
-        view.copy_(*grad);
-      }
-    } else if (accumulated.defined()) {
-      view.copy_(accumulated);
-    } else {
-      view.zero_();
+void Reducer::on_grad_accumulated(size_t param) {
+  // AccumulateGrad stole or cloned the gradient instead of adding it into the view: the grad
+  // was reset to undefined, replaced, or (create_graph) accumulated out of place. Its value
+  // is right, only not in the bucket; put it there (c10d's mark_variable_ready_dense does
+  // the same copy for grads that are not bucket views).
+  if (attach_grad_view(param)) {
+    bool warn = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.grads_repointed;
+      warn = !warned_repoint_;
+      warned_repoint_ = true;
     }
+    LOG_IF(WARNING, warn) << "reducer: param.grad() of parameter " << param << " (shape "
+                          << params_[param].sizes()
+                          << ") was not its gradient bucket's view (reset to undefined or "
+                             "replaced); copied it back. Zero gradients in place "
+                             "(p.grad().zero_(), zero_grad(/*set_to_none=*/false)) to avoid "
+                             "this copy. Said once; later ones at VLOG(1)";
+    VLOG(1) << "reducer: re-pointed param.grad() of parameter " << param
+            << " at its bucket view";
   }
+  if (sync_.load()) mark_ready(param);
+}
+
+void Reducer::mark_ready(size_t param) {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (--pending_[static_cast<size_t>(bucket)] == 0) {
-    ready_[static_cast<size_t>(bucket)] = 1;
+  if (fired_[param])
+    throw std::logic_error(lf::str(
+        "reducer: parameter ", param, " (shape ", params_[param].sizes(),
+        ") received a second gradient in one sync step; call backward() once per micro-batch "
+        "and finish_backward() after each (DDP: 'Expected to mark a variable ready only once')"));
+  fired_[param] = 1;
+  const size_t bucket = static_cast<size_t>(plan_.location[param].first);
+  if (--pending_[bucket] == 0) {
+    ready_[bucket] = 1;
     launch_ready_locked();
   }
 }
@@ -257,23 +304,34 @@ void Reducer::finish_backward() {
         "); their buckets would never complete. Set find_unused_parameters, or leave these "
         "parameters out of the reducer"));
   }
-  // DDP's find_unused_parameters: a parameter outside this step's graph contributes zeros.
-  for (size_t i : unused) mark_ready(i, nullptr);
+  // DDP's find_unused_parameters: a parameter outside this step's graph contributes what its
+  // grad view holds: earlier micro-batches' sum, zeros after zero_(), zeros if it was reset.
+  for (size_t i : unused) {
+    if (attach_grad_view(i)) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ++stats_.grads_repointed;
+    }
+    mark_ready(i);
+  }
 
+  // Each bucket is scaled as soon as its sum is in, on this thread, while the later buckets'
+  // all-reduces are still progressing on the communication thread (or, without overlap, are
+  // in flight: every MPI_Test progresses all of them).
   if (options_.overlap) {
-    std::unique_lock<std::mutex> lock(mutex_);
     // The communication thread enforces each bucket's deadline; this one only guards against
     // that thread itself being stuck.
     const Deadline backstop = Deadline::after(Seconds(options_.timeout_s * 2 + 5));
-    const bool finished = bucket_done_.wait_until(lock, backstop.at, [this] {
-      return error_ || done_count_ == plan_.buckets.size();
-    });
-    if (error_) std::rethrow_exception(error_);
-    if (!finished) {
-      size_t first = 0;
-      while (first < done_.size() && done_[first]) ++first;
-      throw CollectiveTimeout(timeout_message(comm_->tag(), describe_bucket(first),
-                                              seconds_since(start), options_.timeout_s * 2 + 5));
+    for (size_t b = 0; b < plan_.buckets.size(); ++b) {
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        const bool finished =
+            bucket_done_.wait_until(lock, backstop.at, [this, b] { return error_ || done_[b]; });
+        if (error_) std::rethrow_exception(error_);
+        if (!finished)
+          throw CollectiveTimeout(timeout_message(comm_->tag(), describe_bucket(b),
+                                                  seconds_since(start), options_.timeout_s * 2 + 5));
+      }
+      finish_bucket(b);
     }
   } else {
     std::vector<std::shared_ptr<Work>> works;
@@ -281,9 +339,10 @@ void Reducer::finish_backward() {
     for (size_t b = 0; b < works.size(); ++b) {
       works[b]->wait();
       complete_bucket(b);
+      finish_bucket(b);
     }
   }
-  write_back_and_reset();
+  reset_step();
   std::lock_guard<std::mutex> lock(mutex_);
   stats_.sync_steps += 1;
   stats_.last_unused_params = static_cast<int64_t>(unused.size());
@@ -291,29 +350,24 @@ void Reducer::finish_backward() {
   stats_.total_wait_s += stats_.last_wait_s;
 }
 
-void Reducer::write_back_and_reset() {
-  torch::NoGradGuard no_grad;
+void Reducer::finish_bucket(size_t bucket) {
   // The 1/world scale comes only now, after the sum is complete (Horovod's postscale_factor;
   // c10d instead divides each gradient before the all-reduce): the sum over ranks of raw
-  // gradients is exact in f64 and does not underflow in f16. Fused with the copy into
-  // param.grad() so the bucket is read once.
-  const bool average = options_.reduction == GradReduction::kAverage && comm_->world_size() > 1;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const auto [bucket, slot] = plan_.location[i];
-    const Bucket& b = plan_.buckets[static_cast<size_t>(bucket)];
-    torch::Tensor& p = params_[i];
-    torch::Tensor summed = buffers_[static_cast<size_t>(bucket)]
-                               .narrow(0, b.offsets[static_cast<size_t>(slot)], p.numel())
-                               .view(p.sizes());
-    if (!p.grad().defined()) {
-      p.mutable_grad() = average ? summed / comm_->world_size() : summed.clone();
-    } else if (average) {
-      torch::div_out(p.mutable_grad(), summed,
-                     torch::scalar_tensor(comm_->world_size(), summed.options()));
-    } else {
-      p.mutable_grad().copy_(summed);
-    }
+  // gradients is exact in f64 and does not underflow in f16. In place: the bucket is the
+  // grads. Times 2^-k when the world is 2^k ranks (exact, and cheaper than a division);
+  // otherwise a division, not a multiplication by a rounded 1/world, so a sum of equal
+  // gradients comes back exactly.
+  const int world = comm_->world_size();
+  if (options_.reduction != GradReduction::kAverage || world == 1) return;
+  torch::NoGradGuard no_grad;
+  if ((world & (world - 1)) == 0) {
+    buffers_[bucket].mul_(1.0 / world);
+  } else {
+    buffers_[bucket].div_(world);
   }
+}
+
+void Reducer::reset_step() {
   std::lock_guard<std::mutex> lock(mutex_);
   std::fill(fired_.begin(), fired_.end(), 0);
   std::fill(ready_.begin(), ready_.end(), 0);

@@ -1,18 +1,26 @@
-// Bucketed gradient sync in the manner of PyTorch DDP's Reducer (c10d reducer.cpp) and
-// Horovod's tensor fusion: gradients are copied into per-bucket flat buffers by autograd
-// hooks as backward produces them, each bucket is all-reduced as soon as all of its
-// gradients are in (on a communication thread, overlapping the rest of backward), and
-// finish_backward() writes the averaged result back into param.grad().
+// Bucketed gradient sync in the manner of PyTorch DDP's Reducer (c10d reducer.cpp) with
+// gradient_as_bucket_view, and Horovod's tensor fusion: param.grad() of every parameter is a
+// view into its bucket's flat buffer, so autograd accumulates straight into the bucket; a
+// bucket is all-reduced as soon as the AccumulateGrad node of each of its parameters has run
+// (on a communication thread, overlapping the rest of backward), and finish_backward() scales
+// the sums in place to the mean. No gradient is copied into or out of a bucket.
 //
 // Per step, on every rank:   [set_sync(false) or NoSync for micro-batches before the last]
-//   loss.backward();  reducer.finish_backward();  optimizer.step();
+//   loss.backward();  reducer.finish_backward();  optimizer.step();  zero grads IN PLACE
+// Gradients must be zeroed in place (p.grad().zero_(); LibTorch 1.13's Optimizer::zero_grad();
+// on 2.x Optimizer::zero_grad(/*set_to_none=*/false)), never reset to undefined or replaced:
+// a grad that is no longer its bucket's view is detected when its parameter's gradient
+// arrives (or at finish_backward() for an unused one), copied into the bucket and re-pointed,
+// with a warning the first time; that costs the copy the views exist to avoid.
 // Bucket order and plan: see bucket_plan.h. Launch order: bucket k is issued only after
 // buckets 0..k-1, so every rank issues the same all-reduces in the same order even when
 // gradients arrive in a different order.
 #pragma once
+#include <torch/csrc/autograd/function.h>
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cstdint>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -26,7 +34,10 @@ namespace lf::dist {
 
 enum class GradReduction {
   kAverage,  // sum over ranks, then times 1/world_size (data parallel's mean gradient)
-  kSum,      // sum over ranks (for losses already divided by the global batch)
+  kSum,      // sum over ranks: for losses already divided by the global batch, or to fold
+             // 1/world_size into a pass the caller makes anyway (a loss-scale unscale, SGD's
+             // learning rate) and save the Reducer's scaling pass over the buckets; exact
+             // when world_size is a power of two
 };
 
 struct ReducerOptions {
@@ -45,6 +56,8 @@ struct ReducerStats {
   int64_t sync_steps = 0;          // finish_backward() calls that synchronised
   int64_t bucket_all_reduces = 0;  // all-reduces issued since construction
   int64_t last_unused_params = 0;  // parameters without a gradient on the last sync step
+  int64_t grads_repointed = 0;     // times a param.grad() was found not to be its bucket view
+                                   // (reset to undefined or replaced) and was copied back
   double last_wait_s = 0.0;        // time finish_backward() took on the last sync step
   double total_wait_s = 0.0;
 };
@@ -54,10 +67,13 @@ class Reducer {
   // Collective and blocking: duplicates `comm` (the Reducer's all-reduces never mix with the
   // caller's collectives), plans buckets, verifies on all ranks that the plan and parameter
   // shapes agree (a mismatch throws naming both values), broadcasts `params` and `buffers`
-  // from rank 0, registers a gradient hook on every parameter and, with overlap, starts the
-  // communication thread. `params` must be leaves that require grad, dense; `buffers` (batch
-  // norm statistics...) are only broadcast. The Reducer must outlive every backward() through
-  // these parameters and must not be moved.
+  // from rank 0, points every param.grad() at its slice of a bucket (keeping the values of a
+  // grad already defined, zeros otherwise), registers a post hook on every parameter's
+  // AccumulateGrad node and, with overlap, starts the communication thread. `params` must be
+  // leaves that require grad, dense; `buffers` (batch norm statistics...) are only
+  // broadcast. The Reducer must outlive every backward() through these parameters and must
+  // not be moved; one Reducer per parameter (two would fight over param.grad()). After it is
+  // destroyed, param.grad() stays a valid tensor (the view keeps its bucket alive).
   Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> buffers,
           Communicator& comm, ReducerOptions options = {});
   ~Reducer();
@@ -65,37 +81,52 @@ class Reducer {
   Reducer& operator=(const Reducer&) = delete;
 
   // Whether the next backward synchronises. false for micro-batches before the last of a
-  // gradient accumulation: gradients then only accumulate in param.grad() and no collective
-  // is issued. Call between steps, not during one (throws std::logic_error then).
+  // gradient accumulation: gradients then only accumulate in param.grad() (the bucket views,
+  // so the sync step all-reduces the accumulated sum) and no collective is issued. Call between steps, not during one (throws std::logic_error then).
   void set_sync(bool sync);
   bool sync() const { return sync_.load(); }
 
   // The step number named in timeout messages; otherwise counts sync steps from 0.
   void set_step(int64_t step);
 
-  // Call once after each backward(). On a sync step: gives parameters whose hook did not fire
-  // zeros (plus what they accumulated earlier), waits for every bucket's all-reduce (each
-  // against its deadline; a CollectiveTimeout names the bucket, its size and the step), and
-  // writes the averaged gradients into param.grad(). A failure on the communication thread is
-  // rethrown here. Not a sync step: returns at once. Blocks.
+  // Call once after each backward(). On a sync step: parameters whose hook did not fire keep
+  // what their grad holds (earlier micro-batches' sum, or zeros) as their contribution, every
+  // bucket is all-reduced (each against its deadline; a CollectiveTimeout names the bucket,
+  // its size and the step), and with kAverage each bucket is scaled by 1/world_size in place
+  // as soon as its sum is complete. On return param.grad() holds the result. A failure on
+  // the communication thread is rethrown here. Not a sync step: returns at once. Blocks.
   void finish_backward();
 
   const BucketPlan& plan() const { return plan_; }
   ReducerStats stats() const;
+  // The slice of bucket memory that param.grad() of parameter `param` should be (same shape).
+  const torch::Tensor& grad_view(size_t param) const { return grad_views_.at(param); }
+  // The flat buffer of `bucket`, which the all-reduce runs on.
+  const torch::Tensor& bucket_buffer(size_t bucket) const { return buffers_.at(bucket); }
 
  private:
-  void on_gradient(size_t param, const torch::Tensor& grad);
-  // Copies the gradient (or zeros) plus param.grad() into the bucket; launches what is ready.
-  void mark_ready(size_t param, const torch::Tensor* grad);
+  friend class GradAccumulatedHook;
+  // Post hook of parameter `param`'s AccumulateGrad: its gradient is now in its bucket view.
+  void on_grad_accumulated(size_t param);
+  // Re-points param.grad() at its bucket view when it is not (copying its values, or zeros
+  // when undefined). Returns whether it had to.
+  bool attach_grad_view(size_t param);
+  // Counts the parameter in; launches what is ready.
+  void mark_ready(size_t param);
   void launch_ready_locked();
   std::shared_ptr<Work> launch_bucket(size_t bucket);
   void complete_bucket(size_t bucket);
+  void finish_bucket(size_t bucket);  // the post-reduction scale
   std::string describe_bucket(size_t bucket) const;
   void communication_loop();
-  void write_back_and_reset();
+  void reset_step();
 
   std::vector<torch::Tensor> params_;
-  std::vector<unsigned> hook_ids_;
+  std::vector<torch::Tensor> grad_views_;  // per parameter: its slice of its bucket
+  // Held here: a leaf only keeps a weak reference to its AccumulateGrad node, which (with our
+  // hook) would otherwise die after each backward (c10d keeps them the same way).
+  std::vector<std::shared_ptr<torch::autograd::Node>> grad_accumulators_;
+  std::vector<uintptr_t> hook_keys_;
   std::unique_ptr<Communicator> comm_;
   ReducerOptions options_;
   BucketPlan plan_;
@@ -114,6 +145,7 @@ class Reducer {
   std::vector<size_t> queue_;              // buckets handed to the communication thread
   std::exception_ptr error_;
   bool stop_ = false;
+  bool warned_repoint_ = false;
   int64_t step_ = 0;
   ReducerStats stats_;
   std::thread thread_;

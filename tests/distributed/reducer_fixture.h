@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "distributed/communicator.h"
+#include "distributed/reducer.h"
 
 namespace lf::dist::testkit {
 
@@ -73,6 +74,37 @@ inline std::vector<torch::Tensor> gradients_of(torch::nn::Sequential& model) {
   std::vector<torch::Tensor> grads;
   for (const auto& p : model->parameters()) grads.push_back(p.grad().defined() ? p.grad().clone() : torch::Tensor());
   return grads;
+}
+
+// "" when every parameter's grad is exactly its bucket slice (the Reducer's
+// gradient-as-bucket-view contract: same memory as the planned offset of the bucket buffer,
+// same shape), else the first parameter that is not.
+inline std::string grads_are_bucket_views(const Reducer& reducer,
+                                          const std::vector<torch::Tensor>& params) {
+  const BucketPlan& plan = reducer.plan();
+  for (size_t i = 0; i < params.size(); ++i) {
+    const torch::Tensor& g = params[i].grad();
+    const auto [bucket, slot] = plan.location[i];
+    const torch::Tensor& buffer = reducer.bucket_buffer(static_cast<size_t>(bucket));
+    const int64_t offset = plan.buckets[static_cast<size_t>(bucket)].offsets[static_cast<size_t>(slot)];
+    std::ostringstream os;
+    os << "parameter " << i << ": ";
+    if (!g.defined()) return os.str() + "grad is undefined";
+    if (!g.is_alias_of(buffer)) return os.str() + "grad does not share its bucket's storage";
+    const auto* expected = static_cast<const char*>(buffer.data_ptr()) + offset * buffer.element_size();
+    if (static_cast<const char*>(g.data_ptr()) != expected) {
+      os << "grad starts at byte " << static_cast<const char*>(g.data_ptr()) - static_cast<const char*>(buffer.data_ptr())
+         << " of its bucket, the plan says " << offset * buffer.element_size();
+      return os.str();
+    }
+    if (g.sizes() != params[i].sizes()) return os.str() + "grad has another shape";
+  }
+  return "";
+}
+
+inline void zero_grads(const std::vector<torch::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.grad().defined()) p.grad().zero_();
 }
 
 // Forwards to another communicator, counting all-reduces in a counter shared with duplicates.

@@ -1,6 +1,7 @@
 // The Reducer on ranks simulated by threads (the fake communicator): averaged half-batch
-// gradients equal the full-batch gradient in f64, accumulation syncs once, unused parameters
-// do not hang, plan mismatches and absent or failing ranks end every rank with a named error.
+// gradients equal the full-batch gradient in f64, param.grad() are views of the buckets (also
+// after grads were reset to undefined), accumulation syncs once, unused parameters do not
+// hang, plan mismatches and absent or failing ranks end every rank with a named error.
 #include "distributed/reducer.h"
 
 #include <gtest/gtest.h>
@@ -16,8 +17,10 @@ using testkit::CountingCommunicator;
 using testkit::compare_gradients;
 using testkit::full_batch_gradients;
 using testkit::gradients_of;
+using testkit::grads_are_bucket_views;
 using testkit::loss_on;
 using testkit::make_model;
+using testkit::zero_grads;
 
 constexpr int64_t kBatch = 8;
 constexpr uint64_t kSeed = 100;
@@ -41,7 +44,8 @@ TEST_P(ReducerMatchesFullBatch, InF64To1e12) {
   const bool overlap = GetParam();
   const auto reference = full_batch_gradients(kSeed, kBatch);
   auto models = models_per_rank(2);
-  std::vector<std::string> mismatch(2);
+  std::vector<std::string> mismatch(2), not_views(2);
+  std::vector<int64_t> repointed(2, -1);
   auto world = FakeWorld::create(2);
   const auto errors = world->run([&](Communicator& comm) {
     const int r = comm.rank();
@@ -50,19 +54,24 @@ TEST_P(ReducerMatchesFullBatch, InF64To1e12) {
     options.bucket_mb = kSmallBucketMB;
     Reducer reducer(models[r]->parameters(), models[r]->buffers(), comm, options);
     EXPECT_EQ(reducer.plan().buckets.size(), 2u);
+    not_views[r] += grads_are_bucket_views(reducer, models[r]->parameters());
     for (int step = 0; step < 2; ++step) {  // twice: state resets between steps
-      for (auto& p : models[r]->parameters()) p.mutable_grad() = torch::Tensor();
+      zero_grads(models[r]->parameters());
       const int64_t half = kBatch / 2;
       loss_on(models[r], r * half, (r + 1) * half).backward();
       reducer.finish_backward();
       mismatch[r] += compare_gradients(gradients_of(models[r]), reference, 1e-12);
+      not_views[r] += grads_are_bucket_views(reducer, models[r]->parameters());
     }
     EXPECT_EQ(reducer.stats().sync_steps, 2);
     EXPECT_EQ(reducer.stats().bucket_all_reduces, 4);
+    repointed[r] = reducer.stats().grads_repointed;
   });
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(errors[r], "") << "rank " << r;
     EXPECT_EQ(mismatch[r], "") << "rank " << r;
+    EXPECT_EQ(not_views[r], "") << "rank " << r;
+    EXPECT_EQ(repointed[r], 0) << "rank " << r << ": zeroed in place, nothing to re-point";
   }
   // Broadcast from rank 0: rank 1 now holds rank 0's weights.
   const auto p0 = models[0]->parameters();
@@ -102,7 +111,7 @@ TEST(Reducer, AccumulationSyncsOnlyOnTheLastMicroBatch) {
   const auto reference = full_batch_gradients(kSeed, kBatch);
   auto models = models_per_rank(2);
   std::vector<int64_t> after_first(2, -1), after_last(2, -1), buckets(2, 0);
-  std::vector<std::string> mismatch(2);
+  std::vector<std::string> mismatch(2), not_views(2);
   auto world = FakeWorld::create(2);
   const auto errors = world->run([&](Communicator& comm) {
     const int r = comm.rank();
@@ -119,6 +128,8 @@ TEST(Reducer, AccumulationSyncsOnlyOnTheLastMicroBatch) {
       loss_on(models[r], r * 4, r * 4 + 2, 0.5).backward();
       reducer.finish_backward();
     }
+    // The first micro-batch accumulated into the buckets themselves.
+    not_views[r] = grads_are_bucket_views(reducer, models[r]->parameters());
     after_first[r] = count->load();
     loss_on(models[r], r * 4 + 2, r * 4 + 4, 0.5).backward();
     reducer.finish_backward();
@@ -128,9 +139,85 @@ TEST(Reducer, AccumulationSyncsOnlyOnTheLastMicroBatch) {
   for (int r = 0; r < 2; ++r) {
     EXPECT_EQ(errors[r], "");
     EXPECT_EQ(after_first[r], 0) << "an all-reduce was issued on a no-sync micro-batch";
+    EXPECT_EQ(not_views[r], "") << "rank " << r;
     EXPECT_EQ(after_last[r], buckets[r]);
     EXPECT_EQ(mismatch[r], "") << "rank " << r;
   }
+}
+
+TEST(Reducer, ResetOrReplacedGradsAreRepointedAndStillCorrect) {
+  // The contract is zeroing in place; a loop that resets grads to undefined (LibTorch 2.x's
+  // zero_grad() default) or assigns a new tensor must still get the right answer, with the
+  // grads back in the buckets afterwards.
+  const auto reference = full_batch_gradients(kSeed, kBatch);
+  auto models = models_per_rank(2);
+  std::vector<std::string> mismatch(2), not_views(2);
+  std::vector<int64_t> repointed(2, -1);
+  auto world = FakeWorld::create(2);
+  const auto errors = world->run([&](Communicator& comm) {
+    const int r = comm.rank();
+    ReducerOptions options;
+    options.bucket_mb = kSmallBucketMB;
+    Reducer reducer(models[r]->parameters(), {}, comm, options);
+    auto params = models[r]->parameters();
+    for (int step = 0; step < 2; ++step) {
+      // Step 0: undefined. Step 1: fresh zero tensors that are not the views.
+      for (auto& p : params) p.mutable_grad() = step == 0 ? torch::Tensor() : torch::zeros_like(p);
+      loss_on(models[r], r * 4, r * 4 + 4).backward();
+      reducer.finish_backward();
+      mismatch[r] += compare_gradients(gradients_of(models[r]), reference, 1e-12);
+      not_views[r] += grads_are_bucket_views(reducer, params);
+    }
+    repointed[r] = reducer.stats().grads_repointed;
+  });
+  const int64_t n = static_cast<int64_t>(models[0]->parameters().size());
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(errors[r], "") << "rank " << r;
+    EXPECT_EQ(mismatch[r], "") << "rank " << r;
+    EXPECT_EQ(not_views[r], "") << "rank " << r;
+    EXPECT_EQ(repointed[r], 2 * n) << "rank " << r;
+  }
+}
+
+TEST(Reducer, ExistingGradsKeepTheirValuesInTheBuckets) {
+  // A grad defined before the Reducer (say, restored) is moved into its bucket, not lost.
+  auto world = FakeWorld::create(1);
+  auto comm = world->communicator(0);
+  std::vector<torch::Tensor> params{torch::ones({2, 3}, torch::kDouble).requires_grad_(),
+                                    torch::ones({4}, torch::kDouble).requires_grad_()};
+  params[0].mutable_grad() = torch::arange(6, torch::kDouble).view({2, 3});
+  Reducer reducer(params, {}, *comm);
+  EXPECT_EQ(grads_are_bucket_views(reducer, params), "");
+  EXPECT_TRUE(torch::equal(params[0].grad(), torch::arange(6, torch::kDouble).view({2, 3})));
+  EXPECT_TRUE(torch::equal(params[1].grad(), torch::zeros({4}, torch::kDouble)));
+  // Accumulates on top of it, as autograd would without a Reducer.
+  (params[0] * 2).sum().backward();
+  reducer.finish_backward();
+  EXPECT_TRUE(torch::equal(params[0].grad(), torch::arange(6, torch::kDouble).view({2, 3}) + 2))
+      << params[0].grad();
+  EXPECT_EQ(reducer.stats().grads_repointed, 0);
+}
+
+TEST(Reducer, UnusedParameterWithResetGradContributesZerosNotStaleValues) {
+  // The bucket still holds the last step's gradient; an unused parameter whose grad was reset
+  // to undefined must contribute zeros, not that.
+  auto world = FakeWorld::create(1);
+  auto comm = world->communicator(0);
+  std::vector<torch::Tensor> params{torch::ones({3}, torch::kDouble).requires_grad_(),
+                                    torch::ones({3}, torch::kDouble).requires_grad_()};
+  Reducer reducer(params, {}, *comm);
+  ((params[0] + params[1]) * 5).sum().backward();
+  reducer.finish_backward();
+  EXPECT_TRUE(torch::equal(params[1].grad(), torch::full({3}, 5.0, torch::kDouble)));
+  params[0].grad().zero_();
+  params[1].mutable_grad() = torch::Tensor();
+  (params[0] * 2).sum().backward();
+  reducer.finish_backward();
+  EXPECT_EQ(reducer.stats().last_unused_params, 1);
+  EXPECT_TRUE(torch::equal(params[0].grad(), torch::full({3}, 2.0, torch::kDouble)));
+  ASSERT_TRUE(params[1].grad().defined());
+  EXPECT_TRUE(torch::equal(params[1].grad(), torch::zeros({3}, torch::kDouble))) << params[1].grad();
+  EXPECT_EQ(grads_are_bucket_views(reducer, params), "");
 }
 
 TEST(Reducer, UnusedParametersGetZerosAndNoBucketWaits) {

@@ -1,7 +1,7 @@
 // The Reducer under mpirun -np 2 on a small f64 torch::nn::Sequential: each rank computes half
-// of a known batch; after sync every rank holds the full-batch gradient (to 1e-12), with and
-// without overlap, with 2 micro-batches that sync only on the last; summing instead of
-// averaging is caught.
+// of a known batch; after sync every rank holds the full-batch gradient (to 1e-12) in grads
+// that are views of the buckets, with and without overlap, with 2 micro-batches that sync
+// only on the last; summing instead of averaging is caught.
 #include <gtest/gtest.h>
 
 #include "distributed/agreement.h"
@@ -16,9 +16,11 @@ using testkit::CountingCommunicator;
 using testkit::compare_gradients;
 using testkit::full_batch_gradients;
 using testkit::gradients_of;
+using testkit::grads_are_bucket_views;
 using testkit::loss_on;
 using testkit::make_model;
 using testkit::test_world;
+using testkit::zero_grads;
 
 constexpr uint64_t kSeed = 100;
 constexpr double kSmallBucketMB = 1000.0 / (1024.0 * 1024.0);  // two buckets
@@ -46,12 +48,14 @@ TEST_P(MPIReducer, AveragedHalfBatchesEqualTheFullBatch) {
   const auto hashes = gather_values(*comm, {static_cast<int64_t>(reducer.plan().hash())}, "plan");
   for (const auto& h : hashes) EXPECT_EQ(h[0], hashes[0][0]);
   for (int step = 0; step < 3; ++step) {
-    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();
+    zero_grads(model->parameters());
     const auto [begin, end] = my_rows(*comm, batch);
     loss_on(model, begin, end).backward();
     reducer.finish_backward();
     EXPECT_EQ(compare_gradients(gradients_of(model), reference, 1e-12), "") << "step " << step;
+    EXPECT_EQ(grads_are_bucket_views(reducer, model->parameters()), "") << "step " << step;
   }
+  EXPECT_EQ(reducer.stats().grads_repointed, 0);
   EXPECT_EQ(reducer.stats().sync_steps, 3);
   EXPECT_EQ(reducer.stats().bucket_all_reduces, 6);
 }
