@@ -243,7 +243,7 @@ TEST(DiffusersVAE, ConfigErrorsAreListedTogether) {
                      "mid_block_add_attention = 1 (expected true or false)"});
   cfg = json::parse(kGoldenConfig);
   cfg["norm_num_groups"] = 12;
-  expect_error(cfg, {"vae.block_out_channels[0] = 16 is not divisible by vae.norm_num_groups = 12"});
+  expect_error(cfg, {"vae.channels[0] = 16 is not divisible by vae.norm_groups = 12"});
   expect_error(json::array(), {"expected a JSON object"});
 }
 
