@@ -39,10 +39,14 @@ function(lf_add_test name)
   if(NOT A_LABELS)
     set(A_LABELS ${name})
   endif()
+  # The tree's paths are compiled in (gtest_discover_tests passes only one ENVIRONMENT entry
+  # through, so LF_TEST_TMP is the only variable the tests get from ctest).
+  target_compile_definitions(${name} PRIVATE LF_SOURCE_DIR_FALLBACK="${CMAKE_SOURCE_DIR}"
+    LF_BINARY_DIR_FALLBACK="${CMAKE_BINARY_DIR}" LF_TEST_TMP_FALLBACK="${CMAKE_BINARY_DIR}/test-tmp")
   include(GoogleTest)
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST
     PROPERTIES TIMEOUT ${A_TIMEOUT} LABELS "${A_LABELS}"
-      ENVIRONMENT "LF_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp;LF_SOURCE_DIR=${CMAKE_SOURCE_DIR};LF_BINARY_DIR=${CMAKE_BINARY_DIR}")
+      ENVIRONMENT "LF_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp")
 endfunction()
 
 # lf_add_mpi_test(name NP n COMMAND exe args...): runs under mpirun -np n (as root too).

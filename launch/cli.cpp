@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <iostream>
+#include <sstream>
 #include <stdexcept>
 
 #include "core/util/strings.h"
@@ -95,10 +96,36 @@ const Subcommand* find_subcommand(int argc, char** argv, int* consumed) {
 
 }  // namespace
 
+std::string markdown_key_table(const ConfigRegistry& registry) {
+  std::ostringstream os;
+  std::string current;
+  for (const auto& key : registry.keys()) {
+    std::string section = key.substr(0, key.find('.'));
+    if (section != current) {
+      os << (current.empty() ? "" : "\n") << "#### [" << section << "]\n\n| key | default | type / range | meaning |\n|---|---|---|---|\n";
+      current = section;
+    }
+    const KeyInfo& k = registry.info(key);
+    std::string range = k.range;
+    for (auto& ch : range)
+      if (ch == '|') ch = '/';
+    os << "| `" << k.key << "` | `" << (k.default_value.empty() ? "\"\"" : k.default_value) << "` | " << k.type
+       << (range.empty() ? "" : " " + range) << " | " << k.doc << " |\n";
+  }
+  return os.str();
+}
+
 int run_cli(int argc, char** argv) {
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     print_top_help(std::cout);
     return argc < 2 ? kExitUsage : kExitOk;
+  }
+  if (std::string(argv[1]) == "--markdown-keys") {  // regenerates the key table of docs/cli.md
+    Config config;
+    ConfigRegistry registry;
+    register_config(config, registry);
+    std::cout << markdown_key_table(registry);
+    return kExitOk;
   }
   if (std::string(argv[1]) == "--version") {
     std::cout << "latentforge " << LF_VERSION << " (LibTorch " << TORCH_VERSION_MAJOR << "."

@@ -1,5 +1,6 @@
 // The latentforge command line: subcommand dispatch, global flags, exit codes.
 #pragma once
+#include <string>
 
 namespace lf::launch {
 
@@ -9,6 +10,10 @@ enum ExitCode : int {
   kExitRuntime = 1,  // a runtime failure (I/O, a diverged run, a failed rank)
   kExitUsage = 2,    // bad usage or config, detected before any work
 };
+
+class ConfigRegistry;
+// The table of every config key (docs/cli.md embeds it; a test keeps them equal).
+std::string markdown_key_table(const ConfigRegistry& registry);
 
 // Runs latentforge with the process's arguments; returns the exit code.
 int run_cli(int argc, char** argv);
