@@ -36,7 +36,8 @@ int inspect_checkpoint(const std::string& dir) {
   if (state.contains("cache"))
     std::cout << "  cache " << state["cache"].value("dir", std::string("")) << ", scale factor "
               << state["cache"].value("scale_factor", 0.0) << "\n";
-  for (const auto& [name, info] : state.value("files", nlohmann::json::object()).items())
+  const nlohmann::json files = state.value("files", nlohmann::json::object());
+  for (const auto& [name, info] : files.items())
     std::cout << "  " << name << "  " << human_bytes(info.value("bytes", 0.0)) << "  sha256 "
               << info.value("sha256", std::string("")).substr(0, 16) << "\n";
   try {
