@@ -13,7 +13,9 @@
 #     optimizer state bit-for-bit equal to the uninterrupted run;
 #   * train.sbatch under a real time limit (--time=2 --signal=B:USR1@30): Slurm's warning
 #     reaches the trainer, which checkpoints; LF_MAX_RESTARTS=0 stops the requeue;
-#   * train.sbatch with a rank killed (LF_CRASH_AT): the job fails at once, not requeued;
+#   * train.sbatch with a rank killed (LF_CRASH_AT), or one task failing at start-up while the
+#     other waits in MPI_Init (only --kill-on-bad-exit ends that): the job fails at once and is
+#     not requeued;
 #   * sample-eval.sbatch (sample stage) on the trained run.
 # Needs root, slurmctld/slurmd/slurm-client/munge and Open MPI (cluster/install-deps.sh);
 # fails, naming what is missing, without them. About 1.5-3 minutes, most of it waiting for the
@@ -91,7 +93,7 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
 done
 note "starting a one-node Slurm cluster in $DIR (ports $CTLD_PORT/$SLURMD_PORT)"
 CLUSTER_UP=1
-if ! SLURM_LOCAL_CPUS=8 SLURM_LOCAL_CTLD_PORT=$CTLD_PORT SLURM_LOCAL_SLURMD_PORT=$SLURMD_PORT \
+if ! SLURM_LOCAL_CPUS=12 SLURM_LOCAL_CTLD_PORT=$CTLD_PORT SLURM_LOCAL_SLURMD_PORT=$SLURMD_PORT \
     "$SRC/cluster/slurm-local/up.sh" "$DIR" > "$DIR/up.log" 2>&1; then
   sed 's/^/  /' "$DIR/up.log" >&2
   fail "up.sh could not start the cluster (logs in $DIR/log)"
@@ -227,7 +229,17 @@ J_REF=$(LF_CONFIG=train.ini LF_ARGS="--train.run_dir=run-ref" submit "$S/train.s
 J_INT=$(LF_CONFIG=train.ini LF_LAUNCHER=mpirun LF_ARGS="--train.run_dir=run-int" submit "$S/train.sbatch")
 J_CRASH=$(LF_CONFIG=train.ini LF_CRASH_AT=ckpt.after_tensors \
   LF_ARGS="--train.run_dir=run-crash --train.ckpt_every=2" submit "$S/train.sbatch")
-note "submitted training: reference $J_REF (srun), interrupted $J_INT (mpirun), crashing $J_CRASH"
+# A task that fails before MPI_Init leaves the others waiting in MPI_Init for good: only srun's
+# --kill-on-bad-exit=1 ends that step.
+cat > fail-rank1.sh <<EOF
+#!/bin/bash
+# test helper: task 1 fails at start-up (see slurm_cluster.sh)
+[ "\$SLURM_PROCID" = 1 ] && { echo "fail-rank1.sh: task 1 exits with 3" >&2; exit 3; }
+exec "$LF_BIN" "\$@"
+EOF
+chmod +x fail-rank1.sh
+J_BADEXIT=$(LF_CONFIG=train.ini LF_BIN=$WORK/fail-rank1.sh LF_ARGS="--train.run_dir=run-badexit" submit "$S/train.sbatch")
+note "submitted training: reference $J_REF (srun), interrupted $J_INT (mpirun), crashing $J_CRASH, failing task $J_BADEXIT"
 
 # launch.sh, the single-machine form, meanwhile (outside Slurm: its own mpirun).
 "$SRC/cluster/mpirun/launch.sh" -n 2 -- "$LF_BIN" encode --config enc.ini --cache.dir=cache-launch \
@@ -268,6 +280,18 @@ st=$(field "$J_CRASH" JobState); rs=$(field "$J_CRASH" Restarts); ec=$(field "$J
 log_has "lf-train-$J_CRASH.out" "LF_CRASH_AT: killing the process" "crashing run"
 grep -q "requeueing job" "lf-train-$J_CRASH.out" && fail "crashing run: job $J_CRASH requeued itself after a crash"
 note "crashing run: job $J_CRASH FAILED with ExitCode $ec, not requeued"
+
+# ---- a task failing at start-up ends the step (--kill-on-bad-exit), no requeue --------------
+deadline=$((SECONDS + 90))
+until is_terminal "$(field "$J_BADEXIT" JobState)"; do
+  [ $SECONDS -lt $deadline ] || fail "failing task: job $J_BADEXIT still $(field "$J_BADEXIT" JobState) 90 s after task 1 exited (srun --kill-on-bad-exit=1 should have ended the step)"
+  sleep 1
+done
+st=$(field "$J_BADEXIT" JobState); rs=$(field "$J_BADEXIT" Restarts); ec=$(field "$J_BADEXIT" ExitCode)
+[ "$st" = FAILED ] && [ "$rs" = 0 ] && [ "$ec" != 75:0 ] ||
+  fail "failing task: job $J_BADEXIT ended $st, ExitCode $ec, Restarts $rs; expected FAILED, not 75, no restart"
+log_has "lf-train-$J_BADEXIT.out" "task 1: Exited with exit code 3" "failing task"
+note "failing task: job $J_BADEXIT FAILED with ExitCode $ec once task 1 exited, not requeued"
 
 # ---- the uninterrupted reference --------------------------------------------------------------
 wait_job "$J_REF" 240; expect_job "$J_REF" COMPLETED 0:0 0 "reference run (srun)"
