@@ -20,6 +20,23 @@ constexpr LauncherVars kMpirun{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
                                "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun"};
 constexpr LauncherVars kSlurm{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"};
 
+// Slurm's step id of a batch script (SLURM_BATCH_SCRIPT in slurm.h: 0xfffffffb).
+constexpr const char* kBatchStepId = "4294967291";
+
+// True inside an sbatch script's own process tree: a job (SLURM_JOB_ID) but no srun step
+// (SLURM_STEP_ID / the older SLURM_STEPID unset, or the batch step's id). There SLURM_PROCID
+// and SLURM_NTASKS describe the batch script (rank 0 of the allocation's task count), not a
+// process of a job step: a program run directly by the script, or by an `mpirun` inside it
+// (which starts its local ranks as the script's children), inherits them unchanged.
+bool in_batch_step(const EnvLookup& env) {
+  if (env("SLURM_JOB_ID") == nullptr) return false;
+  const char* step = env("SLURM_STEP_ID");
+  if (step == nullptr) step = env("SLURM_STEPID");
+  if (step == nullptr) return true;
+  const std::string id = trim(step);
+  return id == kBatchStepId || id == "batch";
+}
+
 int parse_int(const char* key, const char* value) {
   const std::string text = trim(value);
   size_t used = 0;
@@ -65,6 +82,10 @@ std::string describe(const LauncherVars& vars, const RankInfo& info) {
 RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
   const EnvLookup env = getenv_fn ? getenv_fn : EnvLookup([](const char* k) { return std::getenv(k); });
   std::optional<RankInfo> mpirun = read_launcher(env, kMpirun);
+  // In the batch step Slurm's variables are the script's, not this process's: ignore them
+  // (unless forced), so mpirun inside an allocation and single-process commands in a
+  // multi-task allocation need no LF_RANK_SOURCE.
+  const bool batch_step = in_batch_step(env);
   std::optional<RankInfo> slurm = read_launcher(env, kSlurm);
 
   if (const char* forced = env("LF_RANK_SOURCE")) {
@@ -81,6 +102,7 @@ RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
         lf::str("LF_RANK_SOURCE='", forced, "' is not one of: mpirun, slurm"));
   }
 
+  if (batch_step) slurm.reset();
   if (mpirun && slurm) {
     if (mpirun->rank != slurm->rank || mpirun->world_size != slurm->world_size ||
         mpirun->local_rank != slurm->local_rank)
@@ -88,7 +110,8 @@ RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
           lf::str("mpirun and Slurm disagree about this process: ", describe(kMpirun, *mpirun),
               " but ", describe(kSlurm, *slurm),
               "; launch with one of them (srun, or mpirun outside Slurm), or set "
-              "LF_RANK_SOURCE=mpirun when running mpirun inside an sbatch allocation"));
+              "LF_RANK_SOURCE=mpirun when mpirun's ranks run inside a Slurm job step (mpirun "
+              "over several nodes of an allocation starts its remote daemons with srun)"));
     RankInfo both = *mpirun;
     both.source = "mpirun+slurm";
     return both;

@@ -15,10 +15,13 @@ struct RankInfo {
 };
 
 // Reads the launcher's variables through `getenv` (the process environment by default).
-// When both launchers' variables are set they must agree; otherwise throws
-// std::invalid_argument naming both sets of values. LF_RANK_SOURCE=mpirun|slurm trusts one
-// and ignores the other: needed for `mpirun` inside an `sbatch` allocation, where the
-// processes inherit the allocation's SLURM_PROCID/SLURM_NTASKS of the launching step.
+// Slurm's are trusted only inside a job step (srun: SLURM_STEP_ID set): in an sbatch script's
+// own step (SLURM_JOB_ID set, SLURM_STEP_ID unset) they describe the script, so they are
+// ignored there, which makes `mpirun` inside an allocation, and single-process commands in a
+// multi-task allocation, work unaided. When both launchers' variables count they must agree;
+// otherwise throws std::invalid_argument naming both sets of values. LF_RANK_SOURCE=
+// mpirun|slurm trusts one and ignores the other, wherever it runs: needed for `mpirun` over
+// several nodes of an allocation, whose remote ranks inherit the srun step of their orted.
 // No launcher variables: a single process (rank 0 of 1). Any malformed value throws.
 // Cheap, non-blocking; may be called before MPI_Init.
 using EnvLookup = std::function<const char*(const char*)>;

@@ -83,6 +83,63 @@ TEST(RankInfo, RankSourceOverrideTrustsOneLauncher) {
             std::string::npos);
 }
 
+// What `env` showed in an sbatch -n 2 script on Slurm 22.05 (cluster/slurm-local): the batch
+// step has SLURM_JOB_ID and SLURM_PROCID=0/SLURM_NTASKS=2 but no SLURM_STEP_ID, and mpirun's
+// local ranks inherit exactly that; srun's tasks get their own SLURM_PROCID and SLURM_STEP_ID.
+std::map<std::string, std::string> batch_step_env() {
+  return {{"SLURM_JOB_ID", "7"}, {"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "0"}};
+}
+
+TEST(RankInfo, MpirunInsideABatchScriptIgnoresTheScriptsSlurmRank) {
+  std::map<std::string, std::string> vars = batch_step_env();
+  vars.insert({{"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"},
+               {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}});
+  const RankInfo info = discover_rank_info(env_of(vars));
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.world_size, 2);
+  EXPECT_EQ(info.local_rank, 1);
+  EXPECT_EQ(info.source, "mpirun");
+  // The batch step's id spelled out (SLURM_BATCH_SCRIPT) counts as the batch step too.
+  vars["SLURM_STEP_ID"] = "4294967291";
+  EXPECT_EQ(discover_rank_info(env_of(vars)).source, "mpirun");
+}
+
+TEST(RankInfo, SingleProcessInABatchScriptIsRankZeroOfOne) {
+  const RankInfo info = discover_rank_info(env_of(batch_step_env()));
+  EXPECT_EQ(info.rank, 0);
+  EXPECT_EQ(info.world_size, 1);
+  EXPECT_EQ(info.source, "none");
+  // Forcing Slurm still reads the script's variables, as asked.
+  std::map<std::string, std::string> vars = batch_step_env();
+  vars["LF_RANK_SOURCE"] = "slurm";
+  EXPECT_EQ(discover_rank_info(env_of(vars)).world_size, 2);
+}
+
+TEST(RankInfo, SrunTaskInsideAJobReadsItsStep) {
+  for (const char* step_key : {"SLURM_STEP_ID", "SLURM_STEPID"}) {
+    std::map<std::string, std::string> vars = {{"SLURM_JOB_ID", "7"}, {step_key, "0"},
+                                               {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"},
+                                               {"SLURM_LOCALID", "1"}};
+    const RankInfo info = discover_rank_info(env_of(vars));
+    EXPECT_EQ(info.rank, 1) << step_key;
+    EXPECT_EQ(info.world_size, 2) << step_key;
+    EXPECT_EQ(info.source, "slurm") << step_key;
+  }
+}
+
+TEST(RankInfo, MpirunRanksInsideAnSrunStepMustAgreeOrBeForced) {
+  // mpirun over several nodes: a remote rank's orted runs in an srun step (one task per node).
+  std::map<std::string, std::string> vars = {
+      {"SLURM_JOB_ID", "7"}, {"SLURM_STEP_ID", "0"}, {"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"},
+      {"SLURM_LOCALID", "0"}, {"OMPI_COMM_WORLD_RANK", "5"}, {"OMPI_COMM_WORLD_SIZE", "8"},
+      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}};
+  const std::string error = error_of(vars);
+  EXPECT_NE(error.find("SLURM_PROCID=1"), std::string::npos) << error;
+  EXPECT_NE(error.find("LF_RANK_SOURCE=mpirun"), std::string::npos) << error;
+  vars["LF_RANK_SOURCE"] = "mpirun";
+  EXPECT_EQ(discover_rank_info(env_of(vars)).rank, 5);
+}
+
 TEST(RankInfo, MalformedValuesAreNamed) {
   EXPECT_NE(error_of({{"SLURM_PROCID", "x1"}, {"SLURM_NTASKS", "2"}}).find("SLURM_PROCID='x1'"),
             std::string::npos);
