@@ -151,7 +151,14 @@ int run_eval(const Invocation& inv) {
 
   std::string samples = c.eval.samples;
   if (samples.empty()) {
-    std::string dir = c.sample.out_dir.empty() ? (fs::path(c.train.run_dir) / "samples").string() : c.sample.out_dir;
+    // Where `sample` with the same config wrote them: sample.out_dir, else the samples/ folder of
+    // the run sample.checkpoint names (or of train.run_dir).
+    std::string dir = c.sample.out_dir;
+    if (dir.empty()) {
+      fs::path run = c.sample.checkpoint.empty() ? fs::path(c.train.run_dir) : fs::path(c.sample.checkpoint);
+      if (fs::exists(run / "state.json")) run = run.parent_path().parent_path();  // a checkpoint dir
+      dir = (run / "samples").string();
+    }
     samples = (fs::path(dir) / "samples.h5").string();
   }
   if (fs::exists(samples)) {
