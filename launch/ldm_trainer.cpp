@@ -8,6 +8,7 @@
 #include <glog/logging.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/adamw.h"
@@ -95,6 +96,46 @@ core::TensorMap to_map(const std::vector<std::pair<std::string, at::Tensor>>& v)
   return m;
 }
 
+// Debug switches (environment variables, read once at start) that break an invariant on
+// purpose, so the end-to-end tests (tests/e2e/train_*.sh) can show that their comparisons
+// would catch the breakage (negative controls) and that a failing rank ends the job:
+//   LF_DEBUG_SUM_GRADS=1        the reducer sums gradients over ranks instead of averaging
+//                               (GradReduction::kSum): W ranks no longer equal 1 rank.
+//   LF_DEBUG_RANK_NOISE=1       per-sample draws are keyed by seed + rank (DiT's per-rank
+//                               seeding): rank r > 0 sees other noise than 1 rank would.
+//   LF_DEBUG_THROW_AT_STEP=K    throw std::runtime_error("injected failure at step K") when
+//   LF_DEBUG_THROW_RANK=R       optimizer step K begins, on rank R only (default 0).
+// Never set in production; rank 0 warns when any is active.
+struct DebugSwitches {
+  bool sum_grads = false;
+  bool rank_noise = false;
+  int64_t throw_at_step = -1;
+  int64_t throw_rank = 0;
+  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0; }
+};
+
+DebugSwitches read_debug_switches() {
+  auto flag = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == "1";
+  };
+  auto integer = [](const char* name, int64_t fallback) -> int64_t {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    long long x = std::strtoll(v, &end, 10);
+    if (*end != '\0' || x < 0)
+      throw UsageError(str(name, " = '", v, "': expected a non-negative integer (a debug switch)"));
+    return x;
+  };
+  DebugSwitches d;
+  d.sum_grads = flag("LF_DEBUG_SUM_GRADS");
+  d.rank_noise = flag("LF_DEBUG_RANK_NOISE");
+  d.throw_at_step = integer("LF_DEBUG_THROW_AT_STEP", -1);
+  d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
+  return d;
+}
+
 }  // namespace
 
 int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, const std::string& resume) {
@@ -108,6 +149,15 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   const at::ScalarType param_dtype = precision == Precision::kF64 ? at::kDouble : at::kFloat;
   const at::TensorOptions opts = at::TensorOptions().dtype(param_dtype).device(device);
   const uint64_t seed = static_cast<uint64_t>(loop.seed);
+  const DebugSwitches debug = read_debug_switches();
+  if (debug.any())
+    LOG(WARNING) << "debug switches active (results will NOT match an ordinary run):"
+                 << (debug.sum_grads ? " LF_DEBUG_SUM_GRADS" : "") << (debug.rank_noise ? " LF_DEBUG_RANK_NOISE" : "")
+                 << (debug.throw_at_step >= 0 ? str(" LF_DEBUG_THROW_AT_STEP=", debug.throw_at_step,
+                                                    " LF_DEBUG_THROW_RANK=", debug.throw_rank)
+                                              : "");
+  // The key of every per-sample draw; only LF_DEBUG_RANK_NOISE makes it depend on the rank.
+  const uint64_t draw_seed = seed + (debug.rank_noise ? static_cast<uint64_t>(rt.rank()) : 0);
 
   // ---- the cache and its autoencoder ---------------------------------------------------------
   auto cache = data::LatentCache::open(cfg.cache.dir, /*verify=*/rt.is_root());
@@ -163,6 +213,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   ropt.overlap = cfg.dist.overlap;
   ropt.timeout_s = cfg.dist.timeout_s;
   ropt.find_unused_parameters = true;
+  if (debug.sum_grads) ropt.reduction = dist::GradReduction::kSum;
   std::vector<at::Tensor> buffers;
   for (const auto& b : model->buffers(true)) buffers.push_back(b);
   std::unique_ptr<dist::Reducer> reducer;
@@ -297,6 +348,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     model->set_dropout_masks(nullptr);
   }
   while (step < loop.steps) {
+    if (step + 1 == debug.throw_at_step && rt.rank() == debug.throw_rank)
+      throw std::runtime_error(str("injected failure at step ", step + 1, " (LF_DEBUG_THROW_AT_STEP)"));
     StepTimes times;
     auto t0 = Clock::now();
     data::LoaderStep ls = loader.next();
@@ -305,12 +358,12 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     for (int64_t a = 0; a < loop.grad_accum; ++a) {
       auto ta = Clock::now();
       const data::LatentBatch& mb = ls.micro[a];
-      Batch b = prepare(mb, seed, flip, scale, diffusion, cfg.diffusion, mopt.num_classes, cfg.ldm.label_dropout, opts);
+      Batch b = prepare(mb, draw_seed, flip, scale, diffusion, cfg.diffusion, mopt.num_classes, cfg.ldm.label_dropout, opts);
       if (mopt.dropout > 0) {
         at::Tensor ep = mb.epochs, ix = mb.indices;
         double p = mopt.dropout;
         model->set_dropout_masks([=](int64_t layer, at::IntArrayRef shape) {
-          at::Tensor u = core::keyed_uniform(seed, sid(core::Stream::kDropoutBase) + static_cast<uint32_t>(layer), ep,
+          at::Tensor u = core::keyed_uniform(draw_seed, sid(core::Stream::kDropoutBase) + static_cast<uint32_t>(layer), ep,
                                              ix, shape.slice(1), at::TensorOptions().dtype(at::kFloat));
           return (u >= p).to(opts.device());
         });
