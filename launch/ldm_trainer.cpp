@@ -149,6 +149,9 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   const at::ScalarType param_dtype = precision == Precision::kF64 ? at::kDouble : at::kFloat;
   const at::TensorOptions opts = at::TensorOptions().dtype(param_dtype).device(device);
   const uint64_t seed = static_cast<uint64_t>(loop.seed);
+  // First, so that its stop handlers are in place before the slow start-up (opening the cache,
+  // building the model, loading a checkpoint): a SIGUSR1 then is honoured at the first step.
+  TrainSession session("ldm", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
   const DebugSwitches debug = read_debug_switches();
   if (debug.any())
     LOG(WARNING) << "debug switches active (results will NOT match an ordinary run):"
@@ -185,7 +188,6 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   core::Diffusion diffusion(cfg.diffusion);
 
   // ---- model, resume or init, sync, optimizer, EMA -----------------------------------------
-  TrainSession session("ldm", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
   std::optional<std::string> ckpt = session.resolve_resume(resume);
   // Initialisation draws from torch's generator: the same on every rank and for any rank count.
   at::manual_seed(seed);
