@@ -136,6 +136,30 @@ DebugSwitches read_debug_switches() {
   return d;
 }
 
+// Resuming on another cache would silently change the samples of every later step (the order
+// is a function of the dataset size) or the latents themselves (another VAE or scale), so
+// the run would no longer be the one that was stopped (DESIGN.md invariants 2 and 4). The
+// checkpoint's state.json records the cache it was trained on.
+void check_same_cache(const nlohmann::json& state, const std::string& checkpoint, const std::string& cache_dir,
+                      const std::string& vae_sha256, int64_t num_samples, const std::vector<int64_t>& latent_shape,
+                      double scale) {
+  if (!state.contains("cache")) return;
+  const nlohmann::json& c = state["cache"];
+  auto mismatch = [&](const std::string& what, const std::string& saved, const std::string& now) {
+    throw UsageError(str("cache.dir = ", cache_dir, " has ", what, " ", now, " but the checkpoint ", checkpoint,
+                         " was trained on a cache with ", what, " ", saved, " (", c.value("dir", std::string("?")),
+                         "); resume with that cache, or start a new run_dir (train.init_from to fine-tune)"));
+  };
+  if (c.contains("vae_sha256") && c["vae_sha256"].get<std::string>() != vae_sha256)
+    mismatch("VAE sha256", c["vae_sha256"].get<std::string>().substr(0, 12) + "…", vae_sha256.substr(0, 12) + "…");
+  if (c.contains("num_samples") && c["num_samples"].get<int64_t>() != num_samples)
+    mismatch("num_samples", std::to_string(c["num_samples"].get<int64_t>()), std::to_string(num_samples));
+  if (c.contains("latent_shape") && c["latent_shape"].get<std::vector<int64_t>>() != latent_shape)
+    mismatch("latent_shape", c["latent_shape"].dump(), nlohmann::json(latent_shape).dump());
+  if (c.contains("scale_factor") && c["scale_factor"].get<double>() != scale)
+    mismatch("scale factor", nlohmann::json(c["scale_factor"].get<double>()).dump(), nlohmann::json(scale).dump());
+}
+
 }  // namespace
 
 int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, const std::string& resume) {
@@ -198,6 +222,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   int64_t start_step = 0;
   if (ckpt) {
     saved_state = CheckpointManager::read_state(*ckpt);
+    check_same_cache(saved_state, *ckpt, cfg.cache.dir, manifest.settings.vae_sha256, cache->size(), latent_shape,
+                     scale);
     load_module_weights(*model, (fs::path(*ckpt) / "model.safetensors").string());
     start_step = saved_state.at("step").get<int64_t>();
     if (rt.is_root()) LOG(INFO) << "resuming from " << *ckpt << " at step " << start_step;
