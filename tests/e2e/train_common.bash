@@ -45,7 +45,8 @@ setup() {
   [[ -x "$LF_BIN" ]] || fail "LF_BIN=$LF_BIN is not an executable (build the latentforge target)"
 }
 
-# make_cache [encode flags...]: the identity-autoencoder cache at $T/cache.
+# make_cache [encode flags...]: the identity-autoencoder cache at $T/cache (flags such as
+# --data.limit=N override the defaults).
 make_cache() {
   CACHE="$T/cache"
   "$LF_BIN" encode --vae.kind=identity --data.limit=60 --cache.dir="$CACHE" --cache.shard_size=16 \
