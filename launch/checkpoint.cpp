@@ -140,8 +140,9 @@ void CheckpointManager::prune(int64_t newest_step) {
     if (milestone_every_ > 0 && step % milestone_every_ == 0) continue;
     deletable.emplace_back(step, path);
   }
-  if (static_cast<int64_t>(deletable.size()) <= keep_last_) return;
-  size_t n_delete = deletable.size() - static_cast<size_t>(keep_last_);
+  size_t n_delete = static_cast<int64_t>(deletable.size()) > keep_last_
+                        ? deletable.size() - static_cast<size_t>(keep_last_)
+                        : 0;
   for (size_t i = 0; i < n_delete; ++i) {
     const std::string& path = deletable[i].second;
     // Invalidate first (state.json), then delete the rest: never a half-deleted valid one.
@@ -152,15 +153,21 @@ void CheckpointManager::prune(int64_t newest_step) {
     fs::remove_all(path, ec);
     if (ec) LOG(WARNING) << "could not delete old checkpoint " << path << ": " << ec.message();
   }
-  fsync_path(ckpt_dir_);
-  // Leftover temporary directories of crashed writers.
+  // Leftover temporary directories of crashed writers (each as large as a checkpoint), also
+  // when nothing was old enough to delete.
+  bool removed = n_delete > 0;
+  const std::string own_suffix = str("-", ::getpid());
   for (const auto& e : fs::directory_iterator(ckpt_dir_)) {
     std::string name = e.path().filename().string();
-    if (name.rfind(".tmp-", 0) == 0 && name.find(str("-", ::getpid())) == std::string::npos) {
+    bool own = name.size() >= own_suffix.size() &&
+               name.compare(name.size() - own_suffix.size(), own_suffix.size(), own_suffix) == 0;
+    if (name.rfind(".tmp-", 0) == 0 && !own) {
       std::error_code ec;
       fs::remove_all(e.path(), ec);
+      removed = true;
     }
   }
+  if (removed) fsync_path(ckpt_dir_);
 }
 
 }  // namespace lf::launch

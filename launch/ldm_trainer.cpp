@@ -8,6 +8,7 @@
 #include <glog/logging.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/adamw.h"
@@ -95,6 +96,70 @@ core::TensorMap to_map(const std::vector<std::pair<std::string, at::Tensor>>& v)
   return m;
 }
 
+// Debug switches (environment variables, read once at start) that break an invariant on
+// purpose, so the end-to-end tests (tests/e2e/train_*.sh) can show that their comparisons
+// would catch the breakage (negative controls) and that a failing rank ends the job:
+//   LF_DEBUG_SUM_GRADS=1        the reducer sums gradients over ranks instead of averaging
+//                               (GradReduction::kSum): W ranks no longer equal 1 rank.
+//   LF_DEBUG_RANK_NOISE=1       per-sample draws are keyed by seed + rank (DiT's per-rank
+//                               seeding): rank r > 0 sees other noise than 1 rank would.
+//   LF_DEBUG_THROW_AT_STEP=K    throw std::runtime_error("injected failure at step K") when
+//   LF_DEBUG_THROW_RANK=R       optimizer step K begins, on rank R only (default 0).
+// Never set in production; rank 0 warns when any is active.
+struct DebugSwitches {
+  bool sum_grads = false;
+  bool rank_noise = false;
+  int64_t throw_at_step = -1;
+  int64_t throw_rank = 0;
+  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0; }
+};
+
+DebugSwitches read_debug_switches() {
+  auto flag = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == "1";
+  };
+  auto integer = [](const char* name, int64_t fallback) -> int64_t {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    long long x = std::strtoll(v, &end, 10);
+    if (*end != '\0' || x < 0)
+      throw UsageError(str(name, " = '", v, "': expected a non-negative integer (a debug switch)"));
+    return x;
+  };
+  DebugSwitches d;
+  d.sum_grads = flag("LF_DEBUG_SUM_GRADS");
+  d.rank_noise = flag("LF_DEBUG_RANK_NOISE");
+  d.throw_at_step = integer("LF_DEBUG_THROW_AT_STEP", -1);
+  d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
+  return d;
+}
+
+// Resuming on another cache would silently change the samples of every later step (the order
+// is a function of the dataset size) or the latents themselves (another VAE or scale), so
+// the run would no longer be the one that was stopped (DESIGN.md invariants 2 and 4). The
+// checkpoint's state.json records the cache it was trained on.
+void check_same_cache(const nlohmann::json& state, const std::string& checkpoint, const std::string& cache_dir,
+                      const std::string& vae_sha256, int64_t num_samples, const std::vector<int64_t>& latent_shape,
+                      double scale) {
+  if (!state.contains("cache")) return;
+  const nlohmann::json& c = state["cache"];
+  auto mismatch = [&](const std::string& what, const std::string& saved, const std::string& now) {
+    throw UsageError(str("cache.dir = ", cache_dir, " has ", what, " ", now, " but the checkpoint ", checkpoint,
+                         " was trained on a cache with ", what, " ", saved, " (", c.value("dir", std::string("?")),
+                         "); resume with that cache, or start a new run_dir (train.init_from to fine-tune)"));
+  };
+  if (c.contains("vae_sha256") && c["vae_sha256"].get<std::string>() != vae_sha256)
+    mismatch("VAE sha256", c["vae_sha256"].get<std::string>().substr(0, 12) + "…", vae_sha256.substr(0, 12) + "…");
+  if (c.contains("num_samples") && c["num_samples"].get<int64_t>() != num_samples)
+    mismatch("num_samples", std::to_string(c["num_samples"].get<int64_t>()), std::to_string(num_samples));
+  if (c.contains("latent_shape") && c["latent_shape"].get<std::vector<int64_t>>() != latent_shape)
+    mismatch("latent_shape", c["latent_shape"].dump(), nlohmann::json(latent_shape).dump());
+  if (c.contains("scale_factor") && c["scale_factor"].get<double>() != scale)
+    mismatch("scale factor", nlohmann::json(c["scale_factor"].get<double>()).dump(), nlohmann::json(scale).dump());
+}
+
 }  // namespace
 
 int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, const std::string& resume) {
@@ -108,6 +173,18 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   const at::ScalarType param_dtype = precision == Precision::kF64 ? at::kDouble : at::kFloat;
   const at::TensorOptions opts = at::TensorOptions().dtype(param_dtype).device(device);
   const uint64_t seed = static_cast<uint64_t>(loop.seed);
+  // First, so that its stop handlers are in place before the slow start-up (opening the cache,
+  // building the model, loading a checkpoint): a SIGUSR1 then is honoured at the first step.
+  TrainSession session("ldm", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
+  const DebugSwitches debug = read_debug_switches();
+  if (debug.any())
+    LOG(WARNING) << "debug switches active (results will NOT match an ordinary run):"
+                 << (debug.sum_grads ? " LF_DEBUG_SUM_GRADS" : "") << (debug.rank_noise ? " LF_DEBUG_RANK_NOISE" : "")
+                 << (debug.throw_at_step >= 0 ? str(" LF_DEBUG_THROW_AT_STEP=", debug.throw_at_step,
+                                                    " LF_DEBUG_THROW_RANK=", debug.throw_rank)
+                                              : "");
+  // The key of every per-sample draw; only LF_DEBUG_RANK_NOISE makes it depend on the rank.
+  const uint64_t draw_seed = seed + (debug.rank_noise ? static_cast<uint64_t>(rt.rank()) : 0);
 
   // ---- the cache and its autoencoder ---------------------------------------------------------
   auto cache = data::LatentCache::open(cfg.cache.dir, /*verify=*/rt.is_root());
@@ -135,7 +212,6 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   core::Diffusion diffusion(cfg.diffusion);
 
   // ---- model, resume or init, sync, optimizer, EMA -----------------------------------------
-  TrainSession session("ldm", loop, cfg.dist, rt.cpu_comm(), registry.to_json());
   std::optional<std::string> ckpt = session.resolve_resume(resume);
   // Initialisation draws from torch's generator: the same on every rank and for any rank count.
   at::manual_seed(seed);
@@ -146,6 +222,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   int64_t start_step = 0;
   if (ckpt) {
     saved_state = CheckpointManager::read_state(*ckpt);
+    check_same_cache(saved_state, *ckpt, cfg.cache.dir, manifest.settings.vae_sha256, cache->size(), latent_shape,
+                     scale);
     load_module_weights(*model, (fs::path(*ckpt) / "model.safetensors").string());
     start_step = saved_state.at("step").get<int64_t>();
     if (rt.is_root()) LOG(INFO) << "resuming from " << *ckpt << " at step " << start_step;
@@ -163,6 +241,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   ropt.overlap = cfg.dist.overlap;
   ropt.timeout_s = cfg.dist.timeout_s;
   ropt.find_unused_parameters = true;
+  if (debug.sum_grads) ropt.reduction = dist::GradReduction::kSum;
   std::vector<at::Tensor> buffers;
   for (const auto& b : model->buffers(true)) buffers.push_back(b);
   std::unique_ptr<dist::Reducer> reducer;
@@ -297,6 +376,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     model->set_dropout_masks(nullptr);
   }
   while (step < loop.steps) {
+    if (step + 1 == debug.throw_at_step && rt.rank() == debug.throw_rank)
+      throw std::runtime_error(str("injected failure at step ", step + 1, " (LF_DEBUG_THROW_AT_STEP)"));
     StepTimes times;
     auto t0 = Clock::now();
     data::LoaderStep ls = loader.next();
@@ -305,12 +386,12 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     for (int64_t a = 0; a < loop.grad_accum; ++a) {
       auto ta = Clock::now();
       const data::LatentBatch& mb = ls.micro[a];
-      Batch b = prepare(mb, seed, flip, scale, diffusion, cfg.diffusion, mopt.num_classes, cfg.ldm.label_dropout, opts);
+      Batch b = prepare(mb, draw_seed, flip, scale, diffusion, cfg.diffusion, mopt.num_classes, cfg.ldm.label_dropout, opts);
       if (mopt.dropout > 0) {
         at::Tensor ep = mb.epochs, ix = mb.indices;
         double p = mopt.dropout;
         model->set_dropout_masks([=](int64_t layer, at::IntArrayRef shape) {
-          at::Tensor u = core::keyed_uniform(seed, sid(core::Stream::kDropoutBase) + static_cast<uint32_t>(layer), ep,
+          at::Tensor u = core::keyed_uniform(draw_seed, sid(core::Stream::kDropoutBase) + static_cast<uint32_t>(layer), ep,
                                              ix, shape.slice(1), at::TensorOptions().dtype(at::kFloat));
           return (u >= p).to(opts.device());
         });

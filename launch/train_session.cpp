@@ -41,7 +41,12 @@ TrainSession::TrainSession(std::string kind, const TrainLoopConfig& loop, const 
       dist_(dist),
       comm_(cpu_comm),
       config_json_(std::move(config_json)),
-      checkpoints_(loop.run_dir, loop.keep_last, loop.milestone_every) {}
+      checkpoints_(loop.run_dir, loop.keep_last, loop.milestone_every) {
+  // Now rather than in begin(): a stop signal during the start-up (which may load a large
+  // cache or checkpoint for minutes) would otherwise kill the process by its default action,
+  // without a checkpoint and without the requeue exit code.
+  install_stop_handlers();
+}
 
 std::optional<std::string> TrainSession::resolve_resume(const std::string& flag) {
   // Rank 0 decides; the others receive the step (-1: fresh) and reconstruct the path.
@@ -104,7 +109,6 @@ void TrainSession::begin(int64_t start_step) {
     fs::create_directories(loop_.run_dir);
     metrics_.open((fs::path(loop_.run_dir) / "metrics.jsonl").string(), start_step);
   }
-  install_stop_handlers();
   window_start_ = std::chrono::steady_clock::now();
 }
 

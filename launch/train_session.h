@@ -35,6 +35,7 @@ struct StepTimes {
 class TrainSession {
  public:
   // `kind` is "ldm" or "vae"; `config_json` the full resolved config (registry JSON).
+  // Installs the stop handlers (signals.h): construct it before the slow start-up.
   TrainSession(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist,
                dist::Communicator& cpu_comm, nlohmann::json config_json);
 
@@ -43,7 +44,7 @@ class TrainSession {
   // Returns the checkpoint to load, after checking its kind and frozen keys.
   std::optional<std::string> resolve_resume(const std::string& flag);
 
-  // Opens metrics.jsonl (rank 0) dropping records after `start_step`; installs stop handlers.
+  // Opens metrics.jsonl (rank 0) dropping records after `start_step`.
   void begin(int64_t start_step);
 
   // At a step boundary: the most severe stop request of any rank (collective).

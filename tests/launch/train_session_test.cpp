@@ -1,0 +1,184 @@
+// The pieces of a training session that resume and stop depend on, in one process: choosing
+// the checkpoint to resume (--resume ""|auto|PATH), frozen keys, metrics.jsonl truncation on
+// resume, stop signals, and leftover temporary checkpoint directories. The end-to-end
+// behaviour is in tests/e2e/train_*.sh.
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/util/fs.h"
+#include "distributed/local_communicator.h"
+#include "launch/checkpoint.h"
+#include "launch/metrics.h"
+#include "launch/signals.h"
+#include "launch/train_session.h"
+
+namespace fs = std::filesystem;
+
+namespace lf::launch {
+namespace {
+
+std::string fresh_dir(const std::string& name) {
+  const char* base = std::getenv("LF_TEST_TMP");
+  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("session_" + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+std::vector<CheckpointFile> one_file(int64_t step) {
+  return {{"w.bin", [step](const std::string& p) { std::ofstream(p) << "weights " << step; }}};
+}
+
+// A checkpoint as TrainSession::save_checkpoint writes it: kind and config in state.json.
+void save_ldm(CheckpointManager& m, int64_t step, const nlohmann::json& config) {
+  m.save(step, {{"kind", "ldm"}, {"config", config}}, one_file(step), 0);
+}
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "<no error>";
+}
+
+struct SessionFixture {
+  TrainLoopConfig loop;
+  DistConfig dist;
+  dist::LocalCommunicator comm;
+  nlohmann::json config = {{"model.channels", "16"}, {"train.batch_size", "8"}, {"train.steps", "10"}};
+  explicit SessionFixture(const std::string& name) { loop.run_dir = fresh_dir(name); }
+  TrainSession session() { return TrainSession("ldm", loop, dist, comm, config); }
+};
+
+TEST(TrainSession, ResumeAutoTakesNewestValidAndFreshWhenNone) {
+  SessionFixture f("auto");
+  EXPECT_FALSE(f.session().resolve_resume("auto").has_value());
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  save_ldm(m, 2, f.config);
+  std::string newest = (fs::path(m.dir()) / "step-00000004").string();
+  save_ldm(m, 4, f.config);
+  fs::remove(fs::path(newest) / "state.json");  // as a crash mid-deletion leaves it
+  auto chosen = f.session().resolve_resume("auto");
+  ASSERT_TRUE(chosen.has_value());
+  EXPECT_EQ(fs::path(*chosen).filename(), "step-00000002");
+}
+
+TEST(TrainSession, FreshStartRefusesARunDirWithCheckpoints) {
+  SessionFixture f("fresh");
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  save_ldm(m, 1, f.config);
+  std::string msg = message_of([&] { f.session().resolve_resume(""); });
+  EXPECT_NE(msg.find("already holds checkpoints"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--resume auto"), std::string::npos) << msg;
+}
+
+TEST(TrainSession, ResumePathMustBeAValidCheckpointOfThisKind) {
+  SessionFixture f("path");
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  save_ldm(m, 1, f.config);
+  std::string dir = (fs::path(m.dir()) / "step-00000001").string();
+  EXPECT_EQ(*f.session().resolve_resume(dir), dir);
+
+  std::string msg = message_of([&] { f.session().resolve_resume(f.loop.run_dir + "/nowhere"); });
+  EXPECT_NE(msg.find("not a checkpoint directory"), std::string::npos) << msg;
+
+  std::ofstream(dir + "/w.bin", std::ios::app) << "!";
+  msg = message_of([&] { f.session().resolve_resume(dir); });
+  EXPECT_NE(msg.find("w.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("--resume " + dir), std::string::npos) << msg;
+
+  CheckpointManager vae(fresh_dir("path_vae"), 5, 0);
+  std::string vae_dir = vae.save(1, {{"kind", "vae"}, {"config", f.config}}, one_file(1), 0);
+  msg = message_of([&] { f.session().resolve_resume(vae_dir); });
+  EXPECT_NE(msg.find("'vae' checkpoint, not 'ldm'"), std::string::npos) << msg;
+}
+
+TEST(TrainSession, FrozenKeyChangeIsNamedButStepsMayGrow) {
+  SessionFixture f("frozen");
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  save_ldm(m, 1, f.config);
+  f.config["train.steps"] = "20";  // not frozen
+  EXPECT_TRUE(f.session().resolve_resume("auto").has_value());
+  f.config["model.channels"] = "32";
+  std::string msg = message_of([&] { f.session().resolve_resume("auto"); });
+  EXPECT_NE(msg.find("model.channels = \"32\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("was trained with model.channels = \"16\""), std::string::npos) << msg;
+  EXPECT_NE(msg.find("step-00000001"), std::string::npos) << msg;
+}
+
+TEST(TrainSession, FrozenKeysCoverModelDiffusionBatchAndSeed) {
+  auto frozen = frozen_keys_for("ldm");
+  nlohmann::json saved = {{"model.channel_mult", "1,2"}, {"diffusion.timesteps", "1000"},
+                          {"train.batch_size", "8"}, {"train.seed", "0"}, {"train.lr", "0.0002"}};
+  for (const char* key : {"model.channel_mult", "diffusion.timesteps", "train.batch_size", "train.seed"}) {
+    nlohmann::json current = saved;
+    current[key] = "7";
+    std::string msg = message_of([&] { check_frozen_keys(saved, current, frozen, "CKPT"); });
+    EXPECT_NE(msg.find(std::string(key) + " = \"7\""), std::string::npos) << key << ": " << msg;
+  }
+  nlohmann::json current = saved;
+  current["train.lr"] = "0.1";  // may change on resume
+  EXPECT_NO_THROW(check_frozen_keys(saved, current, frozen, "CKPT"));
+}
+
+std::vector<int64_t> steps_in(const std::string& path) {
+  std::vector<int64_t> out;
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line).at("step").get<int64_t>());
+  return out;
+}
+
+TEST(Metrics, ResumeDropsLaterRecordsAndATornLine) {
+  std::string path = fresh_dir("metrics") + "/metrics.jsonl";
+  {
+    MetricsWriter w;
+    w.open(path, 0);
+    for (int64_t s = 1; s <= 6; ++s) w.write({{"step", s}, {"loss", 1.0 / s}});
+  }
+  std::ofstream(path, std::ios::app) << "{\"step\": 7, \"lo";  // killed mid-write
+  MetricsWriter w;
+  w.open(path, 4);  // resumed from the checkpoint of step 4
+  for (int64_t s = 5; s <= 7; ++s) w.write({{"step", s}});
+  EXPECT_EQ(steps_in(path), (std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7}));
+}
+
+TEST(Signals, TerminateBeatsRequeueAndResetForgets) {
+  reset_stop_request();
+  install_stop_handlers();
+  EXPECT_EQ(local_stop_request(), StopRequest::kNone);
+  std::raise(SIGUSR1);
+  EXPECT_EQ(local_stop_request(), StopRequest::kRequeue);
+  std::raise(SIGTERM);  // the first SIGTERM only records (a second would exit)
+  EXPECT_EQ(local_stop_request(), StopRequest::kTerminate);
+  std::raise(SIGUSR1);
+  EXPECT_EQ(local_stop_request(), StopRequest::kTerminate);
+  reset_stop_request();
+  EXPECT_EQ(local_stop_request(), StopRequest::kNone);
+  SessionFixture f("agree");
+  std::raise(SIGUSR1);
+  EXPECT_EQ(f.session().agree_stop(), StopRequest::kRequeue);  // one rank: its own request
+  reset_stop_request();
+  EXPECT_EQ(f.session().agree_stop(), StopRequest::kNone);
+}
+
+TEST(Checkpoint, CrashedWritersTemporaryDirsGoEvenWhenNothingIsPruned) {
+  CheckpointManager m(fresh_dir("leftover"), 3, 0);
+  fs::create_directories(fs::path(m.dir()) / ".tmp-step-00000002-999999999");
+  std::ofstream(m.dir() + "/.tmp-step-00000002-999999999/model.safetensors") << "half";
+  m.save(1, {}, one_file(1), 0);  // keep_last 3: nothing to prune
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(m.dir())) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"step-00000001"});
+}
+
+}  // namespace
+}  // namespace lf::launch
