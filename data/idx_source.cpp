@@ -194,7 +194,7 @@ std::unique_ptr<Source> open_idx_source(const SourceOptions& options) {
   const int64_t h = im.dims[1], w = im.dims[2], r = options.resolution;
   if (h > r || w > r)
     throw std::invalid_argument(lf::str(images_path, ": images are ", h, "x", w,
-                                    ", larger than data.resolution ", r,
+                                    ", larger than data.image_size ", r,
                                     "; IDX images are padded, never resized"));
   const int64_t c = options.channels == 3 ? 3 : 1;
   at::Tensor raw = at::from_blob(im.data.data(), {n, 1, h, w}, at::kByte);

@@ -34,7 +34,7 @@ void SourceOptions::validate_options() const {
     throw std::invalid_argument(lf::str("data.dataset is '", dataset,
                                     "', expected auto, fashion-mnist, mnist or generic"));
   if (resolution < 1 || resolution > 8192)
-    throw std::invalid_argument(lf::str("data.resolution is ", resolution, ", expected 1..8192"));
+    throw std::invalid_argument(lf::str("data.image_size is ", resolution, ", expected 1..8192"));
   if (channels != 0 && channels != 1 && channels != 3)
     throw std::invalid_argument(lf::str("data.channels is ", channels, ", expected 1 or 3 (or 0 for",
                                     " the default: 1 for IDX, 3 for folders)"));

@@ -462,7 +462,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     StopRequest stop = session.agree_stop();
     bool periodic = step % loop.ckpt_every == 0 || step == loop.steps;
     if (periodic || stop != StopRequest::kNone) save(step);
-    if (stop != StopRequest::kNone) {
+    if (stop != StopRequest::kNone && step < loop.steps) {  // a stop at the last step just finishes
       exit_code = stop == StopRequest::kRequeue ? kExitRequeue : kExitTerminated;
       if (rt.is_root())
         LOG(WARNING) << (stop == StopRequest::kRequeue ? "SIGUSR1" : "SIGTERM") << ": checkpoint of step " << step

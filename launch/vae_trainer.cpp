@@ -387,7 +387,7 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
 
     StopRequest stop = session.agree_stop();
     if (step % loop.ckpt_every == 0 || step == loop.steps || stop != StopRequest::kNone) save(step);
-    if (stop != StopRequest::kNone) {
+    if (stop != StopRequest::kNone && step < loop.steps) {  // a stop at the last step just finishes
       int code = stop == StopRequest::kRequeue ? kExitRequeue : kExitTerminated;
       if (rt.is_root()) LOG(WARNING) << "stop signal: checkpoint of step " << step << " written; exiting with " << code;
       return code;

@@ -319,7 +319,7 @@ stop=$(grep -oE "SIGUSR1: checkpoint of step [0-9]+" "$L" | head -n1 | grep -oE 
 log_has "$L" "resuming from run-int/checkpoints/step-0*$stop at step $stop" "interrupted run"
 log_has "$L" "training done at step $STEPS" "interrupted run"
 note "interrupted run: checkpointed at step $stop, requeued, resumed, finished step $STEPS"
-if ! $PY "$SRC/cluster/slurm-local/compare_checkpoints.py" "$final" \
+if ! $PY "$SRC/tools/compare_checkpoints.py" --exact "$final" \
     "run-int/checkpoints/$(printf 'step-%08d' "$STEPS")" > compare.txt 2>&1; then
   sed 's/^/  /' compare.txt >&2
   fail "interrupted run: its final state differs from the uninterrupted run's (above)"
