@@ -365,7 +365,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   };
 
   // ---- the loop ----------------------------------------------------------------------------
-  session.begin(start_step);
+  session.begin(start_step, saved_state.is_null() ? 0.0 : saved_state.value("train_seconds", 0.0));
   MixedPrecision amp(precision, device);
   const int64_t micro = lopt.layout.micro_size();
   const double per_rank = static_cast<double>(lopt.layout.per_rank());

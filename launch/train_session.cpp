@@ -103,13 +103,19 @@ std::optional<std::string> TrainSession::resolve_resume(const std::string& flag)
   return (fs::path(checkpoints_.dir()) / CheckpointManager::name_for_step(step)).string();
 }
 
-void TrainSession::begin(int64_t start_step) {
+void TrainSession::begin(int64_t start_step, double prior_seconds) {
   start_step_ = start_step;
+  prior_seconds_ = prior_seconds;
+  begin_time_ = std::chrono::steady_clock::now();
   if (is_root()) {
     fs::create_directories(loop_.run_dir);
     metrics_.open((fs::path(loop_.run_dir) / "metrics.jsonl").string(), start_step);
   }
   window_start_ = std::chrono::steady_clock::now();
+}
+
+double TrainSession::train_seconds() const {
+  return prior_seconds_ + std::chrono::duration<double>(std::chrono::steady_clock::now() - begin_time_).count();
 }
 
 StopRequest TrainSession::agree_stop() {
@@ -126,6 +132,7 @@ std::string TrainSession::save_checkpoint(int64_t step, nlohmann::json state,
     state["kind"] = kind_;
     state["config"] = config_json_;
     state["world_size"] = comm_.world_size();
+    state["train_seconds"] = train_seconds();
     try {
       auto t0 = std::chrono::steady_clock::now();
       dir = checkpoints_.save(step, std::move(state), files, expected_bytes);
@@ -165,6 +172,7 @@ void TrainSession::record_step(int64_t step, int64_t total_steps, int64_t sample
   double eta = per_step * static_cast<double>(total_steps - step);
   auto ms = [&](double s) { return s * 1000.0 / std::max<int64_t>(1, window_steps_); };
   values["step"] = step;
+  values["train_s"] = train_seconds();
   values["samples_per_s"] = rate;
   values["time_per_step_s"] = per_step;
   values["time_data_ms"] = ms(window_times_.data);

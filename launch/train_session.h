@@ -44,8 +44,12 @@ class TrainSession {
   // Returns the checkpoint to load, after checking its kind and frozen keys.
   std::optional<std::string> resolve_resume(const std::string& flag);
 
-  // Opens metrics.jsonl (rank 0) dropping records after `start_step`.
-  void begin(int64_t start_step);
+  // Opens metrics.jsonl (rank 0) dropping records after `start_step` and starts the training
+  // clock at `prior_seconds` (a resumed run's state.json "train_seconds").
+  void begin(int64_t start_step, double prior_seconds = 0.0);
+  // Wall-clock seconds of training so far, summed over every run of this training (what
+  // benchmarks plot quality against); recorded in metrics.jsonl ("train_s") and state.json.
+  double train_seconds() const;
 
   // At a step boundary: the most severe stop request of any rank (collective).
   StopRequest agree_stop();
@@ -77,6 +81,8 @@ class TrainSession {
   int64_t window_steps_ = 0;
   StepTimes window_times_;
   int64_t start_step_ = 0;
+  double prior_seconds_ = 0.0;
+  std::chrono::steady_clock::time_point begin_time_;
 };
 
 }  // namespace lf::launch

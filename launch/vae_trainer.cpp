@@ -272,7 +272,7 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   const double per_rank = static_cast<double>(layout.per_rank());
   const int64_t micro = layout.micro_size();
   std::vector<int64_t> idx(micro), ep(micro);
-  session.begin(start_step);
+  session.begin(start_step, saved.is_null() ? 0.0 : saved.value("train_seconds", 0.0));
   MixedPrecision amp(precision, device);
   vae->train();
   if (use_disc) disc->train();
