@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Latent vs pixel space: the same trainer with the quickstart's f = 4 VAE (latent model) and
+# with the identity autoencoder (f = 1, LDM-1: the pixel model), each trained for a wall-clock
+# budget and evaluated at every checkpoint (1,000 class-conditional samples, DDIM + CFG, FD
+# against the test split with its floor, class accuracy). The latent model's clock includes
+# its VAE training and encode. Writes results.jsonl and latent_vs_pixel.png into the work dir.
+#
+#   bash bench/latent_vs_pixel.sh [pixel_minutes=60] [latent_minutes=15]
+# Variables: LF_BENCH_DIR (default runs/latent_vs_pixel), LF_RANKS (default 2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PIXEL_MIN=${1:-60} LATENT_MIN=${2:-15}
+SRC=$PWD BIN=$PWD/build/latentforge CONFIG=$PWD/configs/fmnist-quick.ini
+W=${LF_BENCH_DIR:-$PWD/runs/latent_vs_pixel}
+RANKS=${LF_RANKS:-2}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mkdir -p "$W" && cd "$W"
+par() { mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" "$@" --threads 1; }
+now() { date +%s.%N; }
+CLF=$SRC/runs/classifier/classifier.safetensors
+[ -f "$CLF" ] || "$BIN" eval train-classifier --config "$CONFIG" --eval.classifier="$CLF"
+
+# ---- latent arm: VAE + encode (timed), then the LDM for LATENT_MIN minutes --------------------
+if [ ! -f latent.done ]; then
+  t0=$(now)
+  par vae train --config "$CONFIG" --vae_train.run_dir=latent/vae --resume auto > latent_vae.log 2>&1
+  par encode --config "$CONFIG" --vae.weights=latent/vae/vae --cache.dir=latent/cache > latent_enc.log 2>&1
+  echo "$(echo "$(now) - $t0" | bc)" > latent.prep_s
+  timeout -s USR1 $((LATENT_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
+    --threads 1 --vae.weights=latent/vae/vae --cache.dir=latent/cache --train.run_dir=latent/ldm --train.steps=1000000 \
+    --train.ckpt_every=250 --train.milestone_every=250 --train.val_cache= --train.lr_schedule=constant \
+    --resume auto > latent_train.log 2>&1 || true
+  touch latent.done
+fi
+# ---- pixel arm: identity "cache" of the images, a UNet on 1x32x32 for PIXEL_MIN minutes ---------
+if [ ! -f pixel.done ]; then
+  t0=$(now)
+  par encode --config "$CONFIG" --vae.kind=identity --cache.dir=pixel/cache --cache.dtype=f32 > pixel_enc.log 2>&1
+  echo "$(echo "$(now) - $t0" | bc)" > pixel.prep_s
+  timeout -s USR1 $((PIXEL_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
+    --threads 1 --vae.kind=identity --cache.dir=pixel/cache --train.run_dir=pixel/ldm --train.steps=1000000 \
+    --model.channel_mult=1,2,2,2 --model.attention_ds=4,8 --train.ckpt_every=250 --train.milestone_every=250 \
+    --train.val_cache= --train.lr_schedule=constant --resume auto > pixel_train.log 2>&1 || true
+  touch pixel.done
+fi
+# ---- evaluate every checkpoint of both arms -------------------------------------------------------
+for arm in latent pixel; do
+  prep=$(cat $arm.prep_s)
+  for ck in $arm/ldm/checkpoints/step-*; do
+    [ -f "$ck/state.json" ] || continue
+    out=$arm/eval/$(basename "$ck")
+    if [ ! -f "$out/metrics.json" ]; then
+      "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out" > "$out.sample.log" 2>&1 \
+        || { mkdir -p "$out"; "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out"; }
+      "$BIN" eval --config "$CONFIG" --threads 2 --eval.vae=false --eval.classifier="$CLF" --eval.samples="$out/samples.h5" \
+        --eval.out="$out/metrics.json" > "$out.eval.log" 2>&1
+    fi
+    /usr/bin/python3 - "$arm" "$ck" "$out/metrics.json" "$prep" >> results.jsonl <<'PY'
+import json, sys
+arm, ck, mpath, prep = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+st = json.load(open(ck + "/state.json")); m = json.load(open(mpath))
+print(json.dumps({"arm": arm, "step": st["step"], "train_s": st.get("train_seconds", 0), "prep_s": prep,
+                  "wall_s": prep + st.get("train_seconds", 0), "fd": m["fd"], "fd_floor": m["fd_floor"],
+                  "class_accuracy": m.get("class_accuracy"), "grid": mpath.replace("metrics.json", "grid.png")}))
+PY
+  done
+done
+/usr/bin/python3 "$SRC/tools/plot_latent_vs_pixel.py" results.jsonl latent_vs_pixel.png
