@@ -50,8 +50,8 @@ for arm in latent pixel; do
     [ -f "$ck/state.json" ] || continue
     out=$arm/eval/$(basename "$ck")
     if [ ! -f "$out/metrics.json" ]; then
-      "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out" > "$out.sample.log" 2>&1 \
-        || { mkdir -p "$out"; "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out"; }
+      mkdir -p "$arm/eval"
+      "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out" > "$out.sample.log" 2>&1
       "$BIN" eval --config "$CONFIG" --threads 2 --eval.vae=false --eval.classifier="$CLF" --eval.samples="$out/samples.h5" \
         --eval.out="$out/metrics.json" > "$out.eval.log" 2>&1
     fi
