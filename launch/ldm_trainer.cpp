@@ -28,6 +28,7 @@
 #include "launch/lr_schedule.h"
 #include "launch/mixed_precision.h"
 #include "launch/model_io.h"
+#include "launch/train_parts.h"
 #include "launch/train_session.h"
 
 namespace fs = std::filesystem;
@@ -82,58 +83,6 @@ Batch prepare(const data::LatentBatch& b, uint64_t seed, bool flip, double scale
     out.labels = at::where(drop, at::full_like(b.labels, num_classes), b.labels).to(opts.device());
   }
   return out;
-}
-
-std::vector<std::pair<std::string, at::Tensor>> named_parameters(const torch::nn::Module& m) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : m.named_parameters(true)) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
-core::TensorMap to_map(const std::vector<std::pair<std::string, at::Tensor>>& v) {
-  core::TensorMap m;
-  for (const auto& [k, t] : v) m[k] = t.detach().cpu().clone();
-  return m;
-}
-
-// Debug switches (environment variables, read once at start) that break an invariant on
-// purpose, so the end-to-end tests (tests/e2e/train_*.sh) can show that their comparisons
-// would catch the breakage (negative controls) and that a failing rank ends the job:
-//   LF_DEBUG_SUM_GRADS=1        the reducer sums gradients over ranks instead of averaging
-//                               (GradReduction::kSum): W ranks no longer equal 1 rank.
-//   LF_DEBUG_RANK_NOISE=1       per-sample draws are keyed by seed + rank (DiT's per-rank
-//                               seeding): rank r > 0 sees other noise than 1 rank would.
-//   LF_DEBUG_THROW_AT_STEP=K    throw std::runtime_error("injected failure at step K") when
-//   LF_DEBUG_THROW_RANK=R       optimizer step K begins, on rank R only (default 0).
-// Never set in production; rank 0 warns when any is active.
-struct DebugSwitches {
-  bool sum_grads = false;
-  bool rank_noise = false;
-  int64_t throw_at_step = -1;
-  int64_t throw_rank = 0;
-  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0; }
-};
-
-DebugSwitches read_debug_switches() {
-  auto flag = [](const char* name) {
-    const char* v = std::getenv(name);
-    return v && std::string(v) == "1";
-  };
-  auto integer = [](const char* name, int64_t fallback) -> int64_t {
-    const char* v = std::getenv(name);
-    if (!v || !*v) return fallback;
-    char* end = nullptr;
-    long long x = std::strtoll(v, &end, 10);
-    if (*end != '\0' || x < 0)
-      throw UsageError(str(name, " = '", v, "': expected a non-negative integer (a debug switch)"));
-    return x;
-  };
-  DebugSwitches d;
-  d.sum_grads = flag("LF_DEBUG_SUM_GRADS");
-  d.rank_noise = flag("LF_DEBUG_RANK_NOISE");
-  d.throw_at_step = integer("LF_DEBUG_THROW_AT_STEP", -1);
-  d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
-  return d;
 }
 
 // Resuming on another cache would silently change the samples of every later step (the order
@@ -233,20 +182,12 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     load_module_weights(*model, path);
     if (rt.is_root()) LOG(INFO) << "initialised the model from " << path << " (fine-tuning; step 0)";
   }
-  auto named = named_parameters(*model);
-  std::vector<at::Tensor> params;
-  for (auto& [n, p] : named) params.push_back(p);
-  dist::ReducerOptions ropt;
-  ropt.bucket_mb = cfg.dist.bucket_mb;
-  ropt.overlap = cfg.dist.overlap;
-  ropt.timeout_s = cfg.dist.timeout_s;
-  ropt.find_unused_parameters = true;
-  if (debug.sum_grads) ropt.reduction = dist::GradReduction::kSum;
-  std::vector<at::Tensor> buffers;
-  for (const auto& b : model->buffers(true)) buffers.push_back(b);
-  std::unique_ptr<dist::Reducer> reducer;
-  if (world > 1) reducer = std::make_unique<dist::Reducer>(params, buffers, rt.comm(), ropt);
-  core::AdamW optimizer(named, {loop.lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});
+  ParamGroup group = make_param_group(*model, loop, loop.lr, cfg.dist, rt,
+                                      debug.sum_grads ? dist::GradReduction::kSum : dist::GradReduction::kAverage);
+  const NamedTensors& named = group.named;
+  const std::vector<at::Tensor>& params = group.params;
+  dist::Reducer* reducer = group.reducer.get();
+  core::AdamW& optimizer = *group.optimizer;
   core::EMA ema(named, loop.ema_decay, loop.ema_warmup != 0);
   int64_t bad_steps = 0;
   if (ckpt) {
@@ -356,8 +297,8 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
                     {"sha256", ae.hash()}, {"config", ae.config()}};
     std::vector<CheckpointFile> files = {
         {"model.safetensors", [&](const std::string& p) { save_module_weights(*model, p); }},
-        {"ema.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_map(ema.state())); }},
-        {"optimizer.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_map(optimizer.state())); }},
+        {"ema.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_cpu_map(ema.state())); }},
+        {"optimizer.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_cpu_map(optimizer.state())); }},
     };
     uint64_t bytes = 0;
     for (const auto& p : params) bytes += p.numel() * p.element_size() * 4;
@@ -437,8 +378,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
                                      loop.max_bad_steps, "); lower train.lr or check the cache"));
     }
     amp.update(finite);
-    for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
+    zero_grads(params);
     times.optimizer += since(to);
     step = next;
 

@@ -27,6 +27,7 @@
 #include "launch/lr_schedule.h"
 #include "launch/mixed_precision.h"
 #include "launch/model_io.h"
+#include "launch/train_parts.h"
 #include "launch/train_session.h"
 
 namespace fs = std::filesystem;
@@ -50,48 +51,6 @@ at::Tensor load_images_u8(const data::Source& source, int64_t begin, int64_t end
 
 at::Tensor to_float(const at::Tensor& u8, const at::TensorOptions& opts) {
   return u8.to(opts) / 127.5 - 1.0;
-}
-
-std::vector<std::pair<std::string, at::Tensor>> named_parameters(const torch::nn::Module& m) {
-  std::vector<std::pair<std::string, at::Tensor>> out;
-  for (const auto& item : m.named_parameters(true)) out.emplace_back(item.key(), item.value());
-  return out;
-}
-
-core::TensorMap to_map(const std::vector<std::pair<std::string, at::Tensor>>& v) {
-  core::TensorMap m;
-  for (const auto& [k, t] : v) m[k] = t.detach().cpu().clone();
-  return m;
-}
-
-struct Group {
-  std::vector<std::pair<std::string, at::Tensor>> named;
-  std::vector<at::Tensor> params;
-  std::unique_ptr<dist::Reducer> reducer;
-  std::unique_ptr<core::AdamW> optimizer;
-};
-
-Group make_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d, Runtime& rt) {
-  Group g;
-  g.named = named_parameters(m);
-  for (auto& [n, p] : g.named) g.params.push_back(p);
-  if (rt.world() > 1) {
-    dist::ReducerOptions ro;
-    ro.bucket_mb = d.bucket_mb;
-    ro.overlap = d.overlap;
-    ro.timeout_s = d.timeout_s;
-    std::vector<at::Tensor> buffers;
-    for (const auto& b : m.buffers(true)) buffers.push_back(b);
-    g.reducer = std::make_unique<dist::Reducer>(g.params, buffers, rt.comm(), ro);
-  }
-  g.optimizer = std::make_unique<core::AdamW>(
-      g.named, core::AdamWOptions{lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});
-  return g;
-}
-
-void zero_grads(const std::vector<at::Tensor>& params) {
-  for (const auto& p : params)
-    if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
 }  // namespace
@@ -188,9 +147,9 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
                                                        : core::load_vae_file(loop.init_from);
     load_module_weights_from_map(*vae, core::state_dict(*init), loop.init_from);
   }
-  Group g = make_group(*vae, loop, loop.lr, cfg.dist, rt);
-  Group d;
-  if (use_disc) d = make_group(*disc, loop, lc.disc_lr > 0 ? lc.disc_lr : loop.lr, cfg.dist, rt);
+  ParamGroup g = make_param_group(*vae, loop, loop.lr, cfg.dist, rt);
+  ParamGroup d;
+  if (use_disc) d = make_param_group(*disc, loop, lc.disc_lr > 0 ? lc.disc_lr : loop.lr, cfg.dist, rt);
   core::EMA ema(g.named, loop.ema_decay, loop.ema_warmup != 0);
   int64_t bad_steps = 0;
   if (ckpt) {
@@ -252,13 +211,13 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     state["vae_config"] = core::diffusers_vae_config(vopt);
     std::vector<CheckpointFile> files = {
         {"model.safetensors", [&](const std::string& p) { save_module_weights(*vae, p); }},
-        {"ema.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_map(ema.state())); }},
-        {"optimizer.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_map(g.optimizer->state())); }},
+        {"ema.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_cpu_map(ema.state())); }},
+        {"optimizer.safetensors", [&](const std::string& p) { core::save_safetensors(p, to_cpu_map(g.optimizer->state())); }},
     };
     if (use_disc) {
       files.push_back({"disc.safetensors", [&](const std::string& p) { save_module_weights(*disc, p); }});
       files.push_back({"disc_optimizer.safetensors",
-                       [&](const std::string& p) { core::save_safetensors(p, to_map(d.optimizer->state())); }});
+                       [&](const std::string& p) { core::save_safetensors(p, to_cpu_map(d.optimizer->state())); }});
     }
     uint64_t bytes = 0;
     for (const auto& p : g.params) bytes += p.numel() * p.element_size() * 4;

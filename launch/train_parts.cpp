@@ -1,0 +1,72 @@
+// Shared pieces of the training loops (see train_parts.h).
+#include "launch/train_parts.h"
+
+#include <cstdlib>
+
+#include "core/util/strings.h"
+#include "launch/config_registry.h"
+
+namespace lf::launch {
+
+NamedTensors named_parameters(const torch::nn::Module& m) {
+  NamedTensors out;
+  for (const auto& item : m.named_parameters(true)) out.emplace_back(item.key(), item.value());
+  return out;
+}
+
+core::TensorMap to_cpu_map(const NamedTensors& tensors) {
+  core::TensorMap m;
+  for (const auto& [k, t] : tensors) m[k] = t.detach().cpu().clone();
+  return m;
+}
+
+ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d,
+                            Runtime& rt, dist::GradReduction reduction) {
+  ParamGroup g;
+  g.named = named_parameters(m);
+  for (auto& [n, p] : g.named) g.params.push_back(p);
+  if (rt.world() > 1) {
+    dist::ReducerOptions ro;
+    ro.bucket_mb = d.bucket_mb;
+    ro.overlap = d.overlap;
+    ro.timeout_s = d.timeout_s;
+    ro.find_unused_parameters = true;
+    ro.reduction = reduction;
+    std::vector<at::Tensor> buffers;
+    for (const auto& b : m.buffers(true)) buffers.push_back(b);
+    g.reducer = std::make_unique<dist::Reducer>(g.params, buffers, rt.comm(), ro);
+  }
+  g.optimizer = std::make_unique<core::AdamW>(
+      g.named, core::AdamWOptions{lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});
+  return g;
+}
+
+void zero_grads(const std::vector<at::Tensor>& params) {
+  for (const auto& p : params)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+DebugSwitches read_debug_switches() {
+  auto flag = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && std::string(v) == "1";
+  };
+  auto integer = [](const char* name, int64_t fallback) -> int64_t {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return fallback;
+    char* end = nullptr;
+    long long x = std::strtoll(v, &end, 10);
+    if (*end != '\0' || x < 0)
+      throw UsageError(str(name, " = '", v, "': expected a non-negative integer (a debug switch)"));
+    return x;
+  };
+  DebugSwitches d;
+  d.sum_grads = flag("LF_DEBUG_SUM_GRADS");
+  d.rank_noise = flag("LF_DEBUG_RANK_NOISE");
+  d.throw_at_step = integer("LF_DEBUG_THROW_AT_STEP", -1);
+  d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
+  return d;
+}
+
+
+}  // namespace lf::launch

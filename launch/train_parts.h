@@ -1,0 +1,61 @@
+// Pieces both training loops (`train`, `vae train`) are built from: named parameters, a
+// parameter group (parameters + their gradient reducer + AdamW), checkpointable tensor maps,
+// and the debug switches the end-to-end tests use as negative controls.
+#pragma once
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "core/adamw.h"
+#include "core/safetensors.h"
+#include "distributed/reducer.h"
+#include "launch/config.h"
+#include "launch/runtime.h"
+
+namespace lf::launch {
+
+using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
+
+// The module's parameters under their dotted names, in registration order.
+NamedTensors named_parameters(const torch::nn::Module& m);
+
+// Detached CPU copies, by name (what a checkpoint file holds).
+core::TensorMap to_cpu_map(const NamedTensors& tensors);
+
+// What one optimizer updates: the parameters, their bucketed all-reduce (world > 1; it
+// broadcasts rank 0's parameters and buffers at construction, collectively) and AdamW.
+struct ParamGroup {
+  NamedTensors named;
+  std::vector<at::Tensor> params;
+  std::unique_ptr<dist::Reducer> reducer;
+  std::unique_ptr<core::AdamW> optimizer;
+};
+ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d,
+                            Runtime& rt, dist::GradReduction reduction = dist::GradReduction::kAverage);
+
+// In place (the reducer's gradients are views into its buckets: never reset them to undefined).
+void zero_grads(const std::vector<at::Tensor>& params);
+
+// Debug switches (environment variables, read once at start) that break an invariant on
+// purpose, so the end-to-end tests (tests/e2e/train_*.sh) can show that their comparisons
+// would catch the breakage (negative controls) and that a failing rank ends the job:
+//   LF_DEBUG_SUM_GRADS=1        the reducer sums gradients over ranks instead of averaging
+//                               (GradReduction::kSum): W ranks no longer equal 1 rank.
+//   LF_DEBUG_RANK_NOISE=1       per-sample draws are keyed by seed + rank (DiT's per-rank
+//                               seeding): rank r > 0 sees other noise than 1 rank would.
+//   LF_DEBUG_THROW_AT_STEP=K    throw std::runtime_error("injected failure at step K") when
+//   LF_DEBUG_THROW_RANK=R       optimizer step K begins, on rank R only (default 0).
+// Never set in production; rank 0 warns when any is active.
+struct DebugSwitches {
+  bool sum_grads = false;
+  bool rank_noise = false;
+  int64_t throw_at_step = -1;
+  int64_t throw_rank = 0;
+  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0; }
+};
+
+// Reads the switches; throws UsageError for a malformed value.
+DebugSwitches read_debug_switches();
+
+}  // namespace lf::launch
