@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# `vae train` keeps the trainer's guarantees: in float64, 2 ranks x B/2 equal 1 rank x B
+# (parameters, AdamW moments, EMA), also with the patch discriminator on (its own reducer and
+# optimizer, the adaptive weight from gradients averaged over the ranks); a run stopped by
+# SIGUSR1 (exit 75) and resumed is bitwise identical to one never stopped; the output VAE is
+# in diffusers' layout and loads back into `encode`.
+source "$(dirname "$0")/train_common.bash"
+setup e2e_vae_train
+cd "$T"
+VAE_FLAGS=(--data.limit=48 --vae.channels=8,8 --vae.norm_groups=4 --vae.latent_channels=2 --vae.mid_attention=false
+           --vae_train.batch_size=8 --vae_train.log_every=1 --vae_train.eval_samples=16 --vae_train.warmup_steps=1
+           --vae_train.ema_decay=0.9 --dist.timeout_s=30 --threads=1)
+vae() { local run=$1; shift; RC=0; "$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir="$run" "$@" > "$run.log" 2>&1 || RC=$?; }
+vae_np2() { local run=$1; shift; RC=0; "${MPIRUN[@]}" "$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir="$run" "$@" > "$run.log" 2>&1 || RC=$?; }
+ck() { printf '%s/checkpoints/step-%08d' "$1" "$2"; }
+
+echo "== f64: 2 ranks == 1 rank, without and with the discriminator"
+for disc in 0 2; do
+  vae one_$disc --vae_train.steps=4 --vae_train.precision=f64 --vae_train.disc_start=$disc --vae_train.disc_channels=8 \
+    --vae_train.disc_layers=1; expect_rc 0 one_$disc "1 rank (disc_start=$disc)"
+  vae_np2 two_$disc --vae_train.steps=4 --vae_train.precision=f64 --vae_train.disc_start=$disc --vae_train.disc_channels=8 \
+    --vae_train.disc_layers=1; expect_rc 0 two_$disc "2 ranks (disc_start=$disc)"
+  files=model.safetensors,ema.safetensors,optimizer.safetensors
+  [ "$disc" = 0 ] || files=$files,disc.safetensors,disc_optimizer.safetensors
+  $PY "$COMPARE" "$(ck two_$disc 4)" "$(ck one_$disc 4)" --atol 1e-12 --rtol 1e-9 --files "$files" \
+    || fail "2 ranks differ from 1 rank (disc_start=$disc)"
+done
+grep -q '"d_loss"' one_2/metrics.jsonl || fail "no discriminator loss in metrics.jsonl with disc_start=2"
+grep -q '"adaptive_weight"' one_2/metrics.jsonl || fail "no adaptive weight in metrics.jsonl"
+
+echo "== SIGUSR1 mid-run, resume: bitwise equal to an uninterrupted run"
+vae straight --vae_train.steps=8; expect_rc 0 straight "uninterrupted run"
+"$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir=stopped --vae_train.steps=8 > stopped.log 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do grep -q '"step":3' stopped/metrics.jsonl 2>/dev/null && break; sleep 0.05; done
+kill -USR1 $pid
+RC=0; wait $pid || RC=$?
+expect_rc 75 stopped "the run stopped by SIGUSR1"
+vae stopped --vae_train.steps=8 --resume auto; expect_rc 0 stopped "the resumed run"
+$PY "$COMPARE" "$(ck stopped 8)" "$(ck straight 8)" --exact || fail "resumed run differs from the uninterrupted one"
+
+echo "== the written VAE (diffusers layout) encodes"
+[ -f straight/vae/config.json ] && grep -q AutoencoderKL straight/vae/config.json || fail "no diffusers config.json"
+"$LF_BIN" encode --vae.weights=straight/vae --data.limit=16 --cache.dir=cache_vae --threads=1 > enc.log 2>&1 \
+  || { cat enc.log; fail "encode with the trained VAE failed"; }
+"$LF_BIN" inspect straight/vae > inspect.log 2>&1 || fail "inspect of the VAE folder failed"
+echo "PASS"
