@@ -125,7 +125,7 @@ struct EvalConfig {
   bool vae = true;             // also PSNR/SSIM of the VAE (vae.weights) on the test split
   int64_t vae_images = 10000;  // test images for PSNR/SSIM
   int64_t batch_size = 500;
-  int64_t classifier_epochs = 5;  // the fixed recipe of eval train-classifier
+  int64_t classifier_epochs = 3;  // the fixed recipe of eval train-classifier
 };
 
 struct Config {
