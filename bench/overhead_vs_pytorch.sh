@@ -7,9 +7,11 @@
 #
 # Usage: bench/overhead_vs_pytorch.sh [model options as --key=value, passed to both sides]
 # Environment (defaults): BIN (build/bench/bench_train_step), ROUNDS (7), STEPS (5), WARMUP (2),
-#   THREADS ("1 2"), BATCH (128), LARGE (0; 1 adds a larger model at the last thread count),
+#   THREADS ("1 2"), BATCH (128), LARGE (0; 1 adds a larger model at the last thread count, timed
+#   with LARGE_STEPS (3) after LARGE_WARMUP (1) steps per round),
 #   PROFILE (0; 1 prints torch.autograd.profiler's top ops of one PyTorch step per thread count),
-#   OUT (a new temporary directory: JSON lines of every round, the verification files).
+#   OUT (a new temporary directory: JSON lines of every round, the verification files),
+#   EXTRA (more --key=value options for both sides' timed rounds, e.g. "--zero_grad=none").
 # The default model is the quickstart's (configs/fmnist-quick.ini [model]); before timing, the
 # port is verified against ours on the same weights (output, gradients, one AdamW + EMA step).
 set -euo pipefail
@@ -25,6 +27,7 @@ THREADS=${THREADS:-"1 2"}
 BATCH=${BATCH:-128}
 LARGE=${LARGE:-0}
 PROFILE=${PROFILE:-0}
+EXTRA=${EXTRA:-}
 OUT=${OUT:-$(mktemp -d /tmp/overhead_vs_pytorch.XXXXXX)}
 mkdir -p "$OUT"
 
@@ -35,13 +38,13 @@ MODEL=${*:-$QUICK_MODEL}
 [[ -x $BIN ]] || { echo "overhead_vs_pytorch.sh: $BIN not found; build it: ninja -C build bench_train_step" >&2; exit 2; }
 
 echo "# $(date -u +%FT%TZ)  $(uname -n)  cores: $(nproc)  load: $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# batch $BATCH, $ROUNDS rounds x ($WARMUP warm-up + $STEPS timed steps), output in $OUT"
+echo "# batch $BATCH, extra options: '${EXTRA}', $ROUNDS rounds x ($WARMUP warm-up + $STEPS timed steps), output in $OUT"
 
 # Runs one side once; prints its JSON line (stdout) and appends it to $3.
 run_side() {  # side threads jsonl model...
   local side=$1 n=$2 log=$3
   shift 3
-  local common=(--threads="$n" --batch="$BATCH" --steps="$STEPS" --warmup="$WARMUP" "$@")
+  local common=(--threads="$n" --batch="$BATCH" --steps="$STEPS" --warmup="$WARMUP" "$@" $EXTRA)
   if [[ $side == ours ]]; then
     OPENBLAS_NUM_THREADS=$n OMP_NUM_THREADS=$n "$BIN" "${common[@]}" --init="$INIT" | tee -a "$log"
   else
@@ -55,7 +58,7 @@ bench_config() {  # name threads model...
   local dir=$OUT/$name
   mkdir -p "$dir"
   echo
-  echo "## $name, threads $n: $*"
+  echo "## $name, threads $n, rounds of $WARMUP warm-up + $STEPS timed steps: $*"
   # Verify the port on this config (same weights, same batch), and start both sides from them.
   OPENBLAS_NUM_THREADS=$n "$BIN" --dump="$dir/verify" --threads="$n" --batch=16 "$@" >/dev/null
   OPENBLAS_NUM_THREADS=$n "$PY" "$TORCH_UNET" --verify="$dir/verify" --threads="$n" --batch=16 "$@" \
@@ -72,6 +75,7 @@ bench_config() {  # name threads model...
   done
   "$PY" - "$log" <<'EOF'
 import json, statistics, sys
+PHASES = ("data", "forward", "backward", "clip", "adamw", "ema", "zero", "optimizer", "step")
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {"ours": [], "torch": []}
 for r in rows:
@@ -83,11 +87,13 @@ for i in range(n):
     t = by["torch"][i]["step_median_ms"] if i < len(by["torch"]) else float("nan")
     print(f"{i + 1:>5} {o:>13.1f} {t:>14.1f}")
 med = {s: {k: statistics.median(r[f"{k}_median_ms"] for r in v)
-           for k in ("data", "forward", "backward", "optimizer", "step")} for s, v in by.items()}
+           for k in PHASES} for s, v in by.items()}
 print(f"{'phase (median of rounds)':<26} {'ours ms':>9} {'torch ms':>9} {'ours/torch':>10}")
-for k in ("data", "forward", "backward", "optimizer", "step"):
+for k in PHASES:
     o, t = med["ours"][k], med["torch"][k]
-    print(f"{k:<26} {o:>9.1f} {t:>9.1f} {o / t if t else float('nan'):>10.3f}")
+    label = {"clip": "  grad norm + clip", "adamw": "  AdamW", "ema": "  EMA", "zero": "  zero grads",
+             "optimizer": "optimizer (sum of the 4)"}.get(k, k)
+    print(f"{label:<26} {o:>9.1f} {t:>9.1f} {o / t if t else float('nan'):>10.3f}")
 ratio = med["ours"]["step"] / med["torch"]["step"]
 print(f"RESULT threads={rows[0]['threads']} batch={rows[0]['batch']} params={rows[0]['params']}: "
       f"ours {med['ours']['step']:.1f} ms, torch {med['torch']['step']:.1f} ms, ratio {ratio:.3f} "
@@ -102,7 +108,7 @@ EOF
 for n in $THREADS; do bench_config quick "$n" $MODEL; done
 if [[ $LARGE == 1 ]]; then
   last=${THREADS##* }
-  bench_config large "$last" $LARGE_MODEL
+  STEPS=${LARGE_STEPS:-3} WARMUP=${LARGE_WARMUP:-1} bench_config large "$last" $LARGE_MODEL
 fi
 echo
 echo "# done $(date -u +%FT%TZ), load: $(cut -d' ' -f1-3 /proc/loadavg)"

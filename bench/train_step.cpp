@@ -48,7 +48,7 @@ struct Args {
       {"attention_ds", "2,4"}, {"head_channels", "32"}, {"num_classes", "10"},
       {"norm_groups", "32"},   {"size", "8"},         {"lr", "1e-3"},         {"weight_decay", "0"},
       {"grad_clip", "1"},      {"ema_decay", "0.999"}, {"label_dropout", "0.1"},
-      {"rng", "keyed"},        {"seed", "0"},         {"init", ""},           {"dump", ""}};
+      {"rng", "keyed"},        {"zero_grad", "zero"},        {"seed", "0"},         {"init", ""},           {"dump", ""}};
 
   void parse(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
@@ -133,6 +133,7 @@ struct Trainer {
   std::unique_ptr<core::AdamW> optimizer;
   std::unique_ptr<core::EMA> ema;
   double grad_clip = 1.0, lr = 1e-3, ema_decay = 0.999;
+  bool set_to_none = false;
   core::AdamW::Named named;
 
   explicit Trainer(const Args& a) : model(unet_options(a)) {
@@ -145,6 +146,9 @@ struct Trainer {
     ema_decay = a.d("ema_decay");
     reset_ema();
     grad_clip = a.d("grad_clip");
+    if (a.s("zero_grad") != "zero" && a.s("zero_grad") != "none")
+      throw std::invalid_argument(lf::str("bench_train_step: --zero_grad=", a.s("zero_grad"), ", expected zero or none"));
+    set_to_none = a.s("zero_grad") == "none";
     lr = a.d("lr");
     model->train();
   }
@@ -166,10 +170,25 @@ struct Trainer {
     auto t2 = Clock::now();
     const double gnorm = core::global_grad_norm(params);
     core::clip_grad_norm(params, grad_clip, gnorm);
+    ms["clip"] = ms_since(t2);
+    auto t3 = Clock::now();
     optimizer->step(lr);
+    ms["adamw"] = ms_since(t3);
+    auto t4 = Clock::now();
     ema->update(params);
+    ms["ema"] = ms_since(t4);
+    auto t5 = Clock::now();
+    // The trainer zeroes the gradients in place; --zero_grad=none drops them instead (what
+    // PyTorch 2.x's zero_grad does by default), which saves the fill and lets the next backward
+    // write the gradients instead of accumulating into them.
     for (auto& p : params)
-      if (p.grad().defined()) p.mutable_grad().zero_();
+      if (p.grad().defined()) {
+        if (set_to_none)
+          p.mutable_grad() = at::Tensor();
+        else
+          p.mutable_grad().zero_();
+      }
+    ms["zero"] = ms_since(t5);
     ms["optimizer"] = ms_since(t2);
     if (out_keep) *out_keep = out.detach();
     return ms;
@@ -256,7 +275,7 @@ int main(int argc, char** argv) {
                                ", \"params\": ", core::count_parameters(*tr.model), ", \"step_ms\": [");
     for (size_t i = 0; i < phases["step"].size(); ++i) json += lf::str(i ? ", " : "", phases["step"][i]);
     json += "]";
-    for (const char* k : {"data", "forward", "backward", "optimizer", "step"})
+    for (const char* k : {"data", "forward", "backward", "clip", "adamw", "ema", "zero", "optimizer", "step"})
       json += lf::str(", \"", k, "_median_ms\": ", median(phases[k]));
     std::printf("%s}\n", json.c_str());
     return 0;
