@@ -94,6 +94,9 @@ for k in PHASES:
     label = {"clip": "  grad norm + clip", "adamw": "  AdamW", "ema": "  EMA", "zero": "  zero grads",
              "optimizer": "optimizer (sum of the 4)"}.get(k, k)
     print(f"{label:<26} {o:>9.1f} {t:>9.1f} {o / t if t else float('nan'):>10.3f}")
+best = {s: min(x for r in v for x in r["step_ms"]) for s, v in by.items()}
+print(f"{'best single step (all rounds)':<26} {best['ours']:>9.1f} {best['torch']:>9.1f} "
+      f"{best['ours'] / best['torch']:>10.3f}   (what a quiet machine gives)")
 ratio = med["ours"]["step"] / med["torch"]["step"]
 print(f"RESULT threads={rows[0]['threads']} batch={rows[0]['batch']} params={rows[0]['params']}: "
       f"ours {med['ours']['step']:.1f} ms, torch {med['torch']['step']:.1f} ms, ratio {ratio:.3f} "
