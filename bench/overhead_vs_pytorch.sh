@@ -12,8 +12,9 @@
 #   PROFILE (0; 1 prints torch.autograd.profiler's top ops of one PyTorch step per thread count),
 #   OUT (a new temporary directory: JSON lines of every round, the verification files),
 #   EXTRA (more --key=value options for both sides' timed rounds, e.g. "--zero_grad=none").
-# The default model is the quickstart's (configs/fmnist-quick.ini [model]); before timing, the
-# port is verified against ours on the same weights (output, gradients, one AdamW + EMA step).
+# The default model is the quickstart's, read from QUICK_CONFIG (configs/fmnist-quick.ini [model]),
+# with 10 classes. Before timing, the port is verified against ours on the same weights (output,
+# gradients, one AdamW + EMA step).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -31,7 +32,24 @@ EXTRA=${EXTRA:-}
 OUT=${OUT:-$(mktemp -d /tmp/overhead_vs_pytorch.XXXXXX)}
 mkdir -p "$OUT"
 
-QUICK_MODEL="--channels=64 --channel_mult=1,2,2 --num_res_blocks=1 --attention_ds=2,4 --head_channels=32 --num_classes=10"
+# The quickstart's [model] keys that both sides take, as --key=value; other keys are named on
+# stderr and left out. num_classes is not a model key there (the data has 10 classes).
+ini_model_options() {  # config.ini
+  awk -F= '
+    /^[ \t]*[#;]/ { next }
+    /^[ \t]*\[/ { sec = $0; gsub(/[ \t]/, "", sec); next }
+    sec == "[model]" && NF == 2 {
+      k = $1; v = $2; sub(/[#;].*/, "", v); gsub(/[ \t]/, "", k); gsub(/[ \t]/, "", v)
+      if (k ~ /^(channels|channel_mult|num_res_blocks|attention_ds|head_channels|norm_groups|num_classes)$/)
+        printf "--%s=%s ", k, v
+      else
+        printf "overhead_vs_pytorch.sh: [model] %s = %s in the config is not benchmarked (left out)\n", k, v > "/dev/stderr"
+    }' "$1"
+}
+QUICK_CONFIG=${QUICK_CONFIG:-$ROOT/configs/fmnist-quick.ini}
+QUICK_MODEL="--channels=64 --channel_mult=1,2,2 --num_res_blocks=1 --attention_ds=2,4 --head_channels=32"
+[[ -f $QUICK_CONFIG ]] && QUICK_MODEL=$(ini_model_options "$QUICK_CONFIG")
+[[ $QUICK_MODEL == *--num_classes=* ]] || QUICK_MODEL="$QUICK_MODEL --num_classes=10"
 LARGE_MODEL="--channels=128 --channel_mult=1,2,2 --num_res_blocks=2 --attention_ds=2,4 --head_channels=32 --num_classes=10"
 MODEL=${*:-$QUICK_MODEL}
 
