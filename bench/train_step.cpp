@@ -280,7 +280,7 @@ int main(int argc, char** argv) {
     std::printf("%s}\n", json.c_str());
     return 0;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bench_train_step: %s\n", e.what());
+    std::fprintf(stderr, "%s\n", e.what());
     return 1;
   }
 }
