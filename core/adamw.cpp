@@ -117,16 +117,17 @@ void AdamW::load_state(const std::map<std::string, at::Tensor>& state) {
 }
 
 double global_grad_norm(const std::vector<at::Tensor>& params) {
+  // Per-tensor norms in the gradients' own dtype (one pass each, no copies), combined in
+  // float64, as torch.nn.utils.clip_grad_norm_ does.
   at::NoGradGuard no_grad;
-  double sq = 0.0;
-  std::vector<at::Tensor> parts;
+  std::vector<at::Tensor> norms;
+  norms.reserve(params.size());
   for (const auto& p : params) {
     const at::Tensor& g = p.grad();
-    if (g.defined()) parts.push_back(g.to(at::kDouble).pow(2).sum());
+    if (g.defined()) norms.push_back(at::norm(g).to(at::kDouble));
   }
-  if (parts.empty()) return 0.0;
-  sq = at::stack(parts).sum().item<double>();
-  return std::sqrt(sq);
+  if (norms.empty()) return 0.0;
+  return at::stack(norms).norm().item<double>();
 }
 
 void clip_grad_norm(const std::vector<at::Tensor>& params, double max_norm, double norm) {
