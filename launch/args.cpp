@@ -59,10 +59,21 @@ ParsedArgs parse_command_line(const std::vector<std::string>& args, const std::v
   po::positional_options_description pos;
   pos.add("positional__", -1);
 
+  // "--key=" (an empty value, e.g. to clear a path the INI sets) is refused by Boost's adjacent
+  // form; it is the same as "--key ''", which Boost accepts.
+  std::vector<std::string> split_args;
+  for (const auto& a : args) {
+    if (a.size() > 3 && a.compare(0, 2, "--") == 0 && a.back() == '=' && a.find('=') == a.size() - 1) {
+      split_args.push_back(a.substr(0, a.size() - 1));
+      split_args.emplace_back();
+    } else {
+      split_args.push_back(a);
+    }
+  }
   po::parsed_options parsed(nullptr);
   try {
     int style = po::command_line_style::unix_style & ~po::command_line_style::allow_guessing;
-    parsed = po::command_line_parser(args).options(desc).positional(pos).style(style)
+    parsed = po::command_line_parser(split_args).options(desc).positional(pos).style(style)
                  .allow_unregistered().run();
   } catch (const po::error& e) {
     throw UsageError(str("command line: ", e.what()));

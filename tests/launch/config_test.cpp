@@ -53,6 +53,17 @@ TEST(Config, FileThenCommandLineOverrides) {
   EXPECT_EQ(args.positional[0], "pos1");
 }
 
+TEST(Config, EmptyValueOnCommandLineClearsTheKey) {
+  Fixture f;
+  std::string ini = tmp_file("val.ini", "[train]\nval_cache = runs/quick/cache/test\nsteps = 5\n");
+  auto args = f.parse({"--config", ini, "--train.val_cache=", "--train.steps=6", "pos1"});
+  EXPECT_EQ(f.config.ldm.val_cache, "");  // "--key=" clears what the INI set
+  EXPECT_EQ(f.config.train.steps, 6);       // and the next option is still an option
+  ASSERT_EQ(args.positional.size(), 1u);
+  EXPECT_EQ(args.positional[0], "pos1");
+  EXPECT_NE(error_of([&] { f.parse({"--train.steps="}); }).find("train.steps"), std::string::npos);
+}
+
 TEST(Config, UnknownKeyInFileNamesFileKeyAndClosest) {
   Fixture f;
   std::string ini = tmp_file("typo.ini", "[train]\nstepz = 5\n");
