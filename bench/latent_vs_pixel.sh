@@ -5,11 +5,19 @@
 # against the test split with its floor, class accuracy). The latent model's clock includes
 # its VAE training and encode. Writes results.jsonl and latent_vs_pixel.png into the work dir.
 #
-#   bash bench/latent_vs_pixel.sh [pixel_minutes=60] [latent_minutes=15]
-# Variables: LF_BENCH_DIR (default runs/latent_vs_pixel), LF_RANKS (default 2).
+#   bash bench/latent_vs_pixel.sh [pixel_minutes=60] [latent_minutes=15] [what=all]
+# what: all (latent arm, pixel arm, then evaluation), latent, pixel or eval. To give both arms
+# the same resources at the same time, run them side by side, one core each, then evaluate:
+#   LF_RANKS=1 bash bench/latent_vs_pixel.sh 60 15 pixel & LF_RANKS=1 bash bench/latent_vs_pixel.sh 60 15 latent; wait
+#   LF_EVAL_THREADS=2 bash bench/latent_vs_pixel.sh 60 15 eval
+# Variables: LF_BENCH_DIR (default runs/latent_vs_pixel), LF_RANKS (default 2, 1 thread each),
+# LF_LATENT_EVERY / LF_PIXEL_EVERY (checkpoint, hence evaluation, every N steps; default 250),
+# LF_EVAL_THREADS (threads of sample and eval, default 2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PIXEL_MIN=${1:-60} LATENT_MIN=${2:-15}
+PIXEL_MIN=${1:-60} LATENT_MIN=${2:-15} WHAT=${3:-all}
+case $WHAT in all|latent|pixel|eval) ;; *) echo "latent_vs_pixel: what must be all, latent, pixel or eval, not '$WHAT'" >&2; exit 2;; esac
+LE=${LF_LATENT_EVERY:-250} PE=${LF_PIXEL_EVERY:-250} ET=${LF_EVAL_THREADS:-2}
 SRC=$PWD BIN=$PWD/build/latentforge CONFIG=$PWD/configs/fmnist-quick.ini
 W=${LF_BENCH_DIR:-$PWD/runs/latent_vs_pixel}
 RANKS=${LF_RANKS:-2}
@@ -21,29 +29,30 @@ CLF=$SRC/runs/classifier/classifier.safetensors
 [ -f "$CLF" ] || "$BIN" eval train-classifier --config "$CONFIG" --eval.classifier="$CLF"
 
 # ---- latent arm: VAE + encode (timed), then the LDM for LATENT_MIN minutes --------------------
-if [ ! -f latent.done ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = latent ] && [ ! -f latent.done ]; then
   t0=$(now)
   par vae train --config "$CONFIG" --vae_train.run_dir=latent/vae --resume auto > latent_vae.log 2>&1
   par encode --config "$CONFIG" --vae.weights=latent/vae/vae --cache.dir=latent/cache > latent_enc.log 2>&1
   echo "$(echo "$(now) - $t0" | bc)" > latent.prep_s
   timeout -s USR1 $((LATENT_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
     --threads 1 --vae.weights=latent/vae/vae --cache.dir=latent/cache --train.run_dir=latent/ldm --train.steps=1000000 \
-    --train.ckpt_every=250 --train.milestone_every=250 --train.val_cache= --train.lr_schedule=constant \
+    --train.ckpt_every=$LE --train.milestone_every=$LE --train.val_cache= --train.lr_schedule=constant \
     --resume auto > latent_train.log 2>&1 || true
   touch latent.done
 fi
 # ---- pixel arm: identity "cache" of the images, a UNet on 1x32x32 for PIXEL_MIN minutes ---------
-if [ ! -f pixel.done ]; then
+if [ "$WHAT" = all ] || [ "$WHAT" = pixel ] && [ ! -f pixel.done ]; then
   t0=$(now)
   par encode --config "$CONFIG" --vae.kind=identity --cache.dir=pixel/cache --cache.dtype=f32 > pixel_enc.log 2>&1
   echo "$(echo "$(now) - $t0" | bc)" > pixel.prep_s
   timeout -s USR1 $((PIXEL_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
     --threads 1 --vae.kind=identity --cache.dir=pixel/cache --train.run_dir=pixel/ldm --train.steps=1000000 \
-    --model.channel_mult=1,2,2,2 --model.attention_ds=4,8 --train.ckpt_every=250 --train.milestone_every=250 \
+    --model.channel_mult=1,2,2,2 --model.attention_ds=4,8 --train.ckpt_every=$PE --train.milestone_every=$PE \
     --train.val_cache= --train.lr_schedule=constant --resume auto > pixel_train.log 2>&1 || true
   touch pixel.done
 fi
 # ---- evaluate every checkpoint of both arms -------------------------------------------------------
+[ "$WHAT" = all ] || [ "$WHAT" = eval ] || exit 0
 for arm in latent pixel; do
   prep=$(cat $arm.prep_s)
   for ck in $arm/ldm/checkpoints/step-*; do
@@ -51,8 +60,8 @@ for arm in latent pixel; do
     out=$arm/eval/$(basename "$ck")
     if [ ! -f "$out/metrics.json" ]; then
       mkdir -p "$arm/eval"
-      "$BIN" sample --config "$CONFIG" --threads 2 --sample.checkpoint="$ck" --sample.out_dir="$out" > "$out.sample.log" 2>&1
-      "$BIN" eval --config "$CONFIG" --threads 2 --eval.vae=false --eval.classifier="$CLF" --eval.samples="$out/samples.h5" \
+      "$BIN" sample --config "$CONFIG" --threads "$ET" --sample.checkpoint="$ck" --sample.out_dir="$out" > "$out.sample.log" 2>&1
+      "$BIN" eval --config "$CONFIG" --threads "$ET" --eval.vae=false --eval.classifier="$CLF" --eval.samples="$out/samples.h5" \
         --eval.out="$out/metrics.json" > "$out.eval.log" 2>&1
     fi
     /usr/bin/python3 - "$arm" "$ck" "$out/metrics.json" "$prep" >> results.jsonl <<'PY'
