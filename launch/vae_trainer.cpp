@@ -5,6 +5,7 @@
 
 #include <glog/logging.h>
 
+#include <array>
 #include <chrono>
 #include <filesystem>
 
@@ -237,6 +238,8 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   if (use_disc) disc->train();
   at::Tensor last_layer = vae->decoder->conv_out->weight;
   int64_t step = start_step;
+  std::array<double, 4> window{};  // logged losses: means over the steps since the last log line
+  int64_t window_n = 0;
   while (step < loop.steps) {
     StepTimes times;
     const int64_t next = step + 1;
@@ -328,10 +331,17 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     step = next;
 
     nlohmann::json values = {{"lr", lr}, {"grad_norm", gnorm}, {"skipped", !finite}};
+    window[0] += rec_sum;
+    window[1] += kl_sum;
+    window[2] += g_sum;
+    window[3] += d_sum;
+    window_n += 1;
     if (step % loop.log_every == 0 || step == loop.steps) {
-      at::Tensor l = at::tensor({rec_sum, kl_sum, g_sum, d_sum}, at::kDouble);
+      at::Tensor l = at::tensor({window[0], window[1], window[2], window[3]}, at::kDouble);
       if (world > 1) rt.cpu_comm().all_reduce(l, dist::ReduceOp::kSum, "all_reduce of the logged losses");
-      l = l / world;
+      l = l / (world * static_cast<double>(window_n));
+      window = {};
+      window_n = 0;
       values["recon"] = l[0].item<double>();
       values["kl"] = l[1].item<double>();
       values["loss"] = l[0].item<double>() + lc.kl_weight * l[1].item<double>();
