@@ -178,4 +178,10 @@ void h5_read_rows(hid_t dataset, hid_t mem_type, hsize_t row, hsize_t count,
   LF_H5(H5Dread(dataset, mem_type, mspace, fspace, H5P_DEFAULT, dst), h5file);
 }
 
+std::string dims_str(const std::vector<hsize_t>& dims) {
+  std::string s;
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
+  return s;
+}
+
 }  // namespace lf::data

@@ -73,6 +73,9 @@ std::string h5_read_attr_string(hid_t obj, const std::string& name, const std::s
                                 size_t max_len = 64u << 20);
 int64_t h5_read_attr_int(hid_t obj, const std::string& name, const std::string& h5file);
 
+// Dimensions as "AxBxC" for messages and dataset descriptions.
+std::string dims_str(const std::vector<hsize_t>& dims);
+
 // The dimensions of dataset `name` (throws naming it when missing).
 std::vector<hsize_t> h5_dataset_dims(hid_t file, const std::string& name,
                                      const std::string& h5file);

@@ -17,12 +17,6 @@ namespace lf::data {
 
 namespace {
 
-std::string dims_str(const std::vector<hsize_t>& dims) {
-  std::string s;
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
-  return s;
-}
-
 bool is_latent(const std::string& name) {
   return name != "labels" && name != "index" && name.rfind("stats_", 0) != 0;
 }

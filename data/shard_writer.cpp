@@ -11,13 +11,6 @@ namespace lf::data {
 
 namespace {
 
-std::string dims_str(const std::vector<hsize_t>& dims) {
-  std::string s;
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "x" : "") + std::to_string(dims[i]);
-  return s;
-}
-
-
 // Property lists that make identical content give identical files: no object timestamps
 // (HDF5 stores creation/modification times by default), a fixed file-format version, and
 // contiguous data allocated at creation without fill writes.

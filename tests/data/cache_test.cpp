@@ -19,16 +19,6 @@ namespace {
 
 using namespace lf::data::testing;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
 Manifest encode_all(const Source& src, const EncodeFn& fn, const EncodeOptions& o, int world = 1) {
   for (int r = world - 1; r >= 0; --r) encode_shards(src, fn, o, r, world);  // any order
   return finalize_cache(o.cache_dir, o);

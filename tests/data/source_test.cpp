@@ -18,16 +18,6 @@ namespace {
 
 using namespace lf::data::testing;
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
-
 class IdxSource : public ::testing::TestWithParam<bool> {};
 
 TEST_P(IdxSource, ReadsPadsAndScales) {
