@@ -17,7 +17,7 @@ namespace {
 
 template <class T>
 void fused_update(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor& v, double lr,
-                  double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt) {
+                  double b1, double b2, double eps, double wd, double bc1, double bc2_sqrt, double grad_scale) {
   T* pp = p.data_ptr<T>();
   const T* gp = g.data_ptr<T>();
   T* mp = m.data_ptr<T>();
@@ -28,9 +28,10 @@ void fused_update(at::Tensor& p, const at::Tensor& g, at::Tensor& m, at::Tensor&
   const T step_size = static_cast<T>(lr / bc1);
   const T inv_bc2 = static_cast<T>(bc2_sqrt);
   const T teps = static_cast<T>(eps);
+  const T gs = static_cast<T>(grad_scale);
   at::parallel_for(0, p.numel(), 16384, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      T gi = gp[i];
+      T gi = gp[i] * gs;
       T mi = tb1 * mp[i] + one_m_b1 * gi;
       T vi = tb2 * vp[i] + one_m_b2 * gi * gi;
       mp[i] = mi;
@@ -50,7 +51,7 @@ AdamW::AdamW(Named params, AdamWOptions options) : params_(std::move(params)), o
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, double grad_scale) {
   at::NoGradGuard no_grad;
   ++step_;
   const double b1 = options_.beta1, b2 = options_.beta2;
@@ -65,10 +66,11 @@ void AdamW::step(double lr) {
     if (p.device().is_cpu() && p.is_contiguous() && g.is_contiguous() &&
         (p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble) && g.scalar_type() == p.scalar_type()) {
       if (p.scalar_type() == at::kFloat)
-        fused_update<float>(p, g, m, v, lr, b1, b2, options_.eps, options_.weight_decay, bc1, bc2_sqrt);
+        fused_update<float>(p, g, m, v, lr, b1, b2, options_.eps, options_.weight_decay, bc1, bc2_sqrt, grad_scale);
       else
-        fused_update<double>(p, g, m, v, lr, b1, b2, options_.eps, options_.weight_decay, bc1, bc2_sqrt);
+        fused_update<double>(p, g, m, v, lr, b1, b2, options_.eps, options_.weight_decay, bc1, bc2_sqrt, grad_scale);
     } else {
+      if (grad_scale != 1.0) g = g * grad_scale;
       p.mul_(1.0 - lr * options_.weight_decay);
       m.mul_(b1).add_(g, 1.0 - b1);
       v.mul_(b2).addcmul_(g, g, 1.0 - b2);

@@ -25,9 +25,11 @@ class AdamW {
   using Named = std::vector<std::pair<std::string, at::Tensor>>;
   AdamW(Named params, AdamWOptions options);
 
-  // One update with learning rate `lr` from each parameter's .grad() (a parameter without a
-  // gradient is skipped, as in PyTorch). Call after gradients are synced, clipped and checked.
-  void step(double lr);
+  // One update with learning rate `lr` from each parameter's .grad() times `grad_scale` (a
+  // parameter without a gradient is skipped, as in PyTorch). Call after gradients are synced,
+  // clipped and checked. grad_scale folds a factor (e.g. 1/world_size after a summing
+  // all-reduce) into this pass instead of a pass of its own; .grad() is left as it was.
+  void step(double lr, double grad_scale = 1.0);
 
   int64_t steps() const { return step_; }
   const AdamWOptions& options() const { return options_; }

@@ -182,8 +182,15 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     load_module_weights(*model, path);
     if (rt.is_root()) LOG(INFO) << "initialised the model from " << path << " (fine-tuning; step 0)";
   }
+  // On 2^k ranks the reducer only sums, and the 1/world factor rides on passes that read the
+  // gradients anyway (the norm and AdamW): one pass over all gradients fewer per step, and
+  // bitwise the same result, since scaling by a power of two is exact. LF_DEBUG_SUM_GRADS
+  // (the negative control of the rank-equivalence tests) sums and never scales.
+  const bool fold_average = world > 1 && (world & (world - 1)) == 0 && !debug.sum_grads;
+  const double grad_scale = fold_average ? 1.0 / static_cast<double>(world) : 1.0;
   ParamGroup group = make_param_group(*model, loop, loop.lr, cfg.dist, rt,
-                                      debug.sum_grads ? dist::GradReduction::kSum : dist::GradReduction::kAverage);
+                                      debug.sum_grads || fold_average ? dist::GradReduction::kSum
+                                                                      : dist::GradReduction::kAverage);
   const NamedTensors& named = group.named;
   const std::vector<at::Tensor>& params = group.params;
   dist::Reducer* reducer = group.reducer.get();
@@ -363,12 +370,12 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     times.sync += since(ts);
     auto to = Clock::now();
     const int64_t next = step + 1;
-    double gnorm = amp.unscale_and_norm(params);
+    double gnorm = amp.unscale_and_norm(params) * grad_scale;
     bool finite = std::isfinite(gnorm);
     double lr = learning_rate(loop.lr, loop.lr_schedule, loop.warmup_steps, loop.min_lr_ratio, next, loop.steps);
     if (finite) {
       core::clip_grad_norm(params, loop.grad_clip, gnorm);
-      optimizer.step(lr);
+      optimizer.step(lr, grad_scale);
       ema.update(params);
       bad_steps = 0;
     } else {

@@ -54,6 +54,40 @@ TEST(AdamW, FusedPathEqualsTensorOpPath) {
   EXPECT_LT((a - b).abs().max().item<float>(), 1e-6) << "a contiguous " << a.is_contiguous() << " b strides " << b.strides() << " max " << (a - b).abs().max().item<float>() << " mean change " << (a - base).abs().mean().item<float>();
 }
 
+TEST(AdamW, GradScaleEqualsPrescaledGradientsBitwise) {
+  // The trainer sums gradients over 2^k ranks and passes 1/2^k here instead of a pass of its
+  // own: the result must be bit-for-bit that of averaged gradients, on both paths, and the
+  // gradients themselves are left unscaled.
+  for (bool contiguous : {true, false}) {
+    at::Tensor base = at::randn({48, 20}, at::kFloat);
+    at::Tensor a = contiguous ? base.clone() : base.t().contiguous().t();
+    at::Tensor b = contiguous ? base.clone() : base.t().contiguous().t();
+    AdamW oa({{"a", a}}, {1e-3, 0.9, 0.999, 1e-8, 0.01});
+    AdamW ob({{"b", b}}, {1e-3, 0.9, 0.999, 1e-8, 0.01});
+    for (int s = 0; s < 4; ++s) {
+      at::Tensor summed = at::randn({48, 20}) * 4;
+      a.mutable_grad() = summed.clone();
+      b.mutable_grad() = summed * 0.25;
+      oa.step(1e-3, 0.25);
+      ob.step(1e-3);
+      EXPECT_TRUE(at::equal(a.grad(), summed)) << "grad_scale must not write the gradients";
+    }
+    EXPECT_TRUE(at::equal(a, b)) << "contiguous " << contiguous << ": max diff " << (a - b).abs().max().item<float>();
+    EXPECT_TRUE(at::equal(oa.state()[0].second, ob.state()[0].second));
+    EXPECT_TRUE(at::equal(oa.state()[1].second, ob.state()[1].second));
+    // A wrong scale must show: the negative control of this test.
+    at::Tensor c = base.clone();
+    AdamW oc({{"c", c}}, {1e-3, 0.9, 0.999, 1e-8, 0.01});
+    c.mutable_grad() = at::randn({48, 20}) * 4;
+    oc.step(1e-3, 0.5);
+    at::Tensor d = base.clone();
+    AdamW od({{"d", d}}, {1e-3, 0.9, 0.999, 1e-8, 0.01});
+    d.mutable_grad() = c.grad() * 0.25;
+    od.step(1e-3);
+    EXPECT_FALSE(at::equal(oc.state()[0].second, od.state()[0].second));
+  }
+}
+
 TEST(AdamW, StateRoundTripContinuesIdentically) {
   at::Tensor p1 = at::randn({10}, at::kDouble), p2 = p1.clone();
   AdamW o1({{"w", p1}}, {}), o2({{"w", p2}}, {});
