@@ -323,8 +323,7 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   if (mopt.dropout > 0) {
     model->set_dropout_masks(nullptr);
   }
-  double window_loss = 0.0;  // the logged loss is the mean over the steps since the last log line
-  int64_t window_n = 0;
+  LossWindow logged(1);
   while (step < loop.steps) {
     if (step + 1 == debug.throw_at_step && rt.rank() == debug.throw_rank)
       throw std::runtime_error(str("injected failure at step ", step + 1, " (LF_DEBUG_THROW_AT_STEP)"));
@@ -392,14 +391,9 @@ int train_ldm(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     step = next;
 
     nlohmann::json values = {{"lr", lr}, {"grad_norm", gnorm}, {"skipped", !finite}};
-    window_loss += loss_sum;
-    window_n += 1;
+    logged.add({loss_sum});
     if (step % loop.log_every == 0 || step == loop.steps) {
-      at::Tensor l = at::tensor({window_loss}, at::kDouble);
-      if (world > 1) rt.cpu_comm().all_reduce(l, dist::ReduceOp::kSum, "all_reduce of the logged loss");
-      values["loss"] = l.item<double>() / world / static_cast<double>(window_n);
-      window_loss = 0.0;
-      window_n = 0;
+      values["loss"] = logged.take_means(rt.cpu_comm())[0];
       values["epoch"] = static_cast<double>(step * loop.batch_size) / static_cast<double>(cache->size());
     }
     if (val_x0.defined() || !cfg.ldm.val_cache.empty()) {

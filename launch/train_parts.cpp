@@ -1,6 +1,7 @@
 // Shared pieces of the training loops (see train_parts.h).
 #include "launch/train_parts.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "core/util/strings.h"
@@ -41,6 +42,22 @@ ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, d
   return g;
 }
 
+void LossWindow::add(const std::vector<double>& values) {
+  for (size_t i = 0; i < sums_.size() && i < values.size(); ++i) sums_[i] += values[i];
+  ++steps_;
+}
+
+std::vector<double> LossWindow::take_means(dist::Communicator& comm) {
+  at::Tensor t = at::tensor(sums_, at::kDouble);
+  if (comm.world_size() > 1) comm.all_reduce(t, dist::ReduceOp::kSum, "all_reduce of the logged losses");
+  const double n = static_cast<double>(comm.world_size()) * static_cast<double>(std::max<int64_t>(1, steps_));
+  std::vector<double> out(sums_.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = t[static_cast<int64_t>(i)].item<double>() / n;
+  std::fill(sums_.begin(), sums_.end(), 0.0);
+  steps_ = 0;
+  return out;
+}
+
 void zero_grads(const std::vector<at::Tensor>& params) {
   for (const auto& p : params)
     if (p.grad().defined()) p.mutable_grad().zero_();
@@ -67,6 +84,5 @@ DebugSwitches read_debug_switches() {
   d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
   return d;
 }
-
 
 }  // namespace lf::launch

@@ -34,6 +34,23 @@ struct ParamGroup {
 ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d,
                             Runtime& rt, dist::GradReduction reduction = dist::GradReduction::kAverage);
 
+// The logged losses of a training loop: local sums since the last log line, turned into means
+// over every rank and step of that window when a line is logged (so a curve is not one step's
+// noise).
+class LossWindow {
+ public:
+  explicit LossWindow(size_t count) : sums_(count, 0.0) {}
+  // This step's local values (as many as `count`).
+  void add(const std::vector<double>& values);
+  // The means over all ranks and steps since the last call, which starts a new window. A
+  // collective on `comm` when it has more than one rank: every rank calls it at the same step.
+  std::vector<double> take_means(dist::Communicator& comm);
+
+ private:
+  std::vector<double> sums_;
+  int64_t steps_ = 0;
+};
+
 // In place (the reducer's gradients are views into its buckets: never reset them to undefined).
 void zero_grads(const std::vector<at::Tensor>& params);
 

@@ -5,7 +5,6 @@
 
 #include <glog/logging.h>
 
-#include <array>
 #include <chrono>
 #include <filesystem>
 
@@ -238,8 +237,7 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
   if (use_disc) disc->train();
   at::Tensor last_layer = vae->decoder->conv_out->weight;
   int64_t step = start_step;
-  std::array<double, 4> window{};  // logged losses: means over the steps since the last log line
-  int64_t window_n = 0;
+  LossWindow logged(4);  // recon, kl, generator, discriminator
   while (step < loop.steps) {
     StepTimes times;
     const int64_t next = step + 1;
@@ -331,23 +329,15 @@ int train_vae(const Config& cfg, const ConfigRegistry& registry, Runtime& rt, co
     step = next;
 
     nlohmann::json values = {{"lr", lr}, {"grad_norm", gnorm}, {"skipped", !finite}};
-    window[0] += rec_sum;
-    window[1] += kl_sum;
-    window[2] += g_sum;
-    window[3] += d_sum;
-    window_n += 1;
+    logged.add({rec_sum, kl_sum, g_sum, d_sum});
     if (step % loop.log_every == 0 || step == loop.steps) {
-      at::Tensor l = at::tensor({window[0], window[1], window[2], window[3]}, at::kDouble);
-      if (world > 1) rt.cpu_comm().all_reduce(l, dist::ReduceOp::kSum, "all_reduce of the logged losses");
-      l = l / (world * static_cast<double>(window_n));
-      window = {};
-      window_n = 0;
-      values["recon"] = l[0].item<double>();
-      values["kl"] = l[1].item<double>();
-      values["loss"] = l[0].item<double>() + lc.kl_weight * l[1].item<double>();
+      std::vector<double> l = logged.take_means(rt.cpu_comm());
+      values["recon"] = l[0];
+      values["kl"] = l[1];
+      values["loss"] = l[0] + lc.kl_weight * l[1];
       if (gan) {
-        values["g_loss"] = l[2].item<double>();
-        values["d_loss"] = l[3].item<double>();
+        values["g_loss"] = l[2];
+        values["d_loss"] = l[3];
         values["adaptive_weight"] = adaptive;
       }
     }

@@ -11,10 +11,12 @@
 #include <sstream>
 
 #include "core/util/fs.h"
+#include "distributed/fake_communicator.h"
 #include "distributed/local_communicator.h"
 #include "launch/checkpoint.h"
 #include "launch/metrics.h"
 #include "launch/signals.h"
+#include "launch/train_parts.h"
 #include "launch/train_session.h"
 
 namespace fs = std::filesystem;
@@ -178,6 +180,24 @@ TEST(Checkpoint, CrashedWritersTemporaryDirsGoEvenWhenNothingIsPruned) {
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(m.dir())) names.push_back(e.path().filename().string());
   EXPECT_EQ(names, std::vector<std::string>{"step-00000001"});
+}
+
+TEST(LossWindow, MeansOverRanksAndStepsThenStartsAfresh) {
+  auto world = dist::FakeWorld::create(2);
+  auto errors = world->run([](dist::Communicator& comm) {
+    LossWindow w(2);
+    const double r = comm.rank();
+    w.add({1.0 + r, 10.0});  // step 1: ranks hold 1 and 2
+    w.add({3.0 + r, 20.0});  // step 2: ranks hold 3 and 4
+    std::vector<double> m = w.take_means(comm);
+    EXPECT_DOUBLE_EQ(m[0], 2.5);   // (1 + 2 + 3 + 4) / (2 ranks x 2 steps)
+    EXPECT_DOUBLE_EQ(m[1], 15.0);
+    w.add({7.0, 1.0});             // a new window: one step
+    m = w.take_means(comm);
+    EXPECT_DOUBLE_EQ(m[0], 7.0);
+    EXPECT_DOUBLE_EQ(m[1], 1.0);
+  });
+  for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
 }
 
 }  // namespace
