@@ -7,6 +7,7 @@
 
 #include "core/state_dict.h"
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/strings.h"
 
 namespace lf::core {
@@ -15,6 +16,7 @@ namespace {
 using nlohmann::json;
 namespace fs = std::filesystem;
 
+constexpr size_t kMaxConfigBytes = 1 << 20;  // diffusers' config.json is about 1 KB
 constexpr double kDiffusersDefaultScaling = 0.18215;  // AutoencoderKL's scaling_factor default
 
 const std::vector<std::string> kRequired = {
@@ -33,7 +35,7 @@ struct ConfigReader {
   int64_t integer(const std::string& key, int64_t fallback) {
     if (!cfg.contains(key)) return fallback;
     if (!cfg[key].is_number_integer()) {
-      errors.push_back(lf::str(key, " = ", cfg[key].dump(), " (expected an integer)"));
+      errors.push_back(lf::str(key, " = ", json_excerpt(cfg[key]), " (expected an integer)"));
       return fallback;
     }
     return cfg[key].get<int64_t>();
@@ -41,7 +43,7 @@ struct ConfigReader {
   bool boolean(const std::string& key, bool fallback) {
     if (!cfg.contains(key)) return fallback;
     if (!cfg[key].is_boolean()) {
-      errors.push_back(lf::str(key, " = ", cfg[key].dump(), " (expected true or false)"));
+      errors.push_back(lf::str(key, " = ", json_excerpt(cfg[key]), " (expected true or false)"));
       return fallback;
     }
     return cfg[key].get<bool>();
@@ -54,7 +56,7 @@ struct ConfigReader {
     if (ok)
       for (const json& e : v) ok = ok && e.is_number_integer();
     if (!ok) {
-      errors.push_back(lf::str(key, " = ", v.dump(), " (expected a list of integers)"));
+      errors.push_back(lf::str(key, " = ", json_excerpt(v), " (expected a list of integers)"));
       return out;
     }
     for (const json& e : v) out.push_back(e.get<int64_t>());
@@ -64,19 +66,19 @@ struct ConfigReader {
     if (!cfg.contains(key)) return;
     const json& v = cfg[key];
     if (!v.is_array()) {
-      errors.push_back(lf::str(key, " = ", v.dump(), " (expected a list of \"", want, "\")"));
+      errors.push_back(lf::str(key, " = ", json_excerpt(v), " (expected a list of \"", want, "\")"));
       return;
     }
     if (v.size() != levels)
       errors.push_back(lf::str(key, " has ", v.size(), " entries but block_out_channels has ", levels));
-    for (size_t i = 0; i < v.size(); ++i)
+    for (size_t i = 0; i < v.size() && i < levels; ++i)
       if (!v[i].is_string() || v[i].get<std::string>() != want)
-        errors.push_back(lf::str(key, "[", i, "] = ", v[i].dump(), " is not supported (only \"",
+        errors.push_back(lf::str(key, "[", i, "] = ", json_excerpt(v[i]), " is not supported (only \"",
                                  want, "\")"));
   }
   void must_equal(const std::string& key, const json& want) {
     if (cfg.contains(key) && cfg[key] != want)
-      errors.push_back(lf::str(key, " = ", cfg[key].dump(), " is not supported (only ", want.dump(), ")"));
+      errors.push_back(lf::str(key, " = ", json_excerpt(cfg[key]), " is not supported (only ", want.dump(), ")"));
   }
 };
 
@@ -103,7 +105,7 @@ json diffusers_vae_config(const VAEOptions& o) {
 
 VAEOptions vae_options_from_diffusers_config(const json& cfg, const std::string& source) {
   if (!cfg.is_object())
-    throw std::invalid_argument(lf::str(source, ": expected a JSON object, found ", cfg.type_name()));
+    throw std::invalid_argument(lf::str(source, ": expected a JSON object, found ", json_type_phrase(cfg)));
   ConfigReader r{cfg, {}};
   std::vector<std::string> missing, unknown;
   for (const auto& key : kRequired)
@@ -113,8 +115,12 @@ VAEOptions vae_options_from_diffusers_config(const json& cfg, const std::string&
   for (auto it = cfg.begin(); it != cfg.end(); ++it) {
     const std::string& key = it.key();
     if (key.rfind('_', 0) == 0 || std::find(known.begin(), known.end(), key) != known.end()) continue;
-    const std::string guess = closest_match(key, known);
-    unknown.push_back(guess.empty() ? key : lf::str(key, " (did you mean ", guess, "?)"));
+    if (unknown.size() == 8) {  // the message stays short whatever the file holds
+      unknown.push_back("...");
+      break;
+    }
+    const std::string guess = key.size() <= 64 ? closest_match(key, known) : std::string();
+    unknown.push_back(guess.empty() ? excerpt(key, 64) : lf::str(key, " (did you mean ", guess, "?)"));
   }
   if (!missing.empty()) r.errors.push_back("missing keys: " + join(missing, ", "));
   if (!unknown.empty()) r.errors.push_back("unknown keys: " + join(unknown, ", "));
@@ -141,7 +147,7 @@ VAEOptions vae_options_from_diffusers_config(const json& cfg, const std::string&
     if (cfg["scaling_factor"].is_number())
       o.scaling_factor = cfg["scaling_factor"].get<double>();
     else
-      r.errors.push_back(lf::str("scaling_factor = ", cfg["scaling_factor"].dump(), " (expected a number)"));
+      r.errors.push_back(lf::str("scaling_factor = ", json_excerpt(cfg["scaling_factor"]), " (expected a number)"));
   }
   if (!r.errors.empty())
     throw std::invalid_argument(lf::str(source, ": not a supported AutoencoderKL config: ",
@@ -167,12 +173,7 @@ VAE load_diffusers_vae(const std::string& dir) {
           "read: convert it to safetensors"
         : ""));
   }
-  json cfg;
-  try {
-    cfg = json::parse(read_file(config_path));
-  } catch (const json::parse_error& e) {
-    throw std::invalid_argument(lf::str(config_path, ": not valid JSON (", e.what(), ")"));
-  }
+  const json cfg = parse_json(read_file(config_path, kMaxConfigBytes), config_path);
   VAE vae(vae_options_from_diffusers_config(cfg, config_path));
   load_state_dict(*vae, map_legacy_vae_keys(load_safetensors(wpath).tensors), /*strict=*/true, wpath);
   return vae;
@@ -201,12 +202,7 @@ VAE load_vae_file(const std::string& path) {
   if (it == content.metadata.end())
     throw std::invalid_argument(lf::str(path, ": metadata has no \"config\"; is this a LatentForge VAE ",
                                         "file? (a diffusers folder loads with load_diffusers_vae)"));
-  json cfg;
-  try {
-    cfg = json::parse(it->second);
-  } catch (const json::parse_error& e) {
-    throw std::invalid_argument(lf::str(path, ": metadata \"config\" is not valid JSON (", e.what(), ")"));
-  }
+  const json cfg = parse_json(it->second, path + ": metadata \"config\"");
   VAE vae(vae_options_from_diffusers_config(cfg, path + " metadata \"config\""));
   load_state_dict(*vae, map_legacy_vae_keys(content.tensors), /*strict=*/true, path);
   return vae;

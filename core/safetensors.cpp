@@ -12,6 +12,7 @@
 #include <stdexcept>
 
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
 
@@ -114,26 +115,27 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 uint64_t json_offset(const json& v, const std::string& what) {
   if (!v.is_number_unsigned())
-    throw std::invalid_argument(lf::str(what, " must be a non-negative integer, found ", v.dump()));
+    throw std::invalid_argument(lf::str(what, " must be a non-negative integer, found ", json_excerpt(v)));
   return v.get<uint64_t>();
 }
 
 SafetensorsEntry parse_entry(const std::string& src, const std::string& name, const json& e,
                              uint64_t data_bytes) {
-  const std::string where = lf::str(src, ": tensor '", name, "'");
+  const std::string where = lf::str(src, ": tensor '", excerpt(name), "'");
   if (!e.is_object()) throw std::invalid_argument(lf::str(where, ": entry is not a JSON object"));
   for (const char* key : {"dtype", "shape", "data_offsets"})
     if (!e.contains(key)) throw std::invalid_argument(lf::str(where, ": entry has no \"", key, "\""));
   SafetensorsEntry out;
   out.name = name;
   if (!e["dtype"].is_string())
-    throw std::invalid_argument(lf::str(where, ": dtype must be a string, found ", e["dtype"].dump()));
+    throw std::invalid_argument(lf::str(where, ": dtype must be a string, found ",
+                                        json_excerpt(e["dtype"])));
   out.dtype = e["dtype"].get<std::string>();
   const uint64_t esize = at::elementSize(safetensors_dtype_to_scalar(out.dtype, where));
   const json& shape = e["shape"];
   if (!shape.is_array() || shape.size() > 64)
     throw std::invalid_argument(lf::str(where, ": shape must be an array of at most 64 sizes, found ",
-                                    shape.dump()));
+                                    json_excerpt(shape)));
   uint64_t numel = 1;
   bool overflow = false;
   for (const json& d : shape) {
@@ -146,7 +148,7 @@ SafetensorsEntry parse_entry(const std::string& src, const std::string& name, co
   const json& off = e["data_offsets"];
   if (!off.is_array() || off.size() != 2)
     throw std::invalid_argument(lf::str(where, ": data_offsets must be [begin, end], found ",
-                                    off.dump()));
+                                    json_excerpt(off)));
   out.begin = json_offset(off[0], where + " data_offsets[0]");
   out.end = json_offset(off[1], where + " data_offsets[1]");
   if (out.end < out.begin)
@@ -189,12 +191,11 @@ SafetensorsHeader parse_header(const ByteSource& src) {
                                     " bytes, above the limit of ", kMaxSafetensorsHeaderBytes));
   std::string text(static_cast<size_t>(h.header_bytes), '\0');
   src.read(8, text.data(), h.header_bytes);
-  json doc;
-  try {
-    doc = json::parse(text);
-  } catch (const json::parse_error& e) {
-    throw std::invalid_argument(lf::str(name, ": header is not valid JSON (", e.what(), ")"));
-  }
+  JsonLimits limits;
+  limits.max_bytes = kMaxSafetensorsHeaderBytes;
+  limits.max_depth = 8;  // {name: {"shape": [..]}} is three levels deep
+  // Also refuses a tensor named twice (nlohmann would keep the last one).
+  const json doc = parse_json(text, name + ": header", limits);
   if (!doc.is_object())
     throw std::invalid_argument(lf::str(name, ": header must be a JSON object, found ",
                                     doc.type_name()));
@@ -205,8 +206,8 @@ SafetensorsHeader parse_header(const ByteSource& src) {
         throw std::invalid_argument(lf::str(name, ": __metadata__ must be an object of strings"));
       for (auto m = it.value().begin(); m != it.value().end(); ++m) {
         if (!m.value().is_string())
-          throw std::invalid_argument(lf::str(name, ": __metadata__ value of '", m.key(),
-                                          "' must be a string, found ", m.value().dump()));
+          throw std::invalid_argument(lf::str(name, ": __metadata__ value of '", excerpt(m.key()),
+                                          "' must be a string, found ", json_excerpt(m.value())));
         h.metadata[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -220,9 +221,9 @@ SafetensorsHeader parse_header(const ByteSource& src) {
             [](auto* a, auto* b) { return a->begin != b->begin ? a->begin < b->begin : a->end < b->end; });
   for (size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i]->begin < by_offset[i - 1]->end)
-      throw std::invalid_argument(lf::str(name, ": tensors '", by_offset[i - 1]->name, "' [",
+      throw std::invalid_argument(lf::str(name, ": tensors '", excerpt(by_offset[i - 1]->name), "' [",
                                       by_offset[i - 1]->begin, ", ", by_offset[i - 1]->end,
-                                      ") and '", by_offset[i]->name, "' [", by_offset[i]->begin,
+                                      ") and '", excerpt(by_offset[i]->name), "' [", by_offset[i]->begin,
                                       ", ", by_offset[i]->end, ") overlap"));
   return h;
 }
@@ -234,7 +235,7 @@ at::Tensor read_entry(const ByteSource& src, const SafetensorsHeader& h, const S
     at::Tensor raw = at::empty(e.shape, at::TensorOptions().dtype(at::kByte));
     src.read(base + e.begin, raw.data_ptr(), e.nbytes());
     if (raw.numel() > 0 && raw.max().item<uint8_t>() > 1)
-      throw std::invalid_argument(lf::str(src.name(), ": tensor '", e.name,
+      throw std::invalid_argument(lf::str(src.name(), ": tensor '", excerpt(e.name),
                                       "' is BOOL but holds bytes other than 0 and 1"));
     return raw.view(at::kBool);
   }
@@ -276,7 +277,7 @@ at::Tensor cpu_contiguous(const at::Tensor& t, const std::string& name) {
 at::ScalarType safetensors_dtype_to_scalar(const std::string& dtype, const std::string& what) {
   for (const auto& row : kDtypes)
     if (dtype == row.name) return row.type;
-  throw std::invalid_argument(lf::str(what, ": dtype \"", dtype,
+  throw std::invalid_argument(lf::str(what, ": dtype \"", excerpt(dtype, 16),
                                   "\" is not supported (expected one of F64, F32, F16, BF16, "
                                   "I64, I32, I16, I8, U8, BOOL)"));
 }
@@ -297,6 +298,10 @@ SafetensorsContent parse_safetensors(const std::string& bytes, const std::string
 
 SafetensorsHeader read_safetensors_header(const std::string& path) {
   return parse_header(FileSource(path));
+}
+
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, const std::string& source) {
+  return parse_header(MemorySource(bytes, source));
 }
 
 std::string describe_safetensors(const SafetensorsHeader& h) {

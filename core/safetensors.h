@@ -52,6 +52,9 @@ SafetensorsContent parse_safetensors(const std::string& bytes, const std::string
 // The header of `path` only (for `latentforge inspect`); validates it like load_safetensors.
 SafetensorsHeader read_safetensors_header(const std::string& path);
 
+// The same, from bytes already in memory (the fuzz target and tests).
+SafetensorsHeader parse_safetensors_header(const std::string& bytes, const std::string& source);
+
 // A table of names, dtypes, shapes and byte sizes, one tensor per line, then the metadata.
 std::string describe_safetensors(const SafetensorsHeader& header);
 

@@ -66,13 +66,24 @@ void atomic_write_file(const std::string& path, const std::string& content) {
   fsync_path(parent.empty() ? "." : parent.string());
 }
 
-std::string read_file(const std::string& path) {
+std::string read_file(const std::string& path) { return read_file(path, SIZE_MAX - 1); }
+
+std::string read_file(const std::string& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw std::runtime_error(str(path, ": cannot open: ", std::strerror(errno)));
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw std::runtime_error(str(path, ": is a directory, expected a file"));
+  // Read at most max_bytes + 1 bytes: a special file (/dev/zero) has no size to check first.
+  std::string out;
+  char buf[1 << 16];
+  while (in) {
+    in.read(buf, sizeof buf);
+    out.append(buf, static_cast<size_t>(in.gcount()));
+    if (out.size() > max_bytes)
+      throw std::runtime_error(str(path, ": larger than the limit of ", max_bytes, " bytes"));
+  }
   if (in.bad()) throw std::runtime_error(str(path, ": read error"));
-  return ss.str();
+  return out;
 }
 
 uint64_t free_disk_bytes(const std::string& path) {

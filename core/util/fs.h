@@ -15,6 +15,9 @@ void fsync_path(const std::string& path);
 
 // Reads a whole file; throws std::runtime_error naming it when missing or unreadable.
 std::string read_file(const std::string& path);
+// The same, refusing (std::runtime_error naming it) a file of more than `max_bytes` before
+// reading more than that: files from outside (manifests, state.json, configs) are bounded.
+std::string read_file(const std::string& path, size_t max_bytes);
 
 // Bytes available to an unprivileged user on the filesystem holding `path`.
 uint64_t free_disk_bytes(const std::string& path);

@@ -64,6 +64,27 @@ std::string human_duration(double seconds) {
   return buf;
 }
 
+std::string excerpt(const std::string& s, size_t max_chars) {
+  size_t cut = std::min(s.size(), max_chars);
+  // Never end inside a UTF-8 sequence (continuation bytes are 10xxxxxx).
+  if (cut < s.size())
+    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;
+  std::string out;
+  out.reserve(cut + 16);
+  for (size_t i = 0; i < cut; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7F) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (cut < s.size()) out += "... (" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
   std::string cur;

@@ -1,5 +1,6 @@
 // String helpers used by error messages everywhere: concatenation of anything streamable,
-// short hex, human-readable sizes, and the closest match among candidates (for "did you mean").
+// short hex, human-readable sizes, the closest match among candidates (for "did you mean") and
+// excerpts of untrusted text.
 #pragma once
 #include <cstdint>
 #include <sstream>
@@ -27,6 +28,11 @@ std::string human_bytes(double bytes);
 
 // "1h02m", "3m05s", "12s".
 std::string human_duration(double seconds);
+
+// Untrusted text (a value from a file, a key, a path) made safe to put in a message: control
+// characters as \xNN, cut to about `max_chars` at a UTF-8 character boundary with a note of the
+// full length. Every message that quotes input of unbounded size goes through this.
+std::string excerpt(const std::string& s, size_t max_chars = 80);
 
 std::vector<std::string> split(const std::string& s, char sep);
 std::string trim(const std::string& s);

@@ -154,7 +154,7 @@ TEST(Safetensors, RejectsMalformedHeadersWithPreciseMessages) {
     std::vector<std::string> parts;
   };
   const std::vector<Case> cases = {
-      {"{not json", 0, {"m.st", "header is not valid JSON"}},
+      {"{not json", 0, {"m.st: header: not valid JSON"}},
       {"[1,2]", 0, {"m.st", "header must be a JSON object"}},
       {R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8,
        {"m.st: tensor 'w'", "shape [3] of F32 needs 12 bytes", "hold 8"}},
