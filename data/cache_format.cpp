@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <stdexcept>
 
+#include "core/util/checked.h"
 #include "core/util/strings.h"
 
 namespace lf::data {
@@ -63,47 +64,51 @@ nlohmann::json CacheSettings::to_json() const {
 }
 
 CacheSettings CacheSettings::from_json(const nlohmann::json& j, const std::string& where) {
-  auto fail = [&](const std::string& what) -> std::runtime_error {
-    return std::runtime_error(lf::str(where, ": ", what));
-  };
-  if (!j.is_object()) throw fail("cache settings are not a JSON object");
+  return from_fields(lf::JsonFields(j, where, "", lf::ErrorKind::kEnvironment), false);
+}
+
+CacheSettings CacheSettings::from_fields(const lf::JsonFields& f, bool manifest_layout) {
   CacheSettings s;
-  try {
-    s.store = store_kind_from_string(j.at("store").get<std::string>(), "store");
-    s.dtype = store_dtype_from_string(j.at("dtype").get<std::string>(), "dtype");
-    s.flip = j.at("flip").get<bool>();
-    s.shard_size = j.at("shard_size").get<int64_t>();
-    s.num_samples = j.at("num_samples").get<int64_t>();
-    s.image_shape = j.at("image_shape").get<std::vector<int64_t>>();
-    s.latent_shape = j.at("latent_shape").get<std::vector<int64_t>>();
-    s.source = j.at("source");
-    s.label_names = j.at("label_names").get<std::vector<std::string>>();
-    s.skipped = j.at("skipped");
-    s.vae_sha256 = j.at("vae_sha256").get<std::string>();
-    s.vae_config = j.at("vae_config");
-  } catch (const nlohmann::json::exception& e) {
-    throw fail(lf::str("bad or missing field (", e.what(), ")"));
-  } catch (const std::invalid_argument& e) {
-    throw fail(e.what());
-  }
-  if (s.num_samples < 1 || s.num_samples > kMaxSamples)
-    throw fail(lf::str("num_samples ", s.num_samples, " is outside 1..", kMaxSamples));
-  if (s.shard_size < 1 || num_shards(s.num_samples, s.shard_size) > kMaxShards)
-    throw fail(lf::str("shard_size ", s.shard_size, " gives more than ", kMaxShards,
-                   " shards or is not positive"));
-  auto check_shape = [&](const std::vector<int64_t>& shape, const char* name) {
-    int64_t n = 1;
-    for (int64_t d : shape) {
-      if (d < 1 || d > kMaxLatentElements) throw fail(lf::str(name, " has a dimension ", d));
-      n *= d;
-      if (n > kMaxLatentElements) throw fail(lf::str(name, " has more than ", kMaxLatentElements,
-                                                 " elements"));
-    }
-    if (shape.size() != 3) throw fail(lf::str(name, " must have 3 dimensions [C,H,W]"));
+  const std::string store = f.string("store", 64), dtype = f.string("dtype", 64);
+  if (store != "moments" && store != "sample")
+    f.fail("store", lf::str("is \"", lf::excerpt(store), "\", expected \"moments\" or \"sample\""));
+  if (dtype != "f16" && dtype != "f32")
+    f.fail("dtype", lf::str("is \"", lf::excerpt(dtype), "\", expected \"f16\" or \"f32\""));
+  s.store = store_kind_from_string(store);
+  s.dtype = store_dtype_from_string(dtype);
+  s.flip = f.boolean("flip");
+  s.num_samples = f.integer("num_samples", 1, kMaxSamples);
+  s.shard_size = f.integer("shard_size", 1, kMaxSamples);
+  if (num_shards(s.num_samples, s.shard_size) > kMaxShards)
+    f.fail("shard_size", lf::str("is ", s.shard_size, ", which makes more than ", kMaxShards,
+                                 " shards of the ", s.num_samples, " samples"));
+  auto shape = [&](const char* key) {
+    std::vector<int64_t> v = f.integers(key, 3, 1, kMaxLatentElements);
+    int64_t n = 0;
+    if (v.size() != 3 || !lf::bounded_product(v, kMaxLatentElements, &n))
+      f.fail(key, lf::str("is ", lf::json_excerpt(f.value(key)), ", expected [C, H, W] with at most ",
+                          kMaxLatentElements, " elements"));
+    return v;
   };
-  check_shape(s.image_shape, "image_shape");
-  check_shape(s.latent_shape, "latent_shape");
-  if (!s.skipped.is_array()) throw fail("skipped is not an array");
+  s.image_shape = shape("image_shape");
+  s.latent_shape = shape("latent_shape");
+  s.source = f.value("source");
+  s.label_names = f.strings("label_names", kMaxClasses, 1024);
+  const nlohmann::json& skipped = f.array("skipped", static_cast<size_t>(kMaxSamples));
+  for (size_t i = 0; i < skipped.size(); ++i) {
+    const lf::JsonFields e = f.element("skipped", i);
+    e.string("path", 1 << 16);
+    e.string("reason", 1 << 16);
+  }
+  s.skipped = skipped;
+  if (manifest_layout) {
+    const lf::JsonFields vae = f.object("vae");
+    s.vae_sha256 = vae.string("sha256", 128);
+    s.vae_config = vae.value("config");
+  } else {
+    s.vae_sha256 = f.string("vae_sha256", 128);
+    s.vae_config = f.value("vae_config");
+  }
   return s;
 }
 
@@ -111,10 +116,7 @@ std::string CacheSettings::difference(const CacheSettings& other) const {
   nlohmann::json a = to_json(), b = other.to_json();
   for (auto it = a.begin(); it != a.end(); ++it) {
     if (b.contains(it.key()) && b[it.key()] == it.value()) continue;
-    auto shorten = [](const nlohmann::json& v) {
-      std::string s = v.dump();
-      return s.size() > 200 ? s.substr(0, 197) + "..." : s;
-    };
+    auto shorten = [](const nlohmann::json& v) { return lf::json_excerpt(v, 200); };
     return lf::str(it.key(), ": ", shorten(it.value()), " vs ",
                b.contains(it.key()) ? shorten(b[it.key()]) : std::string("(absent)"));
   }

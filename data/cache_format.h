@@ -9,6 +9,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/json.h"
+
 namespace lf::data {
 
 // Format of manifest.json and of the shard attributes; bump on incompatible change.
@@ -19,6 +21,9 @@ constexpr int64_t kMaxShards = 1'000'000;
 constexpr int64_t kMaxSamples = int64_t{1} << 40;
 constexpr int64_t kMaxLatentElements = int64_t{1} << 24;  // per sample, per dataset
 constexpr int64_t kMaxManifestBytes = int64_t{256} << 20;
+constexpr int64_t kMaxClasses = int64_t{1} << 20;
+// JSON attributes of a shard (its settings) are bounded like the manifest.
+constexpr int64_t kMaxSettingsBytes = int64_t{64} << 20;
 
 // What a shard holds per sample: the posterior moments (mean, logvar) of the VAE encoder, so
 // the trainer draws a fresh latent per epoch, or one latent sampled at encode time.
@@ -63,6 +68,10 @@ struct CacheSettings {
   nlohmann::json to_json() const;
   // Parses and bounds-checks; throws std::runtime_error naming `where` and the bad field.
   static CacheSettings from_json(const nlohmann::json& j, const std::string& where);
+  // The same from the fields of a larger object: the shard attribute's layout (vae_sha256,
+  // vae_config) or, with manifest_layout, the manifest's (vae.sha256, vae.config). Errors are
+  // f's kind and name the field by its path in f's document.
+  static CacheSettings from_fields(const lf::JsonFields& f, bool manifest_layout);
   // "" when equal, else the first differing field as "field: A vs B" (values shortened).
   std::string difference(const CacheSettings& other) const;
 };

@@ -12,6 +12,7 @@
 #include <memory>
 #include <stdexcept>
 
+#include "core/util/checked.h"
 #include "core/util/crash_point.h"
 #include "core/util/fs.h"
 #include "core/util/progress.h"
@@ -288,8 +289,15 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
   for (const auto& e : fs::directory_iterator(cache_dir)) {
     const std::string n = e.path().filename().string();
     if (n.size() >= 14 && n.rfind("shard-", 0) == 0 && n.substr(n.size() - 3) == ".h5" &&
-        n.find_first_not_of("0123456789", 6) == n.size() - 3)
-      present.push_back(std::stoll(n.substr(6, n.size() - 9)));
+        n.find_first_not_of("0123456789", 6) == n.size() - 3) {
+      int64_t shard = 0;
+      if (!lf::parse_int64(n.substr(6, n.size() - 9), 0, kMaxShards - 1, &shard))
+        throw std::runtime_error(lf::str(e.path().string(), ": shard number ",
+                                         lf::excerpt(n.substr(6, n.size() - 9)),
+                                         " is beyond the largest a cache has (", kMaxShards - 1,
+                                         "); it does not come from encode: delete it"));
+      present.push_back(shard);
+    }
   }
   std::sort(present.begin(), present.end());
   if (present.empty())
@@ -351,7 +359,9 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
                                    ", found ", found, "; the shard is damaged: delete it and ",
                                    "re-run encode"));
     stats.add(r.read_stats());
-    m.shards.push_back({shard_file_name(i), r.header().begin, r.header().count, found});
+    // The whole file's hash lets readers check the bytes before libhdf5 parses them.
+    m.shards.push_back({shard_file_name(i), r.header().begin, r.header().count, found,
+                        sha256_file(path), static_cast<int64_t>(fs::file_size(path))});
   }
   // Mean and (population) standard deviation from the float64 sums.
   for (size_t c = 0; c < stats.count.size(); ++c) {

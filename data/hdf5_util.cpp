@@ -3,6 +3,8 @@
 
 #include <unistd.h>
 
+#include <cstring>
+#include <fstream>
 #include <stdexcept>
 
 #include "core/util/strings.h"
@@ -176,6 +178,18 @@ void h5_read_rows(hid_t dataset, hid_t mem_type, hsize_t row, hsize_t count,
         h5file);
   H5Id mspace(LF_H5(H5Screate_simple(static_cast<int>(cnt.size()), cnt.data(), nullptr), h5file));
   LF_H5(H5Dread(dataset, mem_type, mspace, fspace, H5P_DEFAULT, dst), h5file);
+}
+
+bool is_hdf5_file(const std::string& path) {
+  // HDF5 File Format Specification, "Format Signature": \211HDF\r\n\032\n at 0 or a power
+  // of two from 512.
+  std::ifstream in(path, std::ios::binary);
+  char sig[8];
+  for (std::streamoff at : {0, 512, 1024, 2048}) {
+    if (!in.seekg(at) || !in.read(sig, 8)) return false;
+    if (std::memcmp(sig, "\211HDF\r\n\032\n", 8) == 0) return true;
+  }
+  return false;
 }
 
 std::string dims_str(const std::vector<hsize_t>& dims) {

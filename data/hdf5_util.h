@@ -73,6 +73,10 @@ std::string h5_read_attr_string(hid_t obj, const std::string& name, const std::s
                                 size_t max_len = 64u << 20);
 int64_t h5_read_attr_int(hid_t obj, const std::string& name, const std::string& h5file);
 
+// Whether `path` starts with the HDF5 signature (at offset 0, 512, 1024 or 2048: the
+// superblock may follow a user block). Reads the bytes itself; no HDF5 call parses the file.
+bool is_hdf5_file(const std::string& path);
+
 // Dimensions as "AxBxC" for messages and dataset descriptions.
 std::string dims_str(const std::vector<hsize_t>& dims);
 

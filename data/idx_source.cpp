@@ -2,6 +2,7 @@
 // magic (0, 0, type code, number of dimensions), big-endian uint32 dimensions, then the data.
 #include "data/idx_source.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <filesystem>
 #include <stdexcept>
 
+#include "core/util/checked.h"
 #include "core/util/strings.h"
 
 namespace lf::data {
@@ -21,6 +23,20 @@ namespace {
 
 constexpr int64_t kMaxDim = 1'000'000'000;      // any single dimension
 constexpr int64_t kMaxBytes = int64_t{1} << 36;  // 64 GiB of pixel data
+// zlib's documented bound: deflate compresses at most 1032:1 (zlib FAQ, "maximum compression").
+constexpr uint64_t kMaxDeflateRatio = 1032;
+
+uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+}
+
+// "28x28": the dimensions of one record.
+std::string record_dims(const std::vector<int64_t>& dims) {
+  std::string s;
+  for (size_t i = 1; i < dims.size(); ++i) s += (i > 1 ? "x" : "") + std::to_string(dims[i]);
+  return s;
+}
 
 class GzFile {
  public:
@@ -28,6 +44,8 @@ class GzFile {
     if (!f_) throw std::runtime_error(lf::str(path, ": cannot open: ", std::strerror(errno)));
     gzbuffer(f_, 1 << 18);
   }
+  // Whether the file is gzip data (after the first read; zlib passes plain files through).
+  bool compressed() const { return gzdirect(f_) == 0; }
   ~GzFile() { gzclose(f_); }
   // Reads up to n bytes; returns how many (fewer only at the end of the data).
   size_t read(void* dst, size_t n) {
@@ -58,7 +76,11 @@ std::string lower(std::string s) {
 
 }  // namespace
 
-IdxArray read_idx(const std::string& path, bool allow_truncated, std::string* truncation) {
+IdxArray read_idx(const std::string& path, bool allow_truncated, std::string* truncation,
+                  const IdxExpect& expect) {
+  std::error_code ec;
+  const uint64_t file_bytes = fs::file_size(path, ec);
+  if (ec) throw std::runtime_error(lf::str(path, ": cannot read: ", ec.message()));
   GzFile f(path);
   unsigned char magic[4];
   size_t got = f.read(magic, 4);
@@ -73,12 +95,14 @@ IdxArray read_idx(const std::string& path, bool allow_truncated, std::string* tr
                                  " is not supported (only unsigned byte, 0x08)"));
   IdxArray out;
   const int ndim = magic[3];
+  if (expect.ndim > 0 && ndim != expect.ndim)
+    throw std::runtime_error(lf::str(path, ": IDX ", expect.what, " must have ", expect.ndim,
+                                 " dimension", expect.ndim > 1 ? "s" : "", ", found ", ndim));
   unsigned char dbuf[16];
   got = f.read(dbuf, 4 * static_cast<size_t>(ndim));
   if (got < 4u * ndim)
     throw std::runtime_error(lf::str(path, ": truncated IDX header (", 4 + got, " of ", 4 + 4 * ndim,
                                  " bytes)"));
-  int64_t record = 1;
   for (int d = 0; d < ndim; ++d) {
     int64_t v = (int64_t{dbuf[4 * d]} << 24) | (dbuf[4 * d + 1] << 16) | (dbuf[4 * d + 2] << 8) |
                 dbuf[4 * d + 3];
@@ -86,13 +110,40 @@ IdxArray read_idx(const std::string& path, bool allow_truncated, std::string* tr
       throw std::runtime_error(lf::str(path, ": IDX dimension ", d, " is ", v, ", expected 1..",
                                    kMaxDim));
     out.dims.push_back(v);
-    if (d > 0) record *= v;
   }
-  if (record > (int64_t{1} << 28) || out.dims[0] > kMaxBytes / record)
+  for (int d = 1; d < ndim; ++d)
+    if (out.dims[d] > expect.max_side)
+      throw std::runtime_error(lf::str(path, ": IDX ", expect.what, " are ", record_dims(out.dims),
+                                       ", larger than ", expect.max_side, " per side (",
+                                       expect.max_side_reason, ")"));
+  // Every size below is checked before it is used: four dimensions of up to 10^9 overflow
+  // int64 (a wrapped product once ended in a division by zero).
+  int64_t record = 0, total = 0;
+  if (!bounded_product(std::vector<int64_t>(out.dims.begin() + 1, out.dims.end()),
+                       int64_t{1} << 28, &record) ||
+      !bounded_product({out.dims[0], record}, kMaxBytes, &total))
     throw std::runtime_error(lf::str(path, ": IDX dimensions imply more than ", human_bytes(kMaxBytes),
                                  " of data; the header is corrupt"));
-  const int64_t total = out.dims[0] * record;
-  // Grow as data arrive, so a lying header cannot force a huge allocation.
+  if (expect.records > 0 && out.dims[0] != expect.records)
+    throw std::runtime_error(lf::str(path, " holds ", out.dims[0], " ", expect.what, " but ",
+                                     expect.records_source, " holds ", expect.records));
+  // A file cannot hold more than it could inflate to (deflate's ratio is at most 1032:1):
+  // a header that declares more is refused before anything is inflated or allocated.
+  const uint64_t header_bytes = 4 + 4 * static_cast<uint64_t>(ndim);
+  const bool gz = f.compressed();
+  const uint64_t can_hold = gz ? file_bytes * kMaxDeflateRatio : file_bytes - header_bytes;
+  if (static_cast<uint64_t>(total) > can_hold && !allow_truncated)
+    throw std::runtime_error(lf::str(path, ": truncated IDX file: the header promises ", total,
+                                     " bytes of data, but a ", gz ? "gzip file" : "file", " of ",
+                                     file_bytes, " bytes ", gz ? "inflates to at most " : "holds ",
+                                     can_hold));
+  const uint64_t memory = physical_memory_bytes();
+  if (memory > 0 && static_cast<uint64_t>(total) > memory / 2)
+    throw std::runtime_error(lf::str(path, ": the IDX header declares ", human_bytes(double(total)),
+                                     " of data, more than half of this machine's memory (",
+                                     human_bytes(double(memory)), ")"));
+  // Grow as data arrive, so a lying header cannot force a huge allocation; never inflate more
+  // than the header declares.
   out.data.reserve(static_cast<size_t>(std::min<int64_t>(total, 64 << 20)));
   const size_t step = 16u << 20;
   int64_t have = 0;
@@ -174,29 +225,34 @@ std::unique_ptr<Source> open_idx_source(const SourceOptions& options) {
   const std::string labels_path = find_idx_file(options.path, prefix, "labels", 1);
   std::vector<SkippedInput> skipped;
   std::string trunc;
-  IdxArray im = read_idx(images_path, options.skip_bad, &trunc);
+  IdxExpect want_labels;
+  want_labels.ndim = 1;
+  want_labels.what = "labels";
+  std::string labels_trunc;
+  IdxArray lb = read_idx(labels_path, options.skip_bad, &labels_trunc, want_labels);
+  // The images' header is checked against the labels and data.image_size before any pixel is
+  // read: a wrong file fails at once, however large it claims to be.
+  IdxExpect want_images;
+  want_images.ndim = 3;
+  want_images.what = "images";
+  want_images.max_side = options.resolution;
+  want_images.max_side_reason = lf::str("data.image_size ", options.resolution,
+                                        "; IDX images are padded, never resized");
+  want_images.records = lb.dims[0];
+  want_images.records_source = labels_path;
+  IdxArray im = read_idx(images_path, options.skip_bad, &trunc, want_images);
   if (!trunc.empty()) skipped.push_back({images_path, trunc});
-  trunc.clear();
-  IdxArray lb = read_idx(labels_path, options.skip_bad, &trunc);
-  if (!trunc.empty()) skipped.push_back({labels_path, trunc});
-  if (im.dims.size() != 3)
-    throw std::runtime_error(lf::str(images_path, ": IDX images must have 3 dimensions (N, rows, ",
-                                 "cols), found ", im.dims.size()));
-  if (lb.dims.size() != 1)
-    throw std::runtime_error(lf::str(labels_path, ": IDX labels must have 1 dimension, found ",
-                                 lb.dims.size()));
-  if (im.dims[0] != lb.dims[0])
-    throw std::runtime_error(lf::str(images_path, " holds ", im.dims[0], " images but ", labels_path,
-                                 " holds ", lb.dims[0], " labels"));
+  if (!labels_trunc.empty()) skipped.push_back({labels_path, labels_trunc});
   const int64_t n = std::min(im.records, lb.records);
   if (n == 0)
     throw std::invalid_argument(lf::str(images_path, ": no complete images to use"));
-  const int64_t h = im.dims[1], w = im.dims[2], r = options.resolution;
-  if (h > r || w > r)
-    throw std::invalid_argument(lf::str(images_path, ": images are ", h, "x", w,
-                                    ", larger than data.image_size ", r,
-                                    "; IDX images are padded, never resized"));
+  const int64_t h = im.dims[1], w = im.dims[2], r = options.resolution;  // h, w <= r: checked
   const int64_t c = options.channels == 3 ? 3 : 1;
+  int64_t padded = 0;
+  if (!bounded_product({n, c, r, r}, kMaxBytes, &padded) ||
+      static_cast<uint64_t>(padded) > physical_memory_bytes() / 2)
+    throw std::runtime_error(lf::str(images_path, ": ", n, " images padded to ", c, "x", r, "x", r,
+                                     " would not fit in memory; lower data.image_size or data.limit"));
   at::Tensor raw = at::from_blob(im.data.data(), {n, 1, h, w}, at::kByte);
   // Centre padding with the background value 0, as the DDPM/LDM MNIST setups pad 28 -> 32.
   at::Tensor images = at::zeros({n, 1, r, r}, at::kByte);

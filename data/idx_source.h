@@ -2,6 +2,7 @@
 // and the Source built from a directory's train-* or t10k-* image and label files.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,12 +18,25 @@ struct IdxArray {
   int64_t records = 0;  // complete records read (dims[0] unless truncated and allowed)
 };
 
+// What a caller expects of an IDX file, checked from the header before any data are read.
+struct IdxExpect {
+  int ndim = 0;                    // 0: any of 1..4
+  int64_t max_side = std::numeric_limits<int64_t>::max();  // bound on every dimension but the first
+  std::string max_side_reason;     // for the message ("data.image_size ...")
+  int64_t records = 0;             // > 0: the first dimension must equal it...
+  std::string records_source;      // ...as the file named here holds
+  std::string what = "records";    // "images", "labels"
+};
+
 // Reads an IDX file, gzipped or not (zlib reads plain files transparently). Throws
 // std::runtime_error "<path>: <reason>" for an empty file, a bad magic number, a type other
-// than unsigned byte, implausible dimensions, or a truncated file. With `allow_truncated`, a
-// truncated file instead yields its complete records and `*truncation` describes what was lost.
+// than unsigned byte, implausible dimensions (each bounded, their product computed without
+// overflow), a header that disagrees with `expect`, declares more data than the file can hold
+// (a gzip file inflates at most 1032:1) or than half this machine's memory, or a truncated
+// file. Never inflates more than the header declares. With `allow_truncated`, a truncated file
+// instead yields its complete records and `*truncation` describes what was lost.
 IdxArray read_idx(const std::string& path, bool allow_truncated = false,
-                  std::string* truncation = nullptr);
+                  std::string* truncation = nullptr, const IdxExpect& expect = {});
 
 // Whether `dir` holds IDX image files (train-images-idx3-ubyte[.gz] or the t10k ones).
 bool idx_files_present(const std::string& dir);

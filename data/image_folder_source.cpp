@@ -93,17 +93,19 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
   std::vector<std::string> reasons(files.size());
   const bool full = options.validate;
   const int channels = static_cast<int>(channels_);
+  limits_.max_pixels = options.max_pixels;
+  limits_.max_aspect = options.max_aspect;
   at::parallel_for(0, static_cast<int64_t>(files.size()), 8, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       if (full) {
         try {
-          decode_image(files[i], channels);
+          decode_image(files[i], channels, limits_);
         } catch (const std::runtime_error& err) {
           reasons[i] = std::string(err.what()).substr(files[i].size() + 2);
         }
       } else {
         std::string why;
-        if (!probe_image(files[i], &why)) reasons[i] = why;
+        if (!probe_image(files[i], &why, limits_)) reasons[i] = why;
       }
     }
   });
@@ -115,7 +117,8 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
     }
     if (!options.skip_bad)
       throw std::runtime_error(lf::str(files[i], ": ", reasons[i],
-                                   " (set data.skip_bad = true to skip unreadable images)"));
+                                   " (set data.skip_bad = true to skip unreadable or too large "
+                                   "images)"));
     skipped_.push_back({files[i], reasons[i]});
   }
   if (files_.empty())
@@ -136,8 +139,14 @@ SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
   uint8_t* dst = u8.data_ptr<uint8_t>();
   at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
-      Image8 im = resize_center_crop(decode_image(files_[begin + i], static_cast<int>(c)), r);
-      std::copy(im.pixels.begin(), im.pixels.end(), dst + i * r * r * c);
+      const std::string& file = files_[begin + i];
+      try {
+        Image8 im = resize_center_crop(decode_image(file, static_cast<int>(c), limits_), r);
+        std::copy(im.pixels.begin(), im.pixels.end(), dst + i * r * r * c);
+      } catch (const std::bad_alloc&) {  // within the limits, but not within this machine
+        throw std::runtime_error(lf::str(file, ": out of memory decoding and resizing it; lower "
+                                               "data.max_pixels to skip such images"));
+      }
     }
   });
   at::Tensor labels = at::empty({n}, at::kLong);

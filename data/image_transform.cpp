@@ -12,6 +12,12 @@
 #include <filesystem>
 #include <stdexcept>
 
+// Only the four formats LatentForge documents are compiled in: stb's other decoders (PSD, PIC,
+// HDR, TGA, GIF) would be parsers of untrusted bytes that nothing needs (docs/fuzzing.md).
+#define STBI_ONLY_PNG
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_BMP
+#define STBI_ONLY_PNM
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb_image.h>
 #define STB_IMAGE_RESIZE_IMPLEMENTATION
@@ -24,17 +30,39 @@ namespace lf::data {
 namespace fs = std::filesystem;
 
 const std::vector<std::string>& image_extensions() {
-  static const std::vector<std::string> exts = {".png", ".jpg", ".jpeg", ".bmp", ".gif",
-                                                ".tga", ".psd", ".hdr",  ".pic", ".pnm",
-                                                ".ppm", ".pgm"};
+  static const std::vector<std::string> exts = {".png", ".jpg", ".jpeg", ".bmp",
+                                                ".pnm", ".ppm", ".pgm"};
+  return exts;
+}
+
+const std::vector<std::string>& refused_image_extensions() {
+  static const std::vector<std::string> exts = {".gif", ".tga", ".psd", ".hdr", ".pic"};
   return exts;
 }
 
 bool has_image_extension(const std::string& path) {
   std::string ext = fs::path(path).extension().string();
   for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const auto& e = image_extensions();
-  return std::find(e.begin(), e.end(), ext) != e.end();
+  for (const auto* list : {&image_extensions(), &refused_image_extensions()})
+    if (std::find(list->begin(), list->end(), ext) != list->end()) return true;
+  return false;
+}
+
+std::string image_format(const unsigned char* h, size_t n) {
+  auto starts = [&](const char* sig, size_t len) { return n >= len && std::memcmp(h, sig, len) == 0; };
+  // Signatures: PNG spec 5.2; JPEG SOI marker + a marker; BMP "BM"; PNM P5/P6 (the binary
+  // grey and colour maps stb reads); the refused ones by their own magic numbers.
+  if (starts("\x89PNG\r\n\x1a\n", 8)) return "PNG";
+  if (n >= 3 && h[0] == 0xFF && h[1] == 0xD8 && h[2] == 0xFF) return "JPEG";
+  if (starts("BM", 2)) return "BMP";
+  if (n >= 2 && h[0] == 'P' && (h[1] == '5' || h[1] == '6')) return "PNM";
+  if (starts("GIF8", 4)) return "GIF";
+  if (starts("8BPS", 4)) return "PSD";
+  if (starts("#?RADIANCE", 10) || starts("#?RGBE", 6)) return "HDR";
+  if (starts("\x53\x80\xF6\x34", 4)) return "PIC";
+  if (starts("II*\0", 4) || starts("MM\0*", 4)) return "TIFF";
+  if (n >= 12 && starts("RIFF", 4) && std::memcmp(h + 8, "WEBP", 4) == 0) return "WebP";
+  return "";
 }
 
 namespace {
@@ -44,28 +72,57 @@ struct FileCloser {
     if (f) std::fclose(f);
   }
 };
+using File = std::unique_ptr<std::FILE, FileCloser>;
 
-std::unique_ptr<std::FILE, FileCloser> open_nonempty(const std::string& path) {
+File open_nonempty(const std::string& path) {
   std::error_code ec;
   auto size = fs::file_size(path, ec);
   if (ec) throw std::runtime_error(lf::str(path, ": cannot read: ", ec.message()));
   if (size == 0) throw std::runtime_error(lf::str(path, ": empty file"));
-  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+  File f(std::fopen(path.c_str(), "rb"));
   if (!f) throw std::runtime_error(lf::str(path, ": cannot open: ", std::strerror(errno)));
   return f;
 }
 
+// Checks the format and the declared size; "" when decodable within `limits`, else why not.
+// Leaves the file at its start.
+std::string header_problem(std::FILE* f, const ImageLimits& limits) {
+  unsigned char head[16] = {0};
+  const size_t n = std::fread(head, 1, sizeof head, f);
+  std::rewind(f);
+  const std::string format = image_format(head, n);
+  if (format.empty()) {
+    std::string bytes;
+    for (size_t i = 0; i < std::min<size_t>(n, 8); ++i) bytes += lf::str(i ? " " : "", std::hex, int(head[i]));
+    return lf::str("not a PNG, JPEG, BMP or PNM (P5/P6) file (it starts with bytes ", bytes, ")");
+  }
+  if (format != "PNG" && format != "JPEG" && format != "BMP" && format != "PNM")
+    return lf::str(format, " images are not read (only PNG, JPEG, BMP and PNM); convert it");
+  int w = 0, h = 0, c = 0;
+  if (!stbi_info_from_file(f, &w, &h, &c))
+    return lf::str("cannot decode (stb_image: ", stbi_failure_reason(), ")");
+  std::rewind(f);
+  if (w < 1 || h < 1) return lf::str("the header declares a ", w, "x", h, " image");
+  const int64_t pixels = int64_t{w} * h;
+  if (pixels > limits.max_pixels)
+    return lf::str("the header declares ", w, "x", h, " = ", pixels, " pixels, more than data.max_pixels = ",
+                   limits.max_pixels);
+  const double aspect = static_cast<double>(std::max(w, h)) / std::min(w, h);
+  if (aspect > limits.max_aspect)
+    return lf::str("the header declares ", w, "x", h, ", an aspect ratio of ", aspect,
+                   ", more than data.max_aspect = ", limits.max_aspect);
+  return "";
+}
+
 }  // namespace
 
-bool probe_image(const std::string& path, std::string* reason) {
+bool probe_image(const std::string& path, std::string* reason, const ImageLimits& limits) {
   try {
     auto f = open_nonempty(path);
-    int w = 0, h = 0, c = 0;
-    if (!stbi_info_from_file(f.get(), &w, &h, &c)) {
-      if (reason) *reason = lf::str("cannot decode (stb_image: ", stbi_failure_reason(), ")");
-      return false;
-    }
-    return true;
+    const std::string why = header_problem(f.get(), limits);
+    if (why.empty()) return true;
+    if (reason) *reason = why;
+    return false;
   } catch (const std::runtime_error& e) {
     // The message starts with the path; keep only the reason.
     if (reason) *reason = std::string(e.what()).substr(path.size() + 2);
@@ -73,19 +130,23 @@ bool probe_image(const std::string& path, std::string* reason) {
   }
 }
 
-Image8 decode_image(const std::string& path, int channels) {
+Image8 decode_image(const std::string& path, int channels, const ImageLimits& limits) {
   auto f = open_nonempty(path);
+  const std::string why = header_problem(f.get(), limits);
+  if (!why.empty()) throw std::runtime_error(lf::str(path, ": ", why));
   int w = 0, h = 0, c = 0;
   unsigned char* px = stbi_load_from_file(f.get(), &w, &h, &c, channels);
   if (!px)
     throw std::runtime_error(lf::str(path, ": cannot decode (stb_image: ", stbi_failure_reason(),
                                  "; the file may be truncated or not an image)"));
+  std::unique_ptr<unsigned char, void (*)(void*)> owned(px, stbi_image_free);
+  if (int64_t{w} * h > limits.max_pixels)  // the header said otherwise: never trust it twice
+    throw std::runtime_error(lf::str(path, ": decoded to ", w, "x", h, ", more than its header declared"));
   Image8 out;
   out.width = w;
   out.height = h;
   out.channels = channels;
   out.pixels.assign(px, px + static_cast<size_t>(w) * h * channels);
-  stbi_image_free(px);
   return out;
 }
 

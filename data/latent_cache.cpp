@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/util/sha256.h"
 #include "core/util/strings.h"
 #include "data/encode.h"
 #include "data/half_convert.h"
@@ -54,6 +55,28 @@ void check_shard_header(const ShardReader& r, const Manifest& m, int64_t i) {
 
 }  // namespace
 
+bool check_shard_file(const std::string& path, const ManifestShard& e, bool hash) {
+  if (e.bytes >= 0) {
+    std::error_code ec;
+    const auto size = fs::file_size(path, ec);
+    if (ec)
+      throw std::runtime_error(lf::str(path, ": cannot read the shard (", ec.message(),
+                                       "); re-run encode and finalize"));
+    if (size != static_cast<uintmax_t>(e.bytes))
+      throw std::runtime_error(lf::str(path, ": ", size, " bytes, the manifest lists ", e.bytes,
+                                       "; the shard is damaged or was replaced: delete it, re-run "
+                                       "encode and finalize"));
+  }
+  if (!hash || e.file_sha256.empty()) return false;
+  const std::string found = sha256_file(path);
+  if (found != e.file_sha256)
+    throw std::runtime_error(lf::str(path, ": checksum mismatch: the manifest expects ",
+                                     e.file_sha256, " for the file, it hashes to ", found,
+                                     "; the shard is damaged: delete it, re-run encode and "
+                                     "finalize"));
+  return true;
+}
+
 std::shared_ptr<LatentCache> LatentCache::open(const std::string& dir, bool verify,
                                                bool memory_map) {
   std::shared_ptr<LatentCache> c(new LatentCache());
@@ -75,8 +98,10 @@ ShardReader& LatentCache::shard(int64_t i) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto& slot = shards_[static_cast<size_t>(i)];
   if (!slot) {
-    auto r = std::make_unique<ShardReader>(
-        (fs::path(dir_) / manifest_.shards[static_cast<size_t>(i)].file).string());
+    const ManifestShard& e = manifest_.shards[static_cast<size_t>(i)];
+    const std::string path = (fs::path(dir_) / e.file).string();
+    check_shard_file(path, e, /*hash=*/false);
+    auto r = std::make_unique<ShardReader>(path);
     check_shard_header(*r, manifest_, i);
     slot = std::move(r);
   }
@@ -113,6 +138,13 @@ int64_t LatentCache::sample_bytes() const {
 
 void LatentCache::verify() const {
   for (size_t i = 0; i < manifest_.shards.size(); ++i) {
+    // With the file's hash in the manifest, shard() checks it before HDF5 opens the file, and
+    // equal bytes are the data finalize verified; older manifests hash the datasets instead.
+    const ManifestShard& e = manifest_.shards[i];
+    if (check_shard_file((fs::path(dir_) / e.file).string(), e, /*hash=*/true)) {
+      shard(static_cast<int64_t>(i));  // opens it: its attributes must match the manifest
+      continue;
+    }
     ShardReader& r = shard(static_cast<int64_t>(i));
     std::string found = r.compute_checksum();
     const std::string& want = manifest_.shards[i].sha256;
@@ -344,9 +376,10 @@ InspectResult inspect_cache(const std::string& dir) {
   for (size_t i = 0; i < m.shards.size(); ++i) {
     const std::string path = (fs::path(dir) / m.shards[i].file).string();
     try {
+      const bool hashed = check_shard_file(path, m.shards[i], /*hash=*/true);
       ShardReader r(path);
       check_shard_header(r, m, static_cast<int64_t>(i));
-      std::string found = r.compute_checksum();
+      const std::string found = hashed ? m.shards[i].sha256 : r.compute_checksum();
       if (found != m.shards[i].sha256)
         throw std::runtime_error(lf::str(path, ": checksum mismatch: the manifest expects ",
                                          m.shards[i].sha256, ", the data hash to ", found));

@@ -30,8 +30,9 @@ struct LatentRows {
 
 class LatentCache {
  public:
-  // Opens `dir` (its manifest.json and shards). With `verify`, every shard's data are hashed
-  // and compared with the manifest (reads the whole cache; blocks). Throws std::runtime_error
+  // Opens `dir` (its manifest.json and shards). With `verify`, every shard file is hashed and
+  // compared with the manifest before HDF5 opens it (reads the whole cache; blocks); without,
+  // only its size is checked first. Throws std::runtime_error
   // naming the file: a missing/invalid manifest, a shard whose attributes disagree with the
   // manifest, or (verify) a checksum mismatch with the expected and found hash.
   // `memory_map` = false reads rows with pread()/H5Dread in runs instead of from memory maps
@@ -98,5 +99,17 @@ struct InspectResult {
   bool ok = false;
 };
 InspectResult inspect_cache(const std::string& dir);
+// The same for one shard file: its attributes and a recomputed checksum. When the directory's
+// manifest lists the file, the whole file's hash is checked against it first, before HDF5
+// parses the file (docs/fuzzing.md). Throws std::runtime_error naming the file when it is not a
+// shard (or not HDF5).
+InspectResult inspect_shard(const std::string& path);
+
+// Checks a shard file against its manifest entry before libhdf5 parses it (docs/fuzzing.md:
+// third-party parsers only see bytes this program wrote): the size always (cheap: catches a
+// truncated or replaced file), the whole file's SHA-256 when `hash`. Returns whether the hash
+// was checked (false for manifests written before file hashes were recorded). Throws
+// std::runtime_error naming the file and both values.
+bool check_shard_file(const std::string& path, const ManifestShard& entry, bool hash);
 
 }  // namespace lf::data

@@ -2,6 +2,7 @@
 #include "data/manifest.h"
 
 #include <cmath>
+#include <limits>
 #include <filesystem>
 #include <stdexcept>
 
@@ -12,9 +13,12 @@ namespace lf::data {
 
 nlohmann::json Manifest::to_json() const {
   nlohmann::json shards_j = nlohmann::json::array();
-  for (const auto& s : shards)
-    shards_j.push_back(
-        {{"file", s.file}, {"begin", s.begin}, {"count", s.count}, {"sha256", s.sha256}});
+  for (const auto& s : shards) {
+    nlohmann::json e = {{"file", s.file}, {"begin", s.begin}, {"count", s.count}, {"sha256", s.sha256}};
+    if (!s.file_sha256.empty()) e["file_sha256"] = s.file_sha256;
+    if (s.bytes >= 0) e["bytes"] = s.bytes;
+    shards_j.push_back(e);
+  }
   const auto& st = settings;
   return {{"format", "latentforge-latent-cache"},
           {"format_version", format_version},
@@ -44,65 +48,64 @@ nlohmann::json Manifest::to_json() const {
 
 Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) {
   auto fail = [&](const std::string& what) { return std::runtime_error(lf::str(where, ": ", what)); };
-  if (!j.is_object()) throw fail("not a JSON object");
+  const lf::JsonFields f(j, where, "", lf::ErrorKind::kEnvironment);
   Manifest m;
-  try {
-    if (j.at("format").get<std::string>() != "latentforge-latent-cache")
-      throw fail(lf::str("format is ", j.at("format").dump(), ", expected \"latentforge-latent-cache\""));
-    m.format_version = j.at("format_version").get<int64_t>();
-    if (m.format_version != kCacheFormatVersion)
-      throw fail(lf::str("format_version ", m.format_version, ", this build reads ",
-                     kCacheFormatVersion, "; re-run encode with this version"));
-    m.producer = j.at("producer").get<std::string>();
-    nlohmann::json s = {{"store", j.at("store")},
-                        {"dtype", j.at("dtype")},
-                        {"flip", j.at("flip")},
-                        {"shard_size", j.at("shard_size")},
-                        {"num_samples", j.at("num_samples")},
-                        {"image_shape", j.at("image_shape")},
-                        {"latent_shape", j.at("latent_shape")},
-                        {"source", j.at("source")},
-                        {"label_names", j.at("label_names")},
-                        {"skipped", j.at("skipped")},
-                        {"vae_sha256", j.at("vae").at("sha256")},
-                        {"vae_config", j.at("vae").at("config")}};
-    m.settings = CacheSettings::from_json(s, where);
-    if (j.at("num_classes").get<int64_t>() != m.num_classes())
-      throw fail(lf::str("num_classes ", j.at("num_classes").dump(), " but ", m.num_classes(),
-                     " label_names"));
-    m.scale_factor = j.at("scale_factor").get<double>();
-    m.scale_factor_mode = j.at("scale_factor_mode").get<std::string>();
-    const auto& ls = j.at("latent_stats");
-    m.channel_mean = ls.at("channel_mean").get<std::vector<double>>();
-    m.channel_std = ls.at("channel_std").get<std::vector<double>>();
-    m.latent_mean = ls.at("mean").get<double>();
-    m.latent_std = ls.at("std").get<double>();
-    const auto& sj = j.at("shards");
-    if (!sj.is_array()) throw fail("shards is not an array");
-    const int64_t want = num_shards(m.settings.num_samples, m.settings.shard_size);
-    if (static_cast<int64_t>(sj.size()) != want)
-      throw fail(lf::str("lists ", sj.size(), " shards, expected ", want, " for ",
-                     m.settings.num_samples, " samples in shards of ", m.settings.shard_size));
-    int64_t next = 0;
-    for (size_t i = 0; i < sj.size(); ++i) {
-      ManifestShard sh{sj[i].at("file").get<std::string>(), sj[i].at("begin").get<int64_t>(),
-                       sj[i].at("count").get<int64_t>(), sj[i].at("sha256").get<std::string>()};
-      if (sh.file != shard_file_name(static_cast<int64_t>(i)) || sh.begin != next ||
-          sh.count < 1 || sh.count > m.settings.shard_size || sh.sha256.size() != 64)
-        throw fail(lf::str("shard entry ", i, " (", sj[i].dump(), ") is not ",
-                       shard_file_name(static_cast<int64_t>(i)), " starting at ", next,
-                       " with 1..", m.settings.shard_size, " samples and a SHA-256"));
-      next += sh.count;
-      m.shards.push_back(sh);
-    }
-    if (next != m.settings.num_samples)
-      throw fail(lf::str("shards hold ", next, " samples, num_samples is ", m.settings.num_samples));
-  } catch (const nlohmann::json::exception& e) {
-    throw fail(lf::str("bad or missing field (", e.what(), ")"));
+  const std::string format = f.string("format", 256);
+  if (format != "latentforge-latent-cache")
+    f.fail("format", lf::str("is \"", lf::excerpt(format), "\", expected \"latentforge-latent-cache\""));
+  m.format_version = f.integer("format_version");
+  if (m.format_version != kCacheFormatVersion)
+    throw fail(lf::str("format_version ", m.format_version, ", this build reads ",
+                       kCacheFormatVersion, "; re-run encode with this version"));
+  m.producer = f.string("producer", 256);
+  m.settings = CacheSettings::from_fields(f, /*manifest_layout=*/true);
+  const int64_t classes = f.integer("num_classes", 0, kMaxClasses);
+  if (classes != m.num_classes())
+    f.fail("num_classes", lf::str("is ", classes, " but label_names lists ", m.num_classes(), " names"));
+  m.scale_factor = f.number("scale_factor");
+  if (!(m.scale_factor > 0))
+    f.fail("scale_factor", lf::str("is ", m.scale_factor, ", expected a positive number"));
+  m.scale_factor_mode = f.string("scale_factor_mode", 16);
+  const lf::JsonFields ls = f.object("latent_stats");
+  const size_t channels = static_cast<size_t>(m.settings.latent_shape[0]);
+  m.channel_mean = ls.numbers("channel_mean", channels);
+  m.channel_std = ls.numbers("channel_std", channels);
+  m.latent_mean = ls.number("mean");
+  m.latent_std = ls.number("std");
+  const int64_t want = num_shards(m.settings.num_samples, m.settings.shard_size);
+  const nlohmann::json& sj = f.array("shards", static_cast<size_t>(kMaxShards));
+  if (static_cast<int64_t>(sj.size()) != want)
+    throw fail(lf::str("lists ", sj.size(), " shards, expected ", want, " for ",
+                       m.settings.num_samples, " samples in shards of ", m.settings.shard_size));
+  int64_t next = 0;
+  for (size_t i = 0; i < sj.size(); ++i) {
+    const lf::JsonFields e = f.element("shards", i);
+    ManifestShard sh;
+    sh.file = e.string("file", 64);
+    sh.begin = e.integer("begin");
+    sh.count = e.integer("count");
+    sh.sha256 = e.string("sha256", 64);
+    if (e.has("file_sha256")) sh.file_sha256 = e.string("file_sha256", 64);
+    if (e.has("bytes")) sh.bytes = e.integer("bytes", 0, std::numeric_limits<int64_t>::max());
+    if (sh.file != shard_file_name(static_cast<int64_t>(i)) || sh.begin != next ||
+        sh.count < 1 || sh.count > m.settings.shard_size || sh.sha256.size() != 64 ||
+        (e.has("file_sha256") && sh.file_sha256.size() != 64))
+      throw fail(lf::str("shard entry ", i, " (", lf::json_excerpt(sj[i], 300), ") is not ",
+                         shard_file_name(static_cast<int64_t>(i)), " starting at ", next,
+                         " with 1..", m.settings.shard_size, " samples and a SHA-256"));
+    next += sh.count;
+    m.shards.push_back(sh);
   }
-  if (!(m.scale_factor > 0) || !std::isfinite(m.scale_factor))
-    throw fail(lf::str("scale_factor ", m.scale_factor, " must be a positive number"));
+  if (next != m.settings.num_samples)
+    throw fail(lf::str("shards hold ", next, " samples, num_samples is ", m.settings.num_samples));
   return m;
+}
+
+Manifest Manifest::parse(const std::string& text, const std::string& where) {
+  lf::JsonLimits limits;
+  limits.max_bytes = static_cast<size_t>(kMaxManifestBytes);
+  limits.error = lf::ErrorKind::kEnvironment;
+  return from_json(lf::parse_json(text, where, limits), where);
 }
 
 Manifest Manifest::read(const std::string& path) {
@@ -112,16 +115,10 @@ Manifest Manifest::read(const std::string& path) {
     throw std::runtime_error(lf::str(path, ": cannot read the cache manifest (", ec.message(),
                                  "); run `latentforge encode` to make the cache, or finish a job "
                                  "array with `latentforge encode --finalize`"));
-  if (static_cast<int64_t>(size) > kMaxManifestBytes)
+  if (size > static_cast<uintmax_t>(kMaxManifestBytes))
     throw std::runtime_error(lf::str(path, ": ", size, " bytes, more than the limit ",
                                  kMaxManifestBytes, " for a manifest"));
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(lf::str(path, ": not valid JSON (", e.what(), ")"));
-  }
-  return from_json(j, path);
+  return parse(read_file(path, static_cast<size_t>(kMaxManifestBytes)), path);
 }
 
 }  // namespace lf::data

@@ -15,7 +15,12 @@ namespace lf::data {
 struct ManifestShard {
   std::string file;  // "shard-00000.h5", relative to the cache directory
   int64_t begin = 0, count = 0;
-  std::string sha256;
+  std::string sha256;  // the shard's checksum of its datasets (docs/cache.md)
+  // SHA-256 and size of the whole file as finalize saw it: checked before HDF5 opens the file,
+  // so libhdf5 only ever parses bytes this program wrote. Absent ("", -1) in manifests written
+  // before they were recorded; such shards are opened unchecked.
+  std::string file_sha256;
+  int64_t bytes = -1;
 };
 
 struct Manifest {
@@ -35,6 +40,9 @@ struct Manifest {
   // Validates every field and bound (shard ranges tile [0, num_samples) in order); throws
   // std::runtime_error naming `where` and the field.
   static Manifest from_json(const nlohmann::json& j, const std::string& where);
+  // Parses manifest text (bounded: kMaxManifestBytes, nesting depth, duplicate keys); `where`
+  // names it in errors (std::runtime_error).
+  static Manifest parse(const std::string& text, const std::string& where);
   // Reads and parses `path`, refusing files over kMaxManifestBytes.
   static Manifest read(const std::string& path);
 };

@@ -5,7 +5,9 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "core/util/checked.h"
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/strings.h"
 #include "data/hdf5_util.h"
 
@@ -61,9 +63,10 @@ SamplesFile read_samples_file(const std::string& path) {
   if (!file.valid()) throw std::invalid_argument(str(path, ": not an HDF5 file"));
   auto dims = h5_dataset_dims(file, "images", path);
   if (dims.size() != 4) throw std::invalid_argument(str(path, ": images has ", dims.size(), " dimensions, expected 4 (N,C,H,W)"));
-  uint64_t bytes = 1;
-  for (auto d : dims) bytes *= d;
-  if (bytes > kMaxImageBytes) throw std::invalid_argument(str(path, ": images claims ", bytes, " bytes"));
+  uint64_t bytes = 0;
+  if (!bounded_product(std::vector<uint64_t>(dims.begin(), dims.end()), kMaxImageBytes, &bytes))
+    throw std::invalid_argument(str(path, ": dataset images is ", dims_str(dims), ", more than the limit of ",
+                                    kMaxImageBytes, " bytes"));
   auto ldims = h5_dataset_dims(file, "labels", path);
   if (ldims.size() != 1 || ldims[0] != dims[0])
     throw std::invalid_argument(str(path, ": labels must be [", dims[0], "]"));
@@ -75,11 +78,12 @@ SamplesFile read_samples_file(const std::string& path) {
   H5Id lab(LF_H5(H5Dopen2(file, "labels", H5P_DEFAULT), path));
   LF_H5(H5Dread(lab, H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, out.labels.data_ptr()), path);
   if (h5_has_attr(file, "label_names", path)) {
-    try {
-      out.label_names = nlohmann::json::parse(h5_read_attr_string(file, "label_names", path, 1 << 20))
-                            .get<std::vector<std::string>>();
-    } catch (const nlohmann::json::exception&) {
-      throw std::invalid_argument(str(path, ": attribute label_names is not a JSON list of strings"));
+    const std::string where = path + " attribute label_names";
+    const nlohmann::json names = parse_json(h5_read_attr_string(file, "label_names", path, 1 << 20), where);
+    if (!names.is_array()) throw std::invalid_argument(str(where, ": is not a JSON list of strings"));
+    for (const auto& n : names) {
+      if (!n.is_string()) throw std::invalid_argument(str(where, ": is not a JSON list of strings"));
+      out.label_names.push_back(n.get<std::string>());
     }
   }
   return out;

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "core/util/json.h"
 #include "core/util/strings.h"
 
 namespace lf::data {
@@ -52,24 +53,26 @@ ShardReader::ShardReader(std::string path) : path_(std::move(path)) {
   header_.begin = h5_read_attr_int(file_, "begin", f);
   header_.count = h5_read_attr_int(file_, "count", f);
   header_.sha256 = h5_read_attr_string(file_, "sha256", f, 128);
-  std::string settings = h5_read_attr_string(file_, "settings", f);
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(settings);
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(lf::str(f, ": attribute 'settings' is not valid JSON (", e.what(), ")"));
-  }
-  header_.settings = CacheSettings::from_json(j, f + " attribute 'settings'");
+  const std::string where = f + " attribute 'settings'";
+  lf::JsonLimits limits;
+  limits.max_bytes = static_cast<size_t>(kMaxSettingsBytes);
+  limits.error = lf::ErrorKind::kEnvironment;
+  header_.settings = CacheSettings::from_json(
+      lf::parse_json(h5_read_attr_string(file_, "settings", f, kMaxSettingsBytes), where, limits),
+      where);
   const auto& s = header_.settings;
   const int64_t shards = num_shards(s.num_samples, s.shard_size);
+  if (header_.shard_index < 0 || header_.shard_index >= shards)
+    throw std::runtime_error(lf::str(f, ": attribute 'shard_index' is ", header_.shard_index,
+                                     ", expected 0..", shards - 1, " for ", s.num_samples,
+                                     " samples in shards of ", s.shard_size));
+  // In range now: shard_index * shard_size < num_samples cannot overflow.
   const int64_t want_begin = header_.shard_index * s.shard_size;
   const int64_t want_count = std::min(s.shard_size, s.num_samples - want_begin);
-  if (header_.shard_index < 0 || header_.shard_index >= shards || header_.begin != want_begin ||
-      header_.count != want_count)
-    throw std::runtime_error(lf::str(f, ": shard ", header_.shard_index, " holds [", header_.begin,
-                                 ", ", header_.begin + header_.count, "), expected shard 0..",
-                                 shards - 1, " holding [", want_begin, ", ",
-                                 want_begin + want_count, ")"));
+  if (header_.begin != want_begin || header_.count != want_count)
+    throw std::runtime_error(lf::str(f, ": shard ", header_.shard_index, " holds ",
+                                     header_.count, " samples from ", header_.begin,
+                                     ", expected ", want_count, " from ", want_begin));
 }
 
 ShardReader::~ShardReader() {

@@ -35,6 +35,10 @@ void SourceOptions::validate_options() const {
                                     "', expected auto, fashion-mnist, mnist or generic"));
   if (resolution < 1 || resolution > 8192)
     throw std::invalid_argument(lf::str("data.image_size is ", resolution, ", expected 1..8192"));
+  if (max_pixels < 1)
+    throw std::invalid_argument(lf::str("data.max_pixels is ", max_pixels, ", expected >= 1"));
+  if (!(max_aspect >= 1.0))
+    throw std::invalid_argument(lf::str("data.max_aspect is ", max_aspect, ", expected >= 1"));
   if (channels != 0 && channels != 1 && channels != 3)
     throw std::invalid_argument(lf::str("data.channels is ", channels, ", expected 1 or 3 (or 0 for",
                                     " the default: 1 for IDX, 3 for folders)"));

@@ -63,6 +63,8 @@ struct SourceOptions {
   int64_t channels = 0;             // folder: 1 (grey) or 3 (RGB); 0 = 1 for IDX, 3 for folders
   bool skip_bad = false;            // skip (and list) unreadable inputs instead of failing
   bool validate = true;             // folder: decode every image at open to find bad ones
+  int64_t max_pixels = int64_t{1} << 26;  // folder: refuse images whose header declares more
+  double max_aspect = 32.0;               // ...or a longer side / shorter side above this
   void validate_options() const;    // throws std::invalid_argument naming the option
 };
 
