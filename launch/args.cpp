@@ -1,10 +1,11 @@
-// Boost.Program_options front end for config files and command lines (see args.h).
+// Config files (a small INI reader with one comment rule, docs/cli.md) and the command line
+// (Boost.Program_options) into the config registry (see args.h).
 #include "launch/args.h"
 
 #include <boost/program_options.hpp>
 #include <filesystem>
-#include <fstream>
 
+#include "core/util/fs.h"
 #include "core/util/strings.h"
 
 namespace po = boost::program_options;
@@ -12,6 +13,8 @@ namespace po = boost::program_options;
 namespace lf::launch {
 
 namespace {
+
+constexpr size_t kMaxConfigFileBytes = 16 << 20;
 
 po::options_description key_options(const ConfigRegistry& registry) {
   po::options_description desc("config keys");
@@ -28,20 +31,56 @@ std::vector<std::string> flag_names(const std::vector<FlagSpec>& flags) {
 }  // namespace
 
 void apply_config_file(const std::string& path, ConfigRegistry& registry) {
-  if (!std::filesystem::is_regular_file(path))
-    throw UsageError(str("config file '", path, "': not found (expected an INI file, see configs/)"));
-  std::ifstream in(path);
-  if (!in) throw UsageError(str("config file '", path, "': cannot be read"));
-  po::parsed_options parsed(nullptr);
+  // The path itself is untrusted text: a name longer than the file system allows made
+  // std::filesystem throw past every handler. Errors quote a bounded excerpt of it.
+  const std::string shown = excerpt(path, 200);
+  std::error_code ec;
+  const bool regular = std::filesystem::is_regular_file(path, ec);
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    throw UsageError(str("config file '", shown, "': cannot be read (", ec.message(), ")"));
+  if (!regular)
+    throw UsageError(str("config file '", shown, "': not found (expected an INI file, see configs/)"));
+  std::string text;
   try {
-    parsed = po::parse_config_file(in, key_options(registry), /*allow_unregistered=*/true);
-  } catch (const po::error& e) {
-    throw UsageError(str("config file '", path, "': ", e.what()));
+    text = read_file(path, kMaxConfigFileBytes);
+  } catch (const std::runtime_error& e) {
+    throw UsageError(str("config file '", shown, "': cannot be read (",
+                         std::string(e.what()).substr(path.size() + 2), ")"));
   }
-  for (const auto& o : parsed.options) {
-    if (o.unregistered) throw UsageError(registry.unknown_key_message(o.string_key, path));
-    registry.set(o.string_key, o.value.empty() ? "" : o.value.back(), path);
+  for (const auto& entry : parse_ini(text, shown)) {
+    if (!registry.has(entry.key))
+      throw UsageError(registry.unknown_key_message(excerpt(entry.key), shown));
+    registry.set(entry.key, entry.value, shown);
   }
+}
+
+std::vector<IniEntry> parse_ini(const std::string& text, const std::string& source) {
+  std::vector<IniEntry> out;
+  std::string section;
+  size_t line_no = 0;
+  for (const std::string& raw : split(text, '\n')) {
+    ++line_no;
+    const std::string line = trim(raw);  // also drops a '\r' of CRLF files
+    // A comment is a whole line starting with '#' or ';'; a value keeps every character after
+    // '=' (so `dir = runs/a#b` is "runs/a#b", where Boost cut it to "runs/a").
+    if (line.empty() || line[0] == '#' || line[0] == ';') continue;
+    auto fail = [&](const std::string& what) {
+      throw UsageError(str("config file '", source, "' line ", line_no, ": ", what));
+    };
+    if (line[0] == '[') {
+      if (line.back() != ']' || line.size() < 3)
+        fail(str("'", excerpt(line), "' is not a [section] header"));
+      section = trim(line.substr(1, line.size() - 2));
+      continue;
+    }
+    const size_t eq = line.find('=');
+    if (eq == std::string::npos)
+      fail(str("'", excerpt(line), "' is neither [section], key = value nor a comment (# or ;)"));
+    const std::string key = trim(line.substr(0, eq));
+    if (key.empty()) fail(str("'", excerpt(line), "' has no key before '='"));
+    out.push_back({section.empty() ? key : section + "." + key, trim(line.substr(eq + 1)), line_no});
+  }
+  return out;
 }
 
 ParsedArgs parse_command_line(const std::vector<std::string>& args, const std::vector<FlagSpec>& flags,

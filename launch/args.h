@@ -1,5 +1,5 @@
-// Command-line and INI parsing with Boost.Program_options: subcommand flags, positional
-// arguments, --config FILE (INI, sections per concern) and --section.key=value overrides.
+// Command-line parsing with Boost.Program_options (subcommand flags, positional arguments,
+// --section.key=value overrides) and --config FILE (INI, sections per concern).
 #pragma once
 #include <map>
 #include <string>
@@ -37,5 +37,16 @@ ParsedArgs parse_command_line(const std::vector<std::string>& args, const std::v
 
 // Applies one INI file to `registry`; unknown keys are errors naming the file and the key.
 void apply_config_file(const std::string& path, ConfigRegistry& registry);
+
+// One `key = value` line of an INI file, its key prefixed with the [section] it is in.
+struct IniEntry {
+  std::string key;    // "train.run_dir"
+  std::string value;  // everything after the first '=', trimmed ("runs/a#b")
+  size_t line = 0;
+};
+// The entries of INI text in file order. A comment is a line whose first non-blank character
+// is '#' or ';' (never part of a line: a value keeps every character). Throws UsageError
+// naming `source` and the line for a line that is none of [section], key = value, comment.
+std::vector<IniEntry> parse_ini(const std::string& text, const std::string& source);
 
 }  // namespace lf::launch

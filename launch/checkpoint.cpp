@@ -9,6 +9,7 @@
 
 #include "core/util/crash_point.h"
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
 
@@ -18,6 +19,7 @@ namespace lf::launch {
 
 namespace {
 constexpr int kFormatVersion = 1;
+constexpr size_t kMaxStateBytes = 64 << 20;
 constexpr const char* kPrefix = "step-";
 }  // namespace
 
@@ -52,22 +54,24 @@ void CheckpointManager::verify(const std::string& dir) {
   fs::path state_path = fs::path(dir) / "state.json";
   if (!fs::exists(state_path))
     throw std::runtime_error(str(dir, ": no state.json (an incomplete or deleted checkpoint)"));
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(read_file(state_path.string()));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(str(state_path.string(), ": not valid JSON: ", e.what()));
-  }
+  const nlohmann::json state = read_state(dir);
   if (!state.contains("files") || !state["files"].is_object())
     throw std::runtime_error(str(state_path.string(), ": missing the 'files' table of checksums"));
+  const JsonFields files(state["files"], state_path.string(), "files", ErrorKind::kEnvironment);
   for (const auto& [name, info] : state["files"].items()) {
+    // A listed name is a file of this directory, never a path out of it (/dev/zero would hash
+    // forever).
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+      files.fail(name, "names no file of the checkpoint directory (expected a plain file name)");
+    const JsonFields entry = files.object(name);
+    const uint64_t want_bytes = static_cast<uint64_t>(entry.integer("bytes", 0));
+    const std::string want = entry.string("sha256", 64);
     fs::path p = fs::path(dir) / name;
-    if (!fs::exists(p)) throw std::runtime_error(str(p.string(), ": listed in state.json but missing"));
-    uint64_t want_bytes = info.value("bytes", uint64_t{0});
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) throw std::runtime_error(str(p.string(), ": listed in state.json but missing"));
     if (fs::file_size(p) != want_bytes)
       throw std::runtime_error(str(p.string(), ": ", fs::file_size(p), " bytes, state.json says ", want_bytes));
     std::string got = sha256_file(p.string());
-    std::string want = info.value("sha256", std::string());
     if (got != want)
       throw std::runtime_error(str(p.string(), ": checksum ", got.substr(0, 12), "… does not match state.json's ",
                                    want.substr(0, 12), "… (corrupted)"));
@@ -75,7 +79,12 @@ void CheckpointManager::verify(const std::string& dir) {
 }
 
 nlohmann::json CheckpointManager::read_state(const std::string& dir) {
-  return nlohmann::json::parse(read_file((fs::path(dir) / "state.json").string()));
+  // Bounded (size, depth, duplicate keys): a damaged or crafted state.json is a clean error.
+  const std::string path = (fs::path(dir) / "state.json").string();
+  JsonLimits limits;
+  limits.max_bytes = kMaxStateBytes;
+  limits.error = ErrorKind::kEnvironment;
+  return parse_json(read_file(path, kMaxStateBytes), path, limits);
 }
 
 std::optional<std::string> CheckpointManager::latest_valid(std::vector<std::string>* warnings) const {

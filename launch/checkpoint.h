@@ -40,7 +40,8 @@ class CheckpointManager {
 
   // Throws std::runtime_error naming the file when `dir` is not a valid checkpoint.
   static void verify(const std::string& dir);
-  // state.json of a checkpoint (after verify()).
+  // state.json of a checkpoint (after verify()); parsed with bounded size and depth, throws
+  // std::runtime_error naming the file when it is not valid JSON.
   static nlohmann::json read_state(const std::string& dir);
 
   // Valid or not, every step-* directory with its step, ascending.

@@ -1,12 +1,14 @@
 // `latentforge inspect PATH`: a safetensors file (tensor names, dtypes, shapes, sizes), a
-// latent cache (manifest summary + checksum verification), a checkpoint (summary +
+// cache shard (HDF5, told by its signature), a latent cache (manifest summary + checksum verification), a checkpoint (summary +
 // verification), a run directory (its checkpoints, each verified) or a diffusers VAE folder.
 #include <filesystem>
 #include <iostream>
 
 #include "core/diffusers_vae.h"
 #include "core/safetensors.h"
+#include "core/util/json.h"
 #include "core/util/strings.h"
+#include "data/hdf5_util.h"
 #include "data/latent_cache.h"
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
@@ -18,6 +20,14 @@ namespace lf::launch {
 
 namespace {
 
+// Field `key` of `j` for display: a string as is (cut to max_chars), anything else as JSON,
+// "?" when absent.
+std::string shown(const nlohmann::json& j, const char* key, size_t max_chars = 80) {
+  if (!j.is_object() || !j.contains(key)) return "?";
+  const nlohmann::json& v = j[key];
+  return v.is_string() ? excerpt(v.get<std::string>(), max_chars) : json_excerpt(v, max_chars);
+}
+
 int inspect_checkpoint(const std::string& dir) {
   std::cout << "checkpoint " << dir << "\n";
   nlohmann::json state;
@@ -27,19 +37,19 @@ int inspect_checkpoint(const std::string& dir) {
     std::cout << "  INVALID: " << e.what() << "\n";
     return kExitRuntime;
   }
-  std::cout << "  kind " << state.value("kind", std::string("?")) << ", step " << state.value("step", int64_t{-1})
-            << ", epoch " << state.value("epoch", 0.0) << ", world size " << state.value("world_size", 0) << "\n";
+  // Shown as found (a damaged state.json may hold anything); verify() below judges it.
+  std::cout << "  kind " << shown(state, "kind") << ", step " << shown(state, "step") << ", epoch "
+            << shown(state, "epoch") << ", world size " << shown(state, "world_size") << "\n";
   if (state.contains("vae"))
-    std::cout << "  vae " << state["vae"].value("kind", std::string("?")) << " "
-              << state["vae"].value("sha256", std::string("")).substr(0, 16) << " "
-              << state["vae"].value("weights", std::string("")) << "\n";
+    std::cout << "  vae " << shown(state["vae"], "kind") << " " << shown(state["vae"], "sha256", 16)
+              << " " << shown(state["vae"], "weights") << "\n";
   if (state.contains("cache"))
-    std::cout << "  cache " << state["cache"].value("dir", std::string("")) << ", scale factor "
-              << state["cache"].value("scale_factor", 0.0) << "\n";
-  const nlohmann::json files = state.value("files", nlohmann::json::object());
-  for (const auto& [name, info] : files.items())
-    std::cout << "  " << name << "  " << human_bytes(info.value("bytes", 0.0)) << "  sha256 "
-              << info.value("sha256", std::string("")).substr(0, 16) << "\n";
+    std::cout << "  cache " << shown(state["cache"], "dir") << ", scale factor "
+              << shown(state["cache"], "scale_factor") << "\n";
+  if (state.contains("files") && state["files"].is_object())
+    for (const auto& [name, info] : state["files"].items())
+      std::cout << "  " << excerpt(name) << "  " << shown(info, "bytes") << " bytes  sha256 "
+                << shown(info, "sha256", 16) << "\n";
   try {
     CheckpointManager::verify(dir);
     std::cout << "  verified: every file matches its checksum\n";
@@ -54,9 +64,14 @@ int inspect_checkpoint(const std::string& dir) {
 
 int run_inspect(const Invocation& inv) {
   if (inv.args.positional.size() != 1)
-    throw UsageError("inspect takes one path: a .safetensors file, a cache directory, a checkpoint or a run directory");
+    throw UsageError("inspect takes one path: a .safetensors file, a cache shard, a cache directory, a checkpoint or a run directory");
   const std::string path = inv.args.positional[0];
   if (!fs::exists(path)) throw UsageError(str("inspect: '", path, "' does not exist"));
+  if (fs::is_regular_file(path) && data::is_hdf5_file(path)) {  // never read as safetensors
+    auto result = data::inspect_shard(path);
+    std::cout << result.text;
+    return result.ok ? kExitOk : kExitRuntime;
+  }
   if (fs::is_regular_file(path)) {
     std::cout << path << "\n" << core::describe_safetensors(core::read_safetensors_header(path));
     return kExitOk;

@@ -47,8 +47,12 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
-  r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty or truncated inputs (listed in the manifest)");
+  r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty, truncated or too large inputs (listed in the manifest)");
   r.add_int("data.limit", &c.data.limit, 0, kBig, "use only the first N samples (0: all)");
+  r.add_int("data.max_pixels", &c.data.max_pixels, 1, kBig,
+            "folder images whose header declares more pixels are refused before decoding (skipped with skip_bad)");
+  r.add_float("data.max_aspect", &c.data.max_aspect, 1, 1e9,
+              "folder images with a longer / shorter side ratio above this are refused likewise");
 
   r.add_path("cache.dir", &c.cache.dir, "latent cache directory (shard-*.h5 + manifest.json)");
   r.add_int("cache.shard_size", &c.cache.shard_size, 1, 100000000, "samples per shard; shard i holds [i*S, (i+1)*S)");

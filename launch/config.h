@@ -20,6 +20,8 @@ struct DataConfig {
   std::string color = "auto";  // auto|gray|rgb
   bool skip_bad = false;       // skip (and list) undecodable inputs instead of failing
   int64_t limit = 0;           // use only the first N samples (0: all)
+  int64_t max_pixels = int64_t{1} << 26;  // folder images: refused above this many pixels
+  double max_aspect = 32.0;               // ...or a longer / shorter side ratio above this
 };
 
 struct CacheConfig {

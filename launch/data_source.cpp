@@ -43,6 +43,8 @@ data::SourceOptions source_options(const DataConfig& d) {
   o.resolution = d.image_size;
   o.channels = d.color == "gray" ? 1 : d.color == "rgb" ? 3 : 0;
   o.skip_bad = d.skip_bad;
+  o.max_pixels = d.max_pixels;
+  o.max_aspect = d.max_aspect;
   return o;
 }
 

@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "core/util/fs.h"
+#include "core/util/json.h"
 
 namespace lf::launch {
 
@@ -15,10 +16,12 @@ void MetricsWriter::open(const std::string& path, int64_t resume_step) {
     while (std::getline(in, line)) {
       if (line.empty()) continue;
       try {
-        auto j = nlohmann::json::parse(line);
+        auto j = parse_json(line, path);  // bounded: one deep line must not crash the resume
         if (j.value("step", int64_t{0}) > resume_step) continue;
-      } catch (const nlohmann::json::exception&) {
+      } catch (const std::invalid_argument&) {
         continue;  // a torn last line from a killed run
+      } catch (const nlohmann::json::exception&) {
+        continue;  // not a record this program wrote
       }
       kept += line + "\n";
     }
