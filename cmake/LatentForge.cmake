@@ -62,3 +62,16 @@ function(lf_add_mpi_test name)
     LABELS "mpi;${A_LABELS}"
     ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1;LF_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp;LF_SOURCE_DIR=${CMAKE_SOURCE_DIR};LF_BINARY_DIR=${CMAKE_BINARY_DIR}")
 endfunction()
+
+# lf_enable_fuzzing(target): the flags of the fuzz build on an INTERFACE target every other
+# target links: ASan + UBSan (UB aborts), coverage for libFuzzer without its main (the fuzz
+# executables add -fsanitize=fuzzer themselves).
+function(lf_enable_fuzzing target)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "LF_FUZZ=ON needs clang (libFuzzer): configure with "
+                        "-DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang, see tests/fuzz/run.sh")
+  endif()
+  set(flags -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
+  target_compile_options(${target} INTERFACE ${flags} -fsanitize=fuzzer-no-link)
+  target_link_options(${target} INTERFACE -fsanitize=address,undefined)
+endfunction()
