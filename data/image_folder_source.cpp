@@ -102,6 +102,8 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
           decode_image(files[i], channels, limits_);
         } catch (const std::runtime_error& err) {
           reasons[i] = std::string(err.what()).substr(files[i].size() + 2);
+        } catch (const std::bad_alloc&) {  // within data.max_pixels, not within this machine
+          reasons[i] = "out of memory decoding it; lower data.max_pixels to skip such images";
         }
       } else {
         std::string why;
