@@ -15,6 +15,7 @@
 #include "core/util/checked.h"
 #include "core/util/crash_point.h"
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/progress.h"
 #include "core/util/strings.h"
 #include "data/shard_file.h"
@@ -36,11 +37,14 @@ CacheSettings run_settings(const Source& source, const EncodeOptions& o) {
   s.shard_size = o.shard_size;
   s.num_samples = source.size();
   s.image_shape = {source.channels(), source.height(), source.width()};
-  s.source = source.description();
-  s.label_names = source.label_names();
-  s.skipped = to_json(source.skipped());
+  // Paths and folder names are bytes, not always UTF-8, and JSON holds UTF-8 only: invalid
+  // sequences become U+FFFD here, once, so every shard and the manifest agree on them.
+  s.source = lf::valid_utf8(source.description());
+  for (const auto& name : source.label_names())
+    s.label_names.push_back(lf::valid_utf8(nlohmann::json(name)).get<std::string>());
+  s.skipped = lf::valid_utf8(to_json(source.skipped()));
   s.vae_sha256 = o.vae_hash;
-  s.vae_config = o.vae_config;
+  s.vae_config = lf::valid_utf8(o.vae_config);
   return s;
 }
 

@@ -84,10 +84,28 @@ File open_nonempty(const std::string& path) {
   return f;
 }
 
+// The maxval of a binary PNM header ("P5 <w> <h> <maxval>", blanks and # comments between;
+// Netpbm's pnm(5)), or -1 when the header is not complete in `head`.
+int64_t pnm_maxval(const unsigned char* head, size_t n) {
+  size_t i = 2;
+  int64_t values[3] = {0, 0, 0};
+  for (int64_t& v : values) {
+    while (i < n && (std::isspace(head[i]) || head[i] == '#')) {
+      if (head[i] == '#')
+        while (i < n && head[i] != '\n') ++i;
+      else
+        ++i;
+    }
+    if (i >= n || !std::isdigit(head[i])) return -1;
+    for (; i < n && std::isdigit(head[i]); ++i) v = std::min<int64_t>(v * 10 + (head[i] - '0'), 1 << 20);
+  }
+  return values[2];
+}
+
 // Checks the format and the declared size; "" when decodable within `limits`, else why not.
 // Leaves the file at its start.
 std::string header_problem(std::FILE* f, const ImageLimits& limits) {
-  unsigned char head[16] = {0};
+  unsigned char head[512] = {0};
   const size_t n = std::fread(head, 1, sizeof head, f);
   std::rewind(f);
   const std::string format = image_format(head, n);
@@ -98,6 +116,10 @@ std::string header_problem(std::FILE* f, const ImageLimits& limits) {
   }
   if (format != "PNG" && format != "JPEG" && format != "BMP" && format != "PNM")
     return lf::str(format, " images are not read (only PNG, JPEG, BMP and PNM); convert it");
+  // stb_image 2.27 overruns its buffer converting 16-bit PNM (maxval > 255) to 8 bits (found by
+  // fuzz_image; tests/fuzz/third_party_findings): such files never reach it.
+  if (format == "PNM" && pnm_maxval(head, n) > 255)
+    return lf::str("16-bit PNM (maxval ", pnm_maxval(head, n), ") images are not read (only 8-bit); convert it");
   int w = 0, h = 0, c = 0;
   if (!stbi_info_from_file(f, &w, &h, &c))
     return lf::str("cannot decode (stb_image: ", stbi_failure_reason(), ")");

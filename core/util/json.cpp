@@ -59,6 +59,10 @@ std::string json_excerpt(const json& v, size_t max_chars) {
   return excerpt(v.dump(-1, ' ', false, json::error_handler_t::replace), max_chars);
 }
 
+json valid_utf8(const json& v) {
+  return json::parse(v.dump(-1, ' ', false, json::error_handler_t::replace));
+}
+
 std::string json_type_phrase(const json& v) {
   switch (v.type()) {
     case json::value_t::null: return "null";

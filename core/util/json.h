@@ -36,6 +36,10 @@ nlohmann::json parse_json(const std::string& text, const std::string& source,
 // `v` as compact JSON, shortened to about max_chars for a message.
 std::string json_excerpt(const nlohmann::json& v, size_t max_chars = 80);
 
+// `v` with every invalid UTF-8 sequence in its strings and keys replaced by U+FFFD. JSON holds
+// UTF-8 only (nlohmann's dump throws on anything else), but paths are arbitrary bytes.
+nlohmann::json valid_utf8(const nlohmann::json& v);
+
 // "a string", "an integer", "an array"... for messages.
 std::string json_type_phrase(const nlohmann::json& v);
 

@@ -166,6 +166,45 @@ TEST(ImageUntrusted, OnlyPngJpegBmpAndPnmAreDecoded) {
   EXPECT_EQ(image_format(reinterpret_cast<const unsigned char*>("P6\n"), 3), "PNM");
 }
 
+TEST(ImageUntrusted, FileNamesThatAreNotUtf8EndUpInTheManifestReplaced) {
+  // Paths are bytes; JSON holds UTF-8 only (nlohmann threw type_error 316 writing the shard
+  // settings). Invalid sequences become U+FFFD, the same in every shard and the manifest.
+  const std::string dir = fs::absolute(scratch_dir()).string();
+  write_png_file(dir + "/cl\xe9s/a.png", pattern_image(1, 32, 32, 1));
+  write_bytes(dir + "/cl\xe9s/b\xff.png", "not a png", false);
+  SourceOptions so;
+  so.path = dir;
+  so.kind = "folder";
+  so.skip_bad = true;
+  so.channels = 1;
+  auto src = open_source(so);
+  EncodeOptions o = small_options(dir + "/cache");
+  encode_shards(*src, fake_encoder(), o, 0, 1);
+  Manifest m = finalize_cache(o.cache_dir, o);
+  EXPECT_EQ(m.settings.label_names, (std::vector<std::string>{"cl\xef\xbf\xbds"}));
+  ASSERT_EQ(m.settings.skipped.size(), 1u);
+  EXPECT_EQ(m.settings.skipped[0]["path"], dir + "/cl\xef\xbf\xbds/b\xef\xbf\xbd.png");
+  EXPECT_NO_THROW(LatentCache::open(o.cache_dir, true));
+  // A re-run finds its shards unchanged (the settings compare equal) and skips them.
+  EXPECT_EQ(encode_shards(*src, fake_encoder(), o, 0, 1).shards_skipped, 1);
+}
+
+TEST(ImageUntrusted, SixteenBitPnmNeverReachesStb) {
+  // stb_image 2.27 reads past its buffer converting 16-bit PNM to 8 bits (found by fuzz_image):
+  // such files are refused from their header; 8-bit PNM still decodes.
+  const std::string dir = fs::absolute(scratch_dir()).string();
+  write_bytes(dir + "/p16.pgm", std::string("P5\n# comment\n4 3\n65535\n") + std::string(24, '\x80'), false);
+  std::string err = error_of([&] { decode_image(dir + "/p16.pgm", 1); });
+  EXPECT_NE(err.find(dir + "/p16.pgm: 16-bit PNM (maxval 65535) images are not read (only 8-bit)"),
+            std::string::npos)
+      << err;
+  write_bytes(dir + "/p8.pgm", std::string("P5 4 3 255\n") + std::string(12, '\x80'), false);
+  Image8 im = decode_image(dir + "/p8.pgm", 1);
+  EXPECT_EQ(im.width, 4);
+  EXPECT_EQ(im.height, 3);
+  EXPECT_EQ(im.pixels, std::vector<uint8_t>(12, 0x80));
+}
+
 // A finished 50-sample cache (4 shards) and its manifest as JSON.
 struct SmallCache {
   std::unique_ptr<InMemorySource> src = synthetic_source(50);

@@ -91,7 +91,7 @@ std::string settings_json(ByteReader& in, data::CacheSettings* s) {
     case 4: j["dtype"] = in.text(4); break;
     default: break;  // well-formed (always for a zero byte)
   }
-  return j.dump();
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);  // keys may be any bytes
 }
 
 struct Dtype {
