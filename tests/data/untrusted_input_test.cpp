@@ -15,6 +15,7 @@
 #include "data/idx_source.h"
 #include "data/image_folder_source.h"
 #include "data/latent_cache.h"
+#include "data/samples_file.h"
 #include "data/shard_file.h"
 #include "data_test_util.h"
 
@@ -294,6 +295,18 @@ TEST(ShardUntrusted, AttributesAreBoundedAndNamed) {
   err = error_of([&] { ShardReader r(s2); });
   EXPECT_NE(err.find(s2 + ": attribute 'shard_index' is 9223372036854775807, expected 0..3"), std::string::npos)
       << err;
+}
+
+TEST(SamplesUntrusted, DeepLabelNamesAttributeIsRefusedByName) {
+  const std::string path = scratch_dir() + "/samples.h5";
+  write_samples_file(path, at::zeros({2, 1, 4, 4}, at::kByte), at::zeros({2}, at::kLong), {"a", "b"});
+  EXPECT_EQ(read_samples_file(path).label_names, (std::vector<std::string>{"a", "b"}));
+  set_attr(path, "label_names", deep_json(100000));
+  const std::string err = error_of([&] { read_samples_file(path); });
+  EXPECT_NE(err.find(path + " attribute label_names: JSON nested deeper than 64 levels"), std::string::npos) << err;
+  set_attr(path, "label_names", "[\"a\", 3]");
+  EXPECT_NE(error_of([&] { read_samples_file(path); }).find("label_names: is not a JSON list of strings"),
+            std::string::npos);
 }
 
 TEST(ShardUntrusted, ShardFilesAreCheckedAgainstTheManifestBeforeHDF5OpensThem) {

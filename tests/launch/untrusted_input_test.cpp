@@ -14,6 +14,7 @@
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/config.h"
+#include "launch/metrics.h"
 #include "launch/subcommands.h"
 #include "tests/data/data_test_util.h"
 
@@ -123,6 +124,18 @@ TEST(StateJson, DeepOrMistypedStateIsRefusedByName) {
   write_state(ckpt, R"({"files":{"a":1},"files":{}})");
   err = error_of<std::runtime_error>([&] { CheckpointManager::verify(ckpt); });
   EXPECT_NE(err.find("names the key \"files\" twice"), std::string::npos) << err;
+}
+
+TEST(MetricsJsonl, ADeepLineIsDroppedOnResumeLikeATornOne) {
+  const std::string path = scratch("metrics") + "/metrics.jsonl";
+  std::ofstream(path) << "{\"step\":1}\n{\"x\":" << std::string(100000, '[') << std::string(100000, ']')
+                      << ",\"step\":2}\n{\"step\":3}\n";
+  MetricsWriter w;
+  w.open(path, 2);  // keeps step 1, drops the deep line and step 3
+  w.write({{"step", 3}});
+  std::ifstream in(path);
+  std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(all, "{\"step\":1}\n{\"step\":3}\n");
 }
 
 // Runs `latentforge inspect PATH` in-process; returns the exit code and what it printed.
