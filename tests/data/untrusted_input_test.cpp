@@ -11,6 +11,7 @@
 
 #include "core/util/json.h"
 #include "core/util/sha256.h"
+#include "core/util/strings.h"
 #include "data/hdf5_util.h"
 #include "data/idx_source.h"
 #include "data/image_folder_source.h"
@@ -204,6 +205,26 @@ TEST(ImageUntrusted, SixteenBitPnmNeverReachesStb) {
   EXPECT_EQ(im.width, 4);
   EXPECT_EQ(im.height, 3);
   EXPECT_EQ(im.pixels, std::vector<uint8_t>(12, 0x80));
+}
+
+TEST(ImageUntrusted, APngChunkLongerThanTheFileNeverReachesStb) {
+  // stb_image grows its IDAT buffer to the declared chunk length before reading: a 130-byte
+  // PNG declaring a 1 GB IDAT made it allocate 2 GB (found by fuzz_image). Chunks are walked
+  // first; one that does not fit in the file is refused by name.
+  const std::string dir = fs::absolute(scratch_dir()).string();
+  std::string png = zero_png(4, 3);
+  const size_t idat = png.find("IDAT") - 4;
+  png.replace(idat, 4, std::string("\x40\0\0\0", 4));  // 2^30 bytes
+  write_bytes(dir + "/big-idat.png", png, false);
+  std::string why;
+  EXPECT_FALSE(probe_image(dir + "/big-idat.png", &why));
+  EXPECT_EQ(why, lf::str("truncated or corrupt PNG: chunk IDAT at byte ", idat, " declares 1073741824 bytes, the file "
+                         "holds ", png.size() - idat - 12, " after its header"));
+  std::string err = error_of([&] { decode_image(dir + "/big-idat.png", 1); });
+  EXPECT_NE(err.find(dir + "/big-idat.png: truncated or corrupt PNG"), std::string::npos) << err;
+  // A valid PNG walks to its IEND and decodes.
+  write_bytes(dir + "/ok.png", zero_png(4, 3), false);
+  EXPECT_EQ(decode_image(dir + "/ok.png", 1).pixels, std::vector<uint8_t>(12, 0));
 }
 
 // A finished 50-sample cache (4 shards) and its manifest as JSON.
