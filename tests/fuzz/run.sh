@@ -6,7 +6,7 @@
 #
 # Defaults: 300 s per target, every target, OUT_DIR=fuzz-out, BUILD_DIR=build-fuzz. Per target,
 # OUT_DIR/<target>/corpus grows (seeded from tests/fuzz_corpus/<target>), crashes land in
-# OUT_DIR/<target>/crashes, and OUT_DIR/<target>.log holds libFuzzer's output; a table of
+# OUT_DIR/<target>/crashes, and OUT_DIR/<target>/run-K.log holds libFuzzer's output; a table of
 # executions, exec/s and crashes per target ends the run. Each fuzzer uses one core.
 # A crash is minimised with:  build-fuzz/fuzz/fuzz_<target> -minimize_crash=1 -runs=10000 FILE
 # then copied into tests/fuzz_corpus/<target>/ so that the replay test keeps it fixed.
@@ -53,7 +53,7 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export OMP_NUM_THREADS=1 LF_TEST_TMP=${LF_TEST_TMP:-/tmp}
 for t in "${TARGETS[@]}"; do
   mkdir -p "$OUT/$t/corpus" "$OUT/$t/crashes"
-  : > "$OUT/$t.log"
+  rm -f "$OUT/$t"/run-*.log
   seeds=()
   [[ -d tests/fuzz_corpus/$t ]] && seeds=(tests/fuzz_corpus/$t)
   echo "== $t: ${SECONDS_PER}s"
@@ -61,17 +61,24 @@ for t in "${TARGETS[@]}"; do
   # cut the others short. -rss_limit_mb/-malloc_limit_mb: an input that makes us allocate
   # gigabytes is a finding too.
   start=$(date +%s)
+  k=0
   while left=$((SECONDS_PER - ($(date +%s) - start))); ((left > 5)); do
+    k=$((k + 1))
     "$BUILD/fuzz/fuzz_$t" "$OUT/$t/corpus" "${seeds[@]}" -max_total_time="$left" \
       -artifact_prefix="$OUT/$t/crashes/" -rss_limit_mb=2560 -malloc_limit_mb=2048 -timeout=20 \
-      -max_len=65536 -print_final_stats=1 >> "$OUT/$t.log" 2>&1 || true
+      -max_len=65536 -print_final_stats=1 > "$OUT/$t/run-$k.log" 2>&1 || true
   done
   echo "$(($(date +%s) - start))" > "$OUT/$t.seconds"
 done
 
 echo "target        execs   seconds   exec/s  crashes"
 for t in "${TARGETS[@]}"; do
-  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$OUT/$t.log" | awk '{s += $1} END {print s + 0}')
+  # A crashing run may print its final stats more than once: take each run's largest count.
+  execs=0
+  for log in "$OUT/$t"/run-*.log; do
+    n=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | sort -n | tail -1)
+    execs=$((execs + ${n:-0}))
+  done
   secs=$(cat "$OUT/$t.seconds")
   printf '%-12s %10s %8s %8s %8s\n' "$t" "$execs" "$secs" "$((execs / (secs > 0 ? secs : 1)))" \
     "$(ls "$OUT/$t/crashes" | wc -l)"
