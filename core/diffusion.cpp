@@ -8,42 +8,14 @@
 
 namespace lf::core {
 
-std::string to_string(Prediction p) {
-  switch (p) {
-    case Prediction::kEps:
-      return "eps";
-    case Prediction::kV:
-      return "v";
-    case Prediction::kX0:
-      return "x0";
-  }
-  throw std::invalid_argument(lf::str("Prediction value ", static_cast<int>(p), " is unknown"));
+const EnumTable<Prediction>& predictions() {
+  static const EnumTable<Prediction> table = {{"eps", Prediction::kEps}, {"v", Prediction::kV}, {"x0", Prediction::kX0}};
+  return table;
 }
 
-Prediction prediction_from_string(const std::string& name) {
-  for (auto p : {Prediction::kEps, Prediction::kV, Prediction::kX0}) {
-    if (to_string(p) == name) return p;
-  }
-  throw std::invalid_argument(
-      lf::str("prediction '", name, "' is unknown; expected one of eps, v, x0"));
-}
-
-std::string to_string(LossWeighting w) {
-  switch (w) {
-    case LossWeighting::kUniform:
-      return "uniform";
-    case LossWeighting::kMinSNR:
-      return "min_snr";
-  }
-  throw std::invalid_argument(lf::str("LossWeighting value ", static_cast<int>(w), " is unknown"));
-}
-
-LossWeighting loss_weighting_from_string(const std::string& name) {
-  for (auto w : {LossWeighting::kUniform, LossWeighting::kMinSNR}) {
-    if (to_string(w) == name) return w;
-  }
-  throw std::invalid_argument(
-      lf::str("loss weighting '", name, "' is unknown; expected one of uniform, min_snr"));
+const EnumTable<LossWeighting>& loss_weightings() {
+  static const EnumTable<LossWeighting> table = {{"uniform", LossWeighting::kUniform}, {"min_snr", LossWeighting::kMinSNR}};
+  return table;
 }
 
 void DiffusionOptions::validate() const {

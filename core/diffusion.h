@@ -16,11 +16,10 @@ enum class Prediction { kEps, kV, kX0 };
 // Per-sample loss weights: 1, or min-SNR-gamma (Hang et al. 2023).
 enum class LossWeighting { kUniform, kMinSNR };
 
-std::string to_string(Prediction p);  // "eps", "v", "x0"
-// Throws std::invalid_argument naming the value and the allowed ones.
-Prediction prediction_from_string(const std::string& name);
-std::string to_string(LossWeighting w);  // "uniform", "min_snr"
-LossWeighting loss_weighting_from_string(const std::string& name);
+const EnumTable<Prediction>& predictions();         // "eps", "v", "x0"
+const EnumTable<LossWeighting>& loss_weightings();  // "uniform", "min_snr"
+inline const std::string& to_string(Prediction p) { return predictions().name(p); }
+inline const std::string& to_string(LossWeighting w) { return loss_weightings().name(w); }
 
 // Configuration of the objective ([diffusion] in the INI configs).
 struct DiffusionOptions {

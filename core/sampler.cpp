@@ -58,24 +58,15 @@ std::pair<at::Tensor, at::Tensor> x0_and_eps(const Diffusion& d, const at::Tenso
 
 }  // namespace
 
-std::string to_string(Spacing s) {
-  switch (s) {
-    case Spacing::kLeading:
-      return "leading";
-    case Spacing::kTrailing:
-      return "trailing";
-    case Spacing::kLinspace:
-      return "linspace";
-  }
-  throw std::invalid_argument(lf::str("Spacing value ", static_cast<int>(s), " is unknown"));
+const EnumTable<SamplerKind>& sampler_kinds() {
+  static const EnumTable<SamplerKind> table = {{"ddim", SamplerKind::kDDIM}, {"ddpm", SamplerKind::kDDPM}};
+  return table;
 }
 
-Spacing spacing_from_string(const std::string& name) {
-  for (auto s : {Spacing::kLeading, Spacing::kTrailing, Spacing::kLinspace}) {
-    if (to_string(s) == name) return s;
-  }
-  throw std::invalid_argument(lf::str("timestep spacing '", name,
-                                      "' is unknown; expected one of leading, trailing, linspace"));
+const EnumTable<Spacing>& spacings() {
+  static const EnumTable<Spacing> table = {
+      {"leading", Spacing::kLeading}, {"trailing", Spacing::kTrailing}, {"linspace", Spacing::kLinspace}};
+  return table;
 }
 
 std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps, Spacing spacing) {
@@ -112,7 +103,7 @@ double ddim_sigma(double ac, double ac_prev, double eta) {
 }
 
 at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const std::vector<int64_t>& timesteps, double eta, const NoiseFn& noise,
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise, double eta,
                        const ProgressFn& progress, double clip_x0) {
   constexpr const char* kName = "ddim_sample";
   TORCH_CHECK(eta >= 0, kName, ": eta is ", eta, ", expected >= 0 (0 deterministic, 1 DDPM-like)");
@@ -140,8 +131,8 @@ at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at:
 }
 
 at::Tensor ddpm_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const NoiseFn& noise, const ProgressFn& progress,
-                       const std::vector<int64_t>& timesteps, double clip_x0) {
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise,
+                       const ProgressFn& progress, double clip_x0) {
   constexpr const char* kName = "ddpm_sample";
   TORCH_CHECK(x_T.dim() >= 1 && at::isFloatingType(x_T.scalar_type()), kName,
               ": x_T must be a floating tensor [N, ...], got ", x_T.scalar_type(), " ",

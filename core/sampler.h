@@ -1,4 +1,4 @@
-// Samplers as functions of (denoiser callback, x_T, timesteps): DDIM (Song et al. 2021), DDPM
+// Samplers as functions of (denoiser callback, x_T, timesteps, noise), in that order: DDIM (Song et al. 2021), DDPM
 // ancestral sampling (Ho et al. 2020), timestep spacings and classifier-free guidance.
 #pragma once
 #include <ATen/ATen.h>
@@ -33,9 +33,13 @@ using ConditionalModel =
 //   linspace: round(linspace(0, T - 1, steps))
 // Rounding is half to even, like numpy.
 enum class Spacing { kLeading, kTrailing, kLinspace };
-std::string to_string(Spacing s);  // "leading", "trailing", "linspace"
-// Throws std::invalid_argument naming the value and the allowed ones.
-Spacing spacing_from_string(const std::string& name);
+const EnumTable<Spacing>& spacings();  // "leading", "trailing", "linspace"
+inline const std::string& to_string(Spacing s) { return spacings().name(s); }
+
+// Which sampler `sample` runs: DDIM (deterministic at eta = 0) or DDPM ancestral sampling.
+enum class SamplerKind { kDDIM, kDDPM };
+const EnumTable<SamplerKind>& sampler_kinds();  // "ddim", "ddpm"
+inline const std::string& to_string(SamplerKind s) { return sampler_kinds().name(s); }
 
 // The descending timesteps to sample with. Requires 1 <= steps <= T (std::invalid_argument).
 std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps, Spacing spacing);
@@ -53,7 +57,7 @@ double ddim_sigma(double ac, double ac_prev, double eta);
 // (as diffusers' clip_sample); latents are not bounded, so 0 (off) is the default.
 // Blocks until done; returns x_0 with x_T's shape, dtype and device.
 at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const std::vector<int64_t>& timesteps, double eta, const NoiseFn& noise,
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise, double eta,
                        const ProgressFn& progress = {}, double clip_x0 = 0.0);
 
 // DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) written as guided-diffusion's
@@ -62,8 +66,8 @@ at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at:
 // process (guided-diffusion space_timesteps: beta'_t = 1 - ac_t / ac_prev). No noise at the
 // last step. `noise`, `progress`, clip_x0 and blocking as for ddim_sample.
 at::Tensor ddpm_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const NoiseFn& noise, const ProgressFn& progress = {},
-                       const std::vector<int64_t>& timesteps = {}, double clip_x0 = 0.0);
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise,
+                       const ProgressFn& progress = {}, double clip_x0 = 0.0);
 
 // Classifier-free guidance (Ho & Salimans 2022, eq. 6 written as uncond + s (cond - uncond)):
 // a Denoiser that runs `model` once on the batch [x; x] with labels [labels; null_label] and

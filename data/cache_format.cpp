@@ -8,19 +8,14 @@
 
 namespace lf::data {
 
-std::string to_string(StoreKind k) { return k == StoreKind::kMoments ? "moments" : "sample"; }
-std::string to_string(StoreDType d) { return d == StoreDType::kF16 ? "f16" : "f32"; }
-
-StoreKind store_kind_from_string(const std::string& s, const std::string& key) {
-  if (s == "moments") return StoreKind::kMoments;
-  if (s == "sample") return StoreKind::kSample;
-  throw std::invalid_argument(lf::str(key, " is '", s, "', expected moments or sample"));
+const EnumTable<StoreKind>& store_kinds() {
+  static const EnumTable<StoreKind> table = {{"moments", StoreKind::kMoments}, {"sample", StoreKind::kSample}};
+  return table;
 }
 
-StoreDType store_dtype_from_string(const std::string& s, const std::string& key) {
-  if (s == "f16" || s == "float16") return StoreDType::kF16;
-  if (s == "f32" || s == "float32") return StoreDType::kF32;
-  throw std::invalid_argument(lf::str(key, " is '", s, "', expected f16 or f32"));
+const EnumTable<StoreDType>& store_dtypes() {
+  static const EnumTable<StoreDType> table = {{"f16", StoreDType::kF16}, {"f32", StoreDType::kF32}};
+  return table;
 }
 
 int64_t dtype_bytes(StoreDType d) { return d == StoreDType::kF16 ? 2 : 4; }
@@ -69,8 +64,8 @@ CacheSettings CacheSettings::from_json(const nlohmann::json& j, const std::strin
   if (!j.is_object()) throw fail("cache settings are not a JSON object");
   CacheSettings s;
   try {
-    s.store = store_kind_from_string(j.at("store").get<std::string>(), "store");
-    s.dtype = store_dtype_from_string(j.at("dtype").get<std::string>(), "dtype");
+    s.store = store_kinds().parse(j.at("store").get<std::string>(), "store");
+    s.dtype = store_dtypes().parse(j.at("dtype").get<std::string>(), "dtype");
     s.flip = j.at("flip").get<bool>();
     s.shard_size = j.at("shard_size").get<int64_t>();
     s.num_samples = j.at("num_samples").get<int64_t>();

@@ -43,10 +43,10 @@ nlohmann::json to_json(const core::DiffusionOptions& o) {
 core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, const std::string& where) {
   try {
     core::DiffusionOptions o;
-    o.schedule = core::schedule_kind_from_string(j.at("schedule").get<std::string>());
+    o.schedule = core::schedule_kinds().parse(j.at("schedule").get<std::string>(), where + ": diffusion.schedule");
     o.timesteps = j.at("timesteps");
-    o.prediction = core::prediction_from_string(j.at("prediction").get<std::string>());
-    o.weighting = core::loss_weighting_from_string(j.at("loss_weighting").get<std::string>());
+    o.prediction = core::predictions().parse(j.at("prediction").get<std::string>(), where + ": diffusion.prediction");
+    o.weighting = core::loss_weightings().parse(j.at("loss_weighting").get<std::string>(), where + ": diffusion.loss_weighting");
     o.min_snr_gamma = j.at("min_snr_gamma");
     o.offset_noise = j.at("offset_noise");
     o.validate();
