@@ -33,6 +33,20 @@ TEST(RankInfo, NoLauncherIsASingleProcess) {
   EXPECT_EQ(info.source, "none");
 }
 
+TEST(RankInfo, TorchrunWorldIsRefusedWithTheLaunchToUse) {
+  std::string e = error_of({{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "2"}});
+  EXPECT_NE(e.find("WORLD_SIZE=4 (RANK=2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("torchrun or accelerate"), std::string::npos) << e;
+  EXPECT_NE(e.find("mpirun -np 4 latentforge"), std::string::npos) << e;
+  EXPECT_NE(e.find("srun --ntasks=4"), std::string::npos) << e;
+  // A world of one is a single process; an MPI or Slurm world wins over torchrun's variables.
+  EXPECT_EQ(discover_rank_info(env_of({{"WORLD_SIZE", "1"}, {"RANK", "0"}})).world_size, 1);
+  const RankInfo info = discover_rank_info(
+      env_of({{"WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}}));
+  EXPECT_EQ(info.world_size, 2);
+  EXPECT_EQ(info.source, "mpirun");
+}
+
 TEST(RankInfo, ReadsMpirun) {
   const RankInfo info = discover_rank_info(env_of(
       {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}));
