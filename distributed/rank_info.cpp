@@ -118,6 +118,18 @@ RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
   }
   if (mpirun) return *mpirun;
   if (slurm) return *slurm;
+  // torchrun and accelerate describe their world with WORLD_SIZE/RANK; started that way, W
+  // processes would each train alone into one run directory. Refuse.
+  if (const char* ws = env("WORLD_SIZE")) {
+    const std::string text = trim(ws);
+    if (!text.empty() && text != "0" && text != "1")
+      throw std::invalid_argument(lf::str(
+          "WORLD_SIZE=", text, " (RANK=", env("RANK") ? env("RANK") : "unset",
+          ") says this process is one of several started by torchrun or accelerate, which latentforge "
+          "cannot join: its ranks meet through MPI. Launch with `mpirun -np ", text,
+          " latentforge ...` or `srun --ntasks=", text, " latentforge ...` instead (unset WORLD_SIZE "
+          "to run a single process)"));
+  }
   return RankInfo{};
 }
 

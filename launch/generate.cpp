@@ -16,11 +16,9 @@ at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion,
   auto opts = param.options().requires_grad(false);
   const int64_t num_classes = model->options().num_classes;
   const int64_t n = ids.size(0);
-  auto spacing = o.spacing == "leading" ? core::Spacing::kLeading
-                 : o.spacing == "linspace" ? core::Spacing::kLinspace : core::Spacing::kTrailing;
   std::vector<int64_t> ts;
-  if (o.sampler == "ddim" || o.steps < diffusion.timesteps())
-    ts = core::sampling_timesteps(diffusion.timesteps(), std::min(o.steps, diffusion.timesteps()), spacing);
+  if (o.sampler == core::SamplerKind::kDDIM || o.steps < diffusion.timesteps())
+    ts = core::sampling_timesteps(diffusion.timesteps(), std::min(o.steps, diffusion.timesteps()), o.spacing);
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
@@ -39,8 +37,8 @@ at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion,
     } else {
       denoiser = [&model](const at::Tensor& xt, const at::Tensor& t) { return model->forward(xt, t); };
     }
-    at::Tensor z = o.sampler == "ddpm" ? core::ddpm_sample(diffusion, denoiser, x, noise, {}, ts)
-                                       : core::ddim_sample(diffusion, denoiser, x, ts, o.eta, noise);
+    at::Tensor z = o.sampler == core::SamplerKind::kDDPM ? core::ddpm_sample(diffusion, denoiser, x, ts, noise)
+                                                         : core::ddim_sample(diffusion, denoiser, x, ts, noise, o.eta);
     out.push_back(z);
     if (progress) progress(begin + len, n);
   }

@@ -1,6 +1,6 @@
 // Generating latents with a trained denoiser: sample i starts from noise keyed by (seed, i)
 // and every stochastic sampler step draws keyed noise too, so the same seed gives the same
-// images at any batch size and a different seed different ones (DESIGN.md invariant 2).
+// images at any batch size and a different seed different ones (docs/design.md, invariant 2).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -15,10 +15,10 @@
 namespace lf::launch {
 
 struct GenerateOptions {
-  std::string sampler = "ddim";  // ddim|ddpm
+  core::SamplerKind sampler = core::SamplerKind::kDDIM;
   int64_t steps = 50;
   double eta = 0.0;
-  std::string spacing = "trailing";
+  core::Spacing spacing = core::Spacing::kTrailing;
   double guidance = 1.0;  // classifier-free guidance scale (1: conditional model alone)
   uint64_t seed = 0;
   int64_t batch_size = 256;

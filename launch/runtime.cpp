@@ -21,11 +21,11 @@ bool cuda_usable() { return torch::cuda::is_available(); }
 
 }  // namespace
 
-Runtime::Runtime(const std::string& device, const DistConfig& dist) {
+Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key) {
   info_ = dist::discover_rank_info();
   if (device == "cuda" && !cuda_usable())
-    throw std::invalid_argument("train.device = cuda, but this build or machine has no CUDA device "
-                                "(use device=cpu or auto)");
+    throw std::invalid_argument(str(device_key, " = cuda, but this build or machine has no CUDA device (set ",
+                                    device_key, " = cpu or auto)"));
   bool use_cuda = device == "cuda" || (device == "auto" && cuda_usable());
   if (use_cuda) {
     int n = static_cast<int>(torch::cuda::device_count());

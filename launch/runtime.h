@@ -17,8 +17,9 @@ class Runtime {
  public:
   // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
   // SERIALIZED at least) and builds the communicator (NCCL for CUDA when built with it).
-  // `device` is auto|cpu|cuda. Collective when world > 1.
-  Runtime(const std::string& device, const DistConfig& dist);
+  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
+  // Collective when world > 1.
+  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
   ~Runtime();
 
   int rank() const { return info_.rank; }

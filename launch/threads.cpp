@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
 
@@ -56,6 +57,19 @@ int openblas_threads() {
   using GetFn = int (*)();
   auto fn = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return fn ? fn() : -1;
+}
+
+int choose_threads(const std::string* flag, const char* omp_num_threads) {
+  auto parse = [](const std::string& text, const std::string& what) {
+    char* end = nullptr;
+    long n = std::strtol(text.c_str(), &end, 10);
+    if (text.empty() || !end || *end != '\0' || n < 1 || n > 1024)
+      throw std::invalid_argument(what + " = '" + text + "': expected an integer in [1, 1024]");
+    return static_cast<int>(n);
+  };
+  if (flag) return parse(*flag, "--threads");
+  if (omp_num_threads && *omp_num_threads) return parse(omp_num_threads, "OMP_NUM_THREADS");
+  return default_threads();
 }
 
 void set_threads(int n) {

@@ -34,4 +34,12 @@ void crash_point(const char* name) {
   ::_exit(137);
 }
 
+void pause_point(const char* name) {
+  const char* spec = std::getenv("LF_PAUSE_AT");
+  if (!spec || std::strcmp(spec, name) != 0) return;
+  std::fprintf(stderr, "LF_PAUSE_AT: stopping the process at pause point '%s'\n", name);
+  std::fflush(stderr);
+  ::kill(::getpid(), SIGSTOP);
+}
+
 }  // namespace lf

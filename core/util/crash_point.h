@@ -8,4 +8,9 @@ namespace lf {
 // Call at a point where a crash must leave durable state consistent.
 void crash_point(const char* name);
 
+// Named pause points for tests of signal handling: when LF_PAUSE_AT names this point, the
+// process stops itself (SIGSTOP) there, so a test can deliver a signal at exactly that moment
+// and then continue it (SIGCONT). Costs one getenv per call otherwise.
+void pause_point(const char* name);
+
 }  // namespace lf
