@@ -55,15 +55,16 @@ TEST(Heartbeat, PeersHearEachOtherAndNoticeOneThatStops) {
   std::vector<std::vector<PeerStatus>> seen(kRanks);
   const auto errors = world->run([&](Communicator& comm) {
     Heartbeat::Options options;
+    // Generous margins: the machine may be loaded (a thread can wait long for a core).
     options.period = Seconds(0.05);
-    options.silent_after = Seconds(0.4);
+    options.silent_after = Seconds(1.0);
     options.report_in_timeouts = comm.rank() == 0;
     Heartbeat heartbeat(comm, options);
-    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
     before[comm.rank()] = heartbeat.describe();
     comm.barrier("before the pause");
     if (comm.rank() == 2) heartbeat.pause_sending(true);
-    std::this_thread::sleep_for(std::chrono::milliseconds(900));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     after[comm.rank()] = heartbeat.describe();
     seen[comm.rank()] = heartbeat.peers();
     if (comm.rank() == 0) {
@@ -80,10 +81,11 @@ TEST(Heartbeat, PeersHearEachOtherAndNoticeOneThatStops) {
     ASSERT_EQ(seen[r].size(), 2u);
   }
   for (int r : {0, 1}) {
-    EXPECT_TRUE(contains(after[r], "(rank 2) for 0.")) << "rank " << r << ": " << after[r];
+    EXPECT_TRUE(contains(after[r], "no heartbeat from ") && contains(after[r], " (rank 2) for "))
+        << "rank " << r << ": " << after[r];
     for (const PeerStatus& p : seen[r]) {
       EXPECT_TRUE(p.heard);
-      EXPECT_EQ(p.silent_s > 0.4, p.rank == 2) << "rank " << r << " on peer " << p.rank << ": " << p.silent_s;
+      EXPECT_EQ(p.silent_s > 1.0, p.rank == 2) << "rank " << r << " on peer " << p.rank << ": " << p.silent_s;
     }
   }
   // Rank 2 still hears the others.
