@@ -49,8 +49,9 @@ cluster_cleanup() {
   local rc=$?
   trap - EXIT
   trap "" INT TERM HUP
+  set +e  # finish the teardown whatever fails in it
   [[ -n "${ON_EXIT:-}" ]] && eval "$ON_EXIT"
-  [[ -n "${CLUSTER:-}" ]] && "$NETNS/down.sh" "$CLUSTER" || true
+  [[ -n "${CLUSTER:-}" ]] && "$NETNS/down.sh" "$CLUSTER"
   note "done (rc $rc)"
   exit "$rc"
 }
