@@ -167,6 +167,7 @@ int TrainingLoop::run(Trainer& trainer, const std::string& resume) {
     session_.record_step(step_, loop_.steps, loop_.batch_size, times, values);
     if (step_ != loop_.steps) trainer.periodic(*this, step_);
 
+    pause_point("loop.step_end");  // LF_PAUSE_AT=loop.step_end:K: a signal exactly after step K
     StopRequest stop = session_.agree_stop();
     if (step_ % loop_.ckpt_every == 0 || step_ == loop_.steps || stop != StopRequest::kNone) save(trainer);
     if (stop != StopRequest::kNone && step_ < loop_.steps) {  // a stop at the last step just finishes
