@@ -3,6 +3,7 @@
 // initialize_weights); attention is timm's Attention.
 #include "core/dit.h"
 
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/nn/init.h>
 #include <torch/nn/modules/activation.h>
 #include <torch/version.h>
@@ -18,12 +19,35 @@ namespace {
 
 constexpr double kNormEps = 1e-6;  // DiT's LayerNorm(elementwise_affine=False, eps=1e-6)
 
+// at::linear, not the C++ frontend's Linear::forward: ATen's runs a contiguous [N, L, D] input
+// as one addmm on its [N L, D] view (bias fused), where the frontend's takes matmul + add.
+at::Tensor linear(const at::Tensor& x, const torch::nn::Linear& l) { return at::linear(x, l->weight, l->bias); }
+
 at::Tensor layer_norm(const at::Tensor& x) { return at::layer_norm(x, {x.size(-1)}, {}, {}, kNormEps); }
 
 // modulate(h, shift, scale) = h (1 + scale) + shift with shift, scale [N, 1, D].
 at::Tensor modulate(const at::Tensor& h, const at::Tensor& shift, const at::Tensor& scale) {
   return at::addcmul(shift, h, scale + 1.0);
 }
+
+// GELU with the tanh approximation (Hendrycks & Gimpel 2016), as DiT's Mlp uses it (timm
+// GELU(approximate="tanh")): 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3), computed
+// as the identical x sigmoid(2 z) in four in-place passes, because ATen 1.13's CPU tanh (inside
+// at::gelu) is not vectorised: 2.5x faster on [2048, 1024]. The backward is ATen's exact one.
+struct GeluTanh : public torch::autograd::Function<GeluTanh> {
+  static constexpr double kA = 1.5957691216057308;  // 2 sqrt(2 / pi)
+  static constexpr double kB = kA * 0.044715;
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& x) {
+    ctx->save_for_backward({x});
+    at::Tensor y = x * x;
+    y.mul_(kB).add_(kA).mul_(x).sigmoid_();  // sigmoid(x (2 sqrt(2/pi)) (1 + 0.044715 x^2))
+    return y.mul_(x);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    return {at::gelu_backward(grad[0], ctx->get_saved_variables()[0], "tanh")};
+  }
+};
 
 // Xavier-uniform weight and zero bias: DiT's _basic_init for every nn.Linear.
 void basic_init(torch::nn::Linear& l) {
@@ -131,7 +155,7 @@ DiTAttentionImpl::DiTAttentionImpl(int64_t width, int64_t heads) : heads_(heads)
 at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
   const int64_t n = x.size(0), len = x.size(1), width = x.size(2), d = width / heads_;
   // [N, L, 3, heads, d] -> [3, N, heads, L, d]: timm's reshape(B, N, 3, H, d).permute(2, 0, 3, 1, 4).
-  const at::Tensor qkv5 = qkv(x).view({n, len, 3, heads_, d}).permute({2, 0, 3, 1, 4});
+  const at::Tensor qkv5 = linear(x, qkv).view({n, len, 3, heads_, d}).permute({2, 0, 3, 1, 4});
   at::Tensor out;
 #if TORCH_VERSION_MAJOR >= 2
   out = at::scaled_dot_product_attention(qkv5[0], qkv5[1], qkv5[2]);  // [N, heads, L, d]
@@ -144,7 +168,7 @@ at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
   scores.mul_(1.0 / std::sqrt(static_cast<double>(d)));
   out = at::bmm(at::softmax(scores, -1), part(2)).view({n, heads_, len, d});
 #endif
-  return proj(out.transpose(1, 2).reshape({n, len, width}));
+  return linear(out.transpose(1, 2).reshape({n, len, width}), proj);
 }
 
 DiTBlockImpl::DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden) {
@@ -158,9 +182,9 @@ DiTBlockImpl::DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden) {
 
 at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c_act) {
   // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, each [N, 1, D].
-  const auto m = ada_ln(c_act).unsqueeze(1).chunk(6, -1);
+  const auto m = linear(c_act, ada_ln).unsqueeze(1).chunk(6, -1);
   at::Tensor h = at::addcmul(x, m[2], attn(modulate(layer_norm(x), m[0], m[1])));
-  return at::addcmul(h, m[5], fc2(at::gelu(fc1(modulate(layer_norm(h), m[3], m[4])), "tanh")));
+  return at::addcmul(h, m[5], linear(GeluTanh::apply(linear(modulate(layer_norm(h), m[3], m[4]), fc1)), fc2));
 }
 
 // ---- DiT -----------------------------------------------------------------------------------
@@ -225,7 +249,8 @@ const at::Tensor& DiTImpl::pos_embed(int64_t rows, int64_t cols, const at::Tenso
 }
 
 at::Tensor DiTImpl::conditioning(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
-  at::Tensor c = t_mlp_2(at::silu(t_mlp_1(timestep_embedding(batch_times(t, x), kFrequencyDim).to(x.scalar_type()))));
+  at::Tensor c = linear(at::silu(linear(timestep_embedding(batch_times(t, x), kFrequencyDim).to(x.scalar_type()), t_mlp_1)),
+                        t_mlp_2);
   if (label_embed) c = c + label_embed(labels_or_null(y, x, options_.num_classes));
   return at::silu(c);
 }
@@ -247,8 +272,8 @@ at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::
   const at::Tensor c_act = conditioning(x, t, y);
   at::Tensor h = embed(x);
   for (const auto& b : *blocks) h = b->as<DiTBlock>()->forward(h, c_act);
-  const auto m = final_ada_ln(c_act).unsqueeze(1).chunk(2, -1);  // shift, scale
-  return unpatchify(final_linear(modulate(layer_norm(h), m[0], m[1])), p, rows, cols, options_.out_channels);
+  const auto m = linear(c_act, final_ada_ln).unsqueeze(1).chunk(2, -1);  // shift, scale
+  return unpatchify(linear(modulate(layer_norm(h), m[0], m[1]), final_linear), p, rows, cols, options_.out_channels);
 }
 
 }  // namespace lf::core
