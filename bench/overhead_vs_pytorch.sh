@@ -120,6 +120,11 @@ best = {s: min(x for r in v for x in r["step_ms"]) for s, v in by.items()}
 print(f"{'best single step (all rounds)':<26} {best['ours']:>9.1f} {best['torch']:>9.1f} "
       f"{best['ours'] / best['torch']:>10.3f}   (what a quiet machine gives)")
 ratio = med["ours"]["step"] / med["torch"]["step"]
+# Round i of each side ran back to back: the median of the per-round ratios is robust to load
+# spikes that hit one side's round only.
+pairs = [o["step_median_ms"] / t["step_median_ms"] for o, t in zip(by["ours"], by["torch"])]
+print(f"{'median of per-round ratios':<26} {'':>9} {'':>9} {statistics.median(pairs):>10.3f}   "
+      f"(rounds: {' '.join(f'{x:.3f}' for x in pairs)})")
 goal = float(os.environ["GOAL"])
 print(f"RESULT threads={rows[0]['threads']} batch={rows[0]['batch']} params={rows[0]['params']}: "
       f"ours {med['ours']['step']:.1f} ms, torch {med['torch']['step']:.1f} ms, ratio {ratio:.3f} "
