@@ -90,7 +90,7 @@ struct Args {
 
 core::DenoiserOptions model_options(const Args& a) {
   core::DenoiserOptions o;
-  o.kind = core::denoiser_kind_from_string(a.s("model"));
+  o.kind = core::denoiser_kinds().parse(a.s("model"), "--model");
   o.unet.model_channels = a.i("channels");
   o.unet.channel_mult = a.list("channel_mult");
   o.unet.num_res_blocks = a.i("num_res_blocks");
@@ -113,9 +113,9 @@ struct Objective {
 
   explicit Objective(const Args& a) {
     core::DiffusionOptions o;
-    o.objective = core::objective_from_string(a.s("objective"));
+    o.objective = core::objectives().parse(a.s("objective"), "--objective");
     if (o.objective == core::Objective::kFlow) {
-      o.t_sampling = core::time_sampling_from_string(a.s("t_sampling"));
+      o.t_sampling = core::time_samplings().parse(a.s("t_sampling"), "--t_sampling");
       flow.emplace(o);
     } else {
       ddpm.emplace(o);

@@ -7,21 +7,12 @@
 
 namespace lf::core {
 
-std::string to_string(DenoiserKind kind) {
-  switch (kind) {
-    case DenoiserKind::kUNet:
-      return "unet";
-    case DenoiserKind::kDiT:
-      return "dit";
-  }
-  throw std::invalid_argument(lf::str("DenoiserKind value ", static_cast<int>(kind), " is unknown"));
+const EnumTable<DenoiserKind>& denoiser_kinds() {
+  static const EnumTable<DenoiserKind> table = {{"unet", DenoiserKind::kUNet}, {"dit", DenoiserKind::kDiT}};
+  return table;
 }
 
-DenoiserKind denoiser_kind_from_string(const std::string& name) {
-  for (auto k : {DenoiserKind::kUNet, DenoiserKind::kDiT})
-    if (to_string(k) == name) return k;
-  throw std::invalid_argument(lf::str("model.kind = '", name, "' is unknown; expected one of unet, dit"));
-}
+std::string model_key(const std::string& field) { return lf::str("model.", field); }
 
 void check_time_and_labels(const char* model, const at::Tensor& x, const at::Tensor& t,
                            const at::Tensor& y, int64_t num_classes) {

@@ -8,13 +8,19 @@
 #include <functional>
 #include <string>
 
+#include "core/util/enum_table.h"
+
 namespace lf::core {
 
-// Which network denoises (model.kind).
+// Which network denoises.
 enum class DenoiserKind { kUNet, kDiT };
-std::string to_string(DenoiserKind kind);  // "unet", "dit"
-// Throws std::invalid_argument naming the value and the allowed ones.
-DenoiserKind denoiser_kind_from_string(const std::string& name);
+const EnumTable<DenoiserKind>& denoiser_kinds();  // "unet", "dit"
+inline const std::string& to_string(DenoiserKind kind) { return denoiser_kinds().name(kind); }
+
+// The config key of a [model] field, "model.<field>", as validation messages name it. The keys
+// of the DiT (kind, patch_size, depth, width, heads, mlp_ratio, preset) are spelled here before
+// the config registers them.
+std::string model_key(const std::string& field);
 
 // Dropout masks supplied by the caller so that no draw comes from a per-rank stream: called
 // once per dropout layer forward in training with dropout > 0, with the layer's id (0, 1, ...

@@ -31,7 +31,7 @@ void DenoiserOptions::check_latent_size(int64_t h, int64_t w) const {
   const int64_t m = size_multiple();
   if (h > 0 && w > 0 && h % m == 0 && w % m == 0) return;
   if (kind == DenoiserKind::kDiT)
-    throw std::invalid_argument(lf::str("the latents are ", h, "x", w, " but model.patch_size = ", m,
+    throw std::invalid_argument(lf::str("the latents are ", h, "x", w, " but ", model_key("patch_size"), " = ", m,
                                         " does not divide both sides; choose a patch size that does"));
   throw std::invalid_argument(lf::str("the latents are ", h, "x", w, " but model.channel_mult has ", unet.levels(),
                                       " levels, which needs sizes divisible by ", m));

@@ -30,11 +30,9 @@ const EnumTable<TimeSampling>& time_samplings() {
   return table;
 }
 
-namespace {
+std::string diffusion_key(const std::string& field) { return lf::str("diffusion.", field); }
 
-// The config key of a [diffusion] field. The keys of the flow objective (objective, t_sampling,
-// t_mean, t_std) are named so in messages before the config registers them.
-std::string key(const std::string& field) { return lf::str("diffusion.", field); }
+namespace {
 
 // The fields of the objective not chosen, set away from their defaults: one message each,
 // saying why the field has no meaning there.
@@ -43,8 +41,8 @@ std::vector<std::string> foreign_fields(const DiffusionOptions& o) {
   std::vector<std::string> out;
   auto refuse = [&](bool differs, const std::string& field, const std::string& why) {
     if (differs)
-      out.push_back(lf::str(key(field), " does not apply to ", key("objective"), " = ", to_string(o.objective), ": ",
-                            why));
+      out.push_back(lf::str(diffusion_key(field), " does not apply to ", diffusion_key("objective"), " = ",
+                            to_string(o.objective), ": ", why));
   };
   if (o.objective == Objective::kFlow) {
     const char* path = "the linear interpolant x_t = (1 - t) x0 + t eps is the noise path";
@@ -55,7 +53,7 @@ std::vector<std::string> foreign_fields(const DiffusionOptions& o) {
            "the network predicts the velocity eps - x0");
     refuse(o.weighting != d.weighting, lf::str("loss_weighting = ", to_string(o.weighting)),
            lf::str("min-SNR weights are defined on the DDPM schedule's SNR; the flow loss is the unweighted "
-                   "velocity MSE (", key("t_sampling"), " shapes where it trains instead)"));
+                   "velocity MSE (", diffusion_key("t_sampling"), " shapes where it trains instead)"));
     refuse(o.min_snr_gamma != d.min_snr_gamma, lf::str("min_snr_gamma = ", o.min_snr_gamma),
            "min-SNR weighting is DDPM only");
     refuse(o.offset_noise != d.offset_noise, lf::str("offset_noise = ", o.offset_noise),
@@ -63,7 +61,7 @@ std::vector<std::string> foreign_fields(const DiffusionOptions& o) {
            "interpolant is pure noise at t = 1");
   } else {
     const std::string ddpm = lf::str("DDPM draws integer timesteps uniformly from [0, diffusion.timesteps); set ",
-                                     key("objective"), " = flow to use it");
+                                     diffusion_key("objective"), " = flow to use it");
     refuse(o.t_sampling != d.t_sampling, lf::str("t_sampling = ", to_string(o.t_sampling)), ddpm);
     refuse(o.t_mean != d.t_mean, lf::str("t_mean = ", o.t_mean), ddpm);
     refuse(o.t_std != d.t_std, lf::str("t_std = ", o.t_std), ddpm);
@@ -88,9 +86,9 @@ void DiffusionOptions::validate() const {
                                         "typical)"));
   }
   if (!std::isfinite(t_mean))
-    throw std::invalid_argument(lf::str(key("t_mean"), " is ", t_mean, ", expected a finite value (SD3 uses 0)"));
+    throw std::invalid_argument(lf::str(diffusion_key("t_mean"), " is ", t_mean, ", expected a finite value (SD3 uses 0)"));
   if (!(t_std > 0) || !std::isfinite(t_std))
-    throw std::invalid_argument(lf::str(key("t_std"), " is ", t_std, ", expected a finite value > 0 (SD3 uses 1)"));
+    throw std::invalid_argument(lf::str(diffusion_key("t_std"), " is ", t_std, ", expected a finite value > 0 (SD3 uses 1)"));
   const std::vector<std::string> foreign = foreign_fields(*this);
   if (!foreign.empty()) throw std::invalid_argument(join(foreign, "; "));
 }
@@ -98,7 +96,7 @@ void DiffusionOptions::validate() const {
 Diffusion::Diffusion(DiffusionOptions options) : options_(options) {
   options_.validate();
   if (options_.objective != Objective::kDDPM)
-    throw std::invalid_argument(lf::str("Diffusion implements ", key("objective"), " = ddpm, not ",
+    throw std::invalid_argument(lf::str("Diffusion implements ", diffusion_key("objective"), " = ddpm, not ",
                                         to_string(options_.objective), "; build a FlowMatching (core/flow.h)"));
   schedule_ = NoiseSchedule::make(options_.schedule, options_.timesteps);
   const auto& ac = schedule_->alphas_cumprod();

@@ -33,6 +33,11 @@ enum class TimeSampling { kUniform, kLogitNormal };
 const EnumTable<TimeSampling>& time_samplings();  // "uniform", "logit_normal"
 inline const std::string& to_string(TimeSampling s) { return time_samplings().name(s); }
 
+// The config key of a [diffusion] field, "diffusion.<field>", as messages name it. The keys of the
+// flow objective (objective, t_sampling, t_mean, t_std) are spelled here before the config
+// registers them.
+std::string diffusion_key(const std::string& field);
+
 // Configuration of the objective ([diffusion] in the INI configs).
 struct DiffusionOptions {
   // Noise schedule. scaled_linear is the latent-diffusion schedule (Rombach et al. 2022; CompVis

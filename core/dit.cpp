@@ -75,7 +75,7 @@ int64_t DiTOptions::num_parameters() const {
 void DiTOptions::validate() const {
   std::vector<std::string> errors;
   auto positive = [&](const char* name, int64_t v) {
-    if (v < 1) errors.push_back(lf::str("model.", name, " = ", v, " (must be >= 1)"));
+    if (v < 1) errors.push_back(lf::str(model_key(name), " = ", v, " (must be >= 1)"));
   };
   positive("in_channels", in_channels);
   positive("out_channels", out_channels);
@@ -83,12 +83,13 @@ void DiTOptions::validate() const {
   positive("depth", depth);
   positive("heads", heads);
   if (width < 4 || width % 4 != 0)
-    errors.push_back(lf::str("model.width = ", width, " (must be a positive multiple of 4: the 2-D sin-cos ",
+    errors.push_back(lf::str(model_key("width"), " = ", width, " (must be a positive multiple of 4: the 2-D sin-cos ",
                              "position embedding gives a quarter of it to each of sin/cos of row/column)"));
   else if (heads >= 1 && width % heads != 0)
-    errors.push_back(lf::str("model.width = ", width, " is not divisible by model.heads = ", heads));
+    errors.push_back(lf::str(model_key("width"), " = ", width, " is not divisible by ", model_key("heads"), " = ", heads));
   if (!(mlp_ratio > 0) || !std::isfinite(mlp_ratio) || (width >= 1 && mlp_hidden() < 1))
-    errors.push_back(lf::str("model.mlp_ratio = ", mlp_ratio, " (must be > 0 with width x mlp_ratio >= 1; DiT uses 4)"));
+    errors.push_back(lf::str(model_key("mlp_ratio"), " = ", mlp_ratio,
+                             " (must be > 0 with width x mlp_ratio >= 1; DiT uses 4)"));
   if (num_classes < 0)
     errors.push_back(lf::str("model.num_classes = ", num_classes, " (must be >= 0; 0 means unconditional)"));
   if (!errors.empty()) throw std::invalid_argument("invalid DiT options: " + join(errors, "; "));
@@ -104,8 +105,8 @@ DiTSize dit_preset(const std::string& name) {
   if (name == "dit-b") return {12, 768, 12};
   if (name == "dit-l") return {24, 1024, 16};
   if (name == "dit-xl") return {28, 1152, 16};
-  throw std::invalid_argument(lf::str("model.preset = '", name, "' is unknown; expected one of ",
-                                      join(dit_preset_names(), ", "), " (Peebles & Xie 2023, Table 1)"));
+  throw std::invalid_argument(
+      lf::str(bad_choice_message(model_key("preset"), name, dit_preset_names()), " (Peebles & Xie 2023, Table 1)"));
 }
 
 // ---- patches and position embeddings -------------------------------------------------------
@@ -234,7 +235,7 @@ void DiTImpl::check_inputs(const at::Tensor& x, const at::Tensor& t, const at::T
   if (x.dim() != 4 || x.size(1) != options_.in_channels || x.size(2) % p || x.size(3) % p || x.size(2) == 0 ||
       x.size(3) == 0)
     throw std::invalid_argument(lf::str("DiT: input has shape ", x.sizes(), ", expected [N, ", options_.in_channels,
-                                        ", H, W] with H and W positive multiples of model.patch_size = ", p));
+                                        ", H, W] with H and W positive multiples of ", model_key("patch_size"), " = ", p));
   check_time_and_labels("DiT", x, t, y, options_.num_classes);
 }
 

@@ -11,7 +11,7 @@ namespace lf::core {
 FlowMatching::FlowMatching(DiffusionOptions options) : options_(options) {
   options_.validate();
   if (options_.objective != Objective::kFlow)
-    throw std::invalid_argument(lf::str("FlowMatching implements diffusion.objective = flow, not ",
+    throw std::invalid_argument(lf::str("FlowMatching implements ", diffusion_key("objective"), " = flow, not ",
                                         to_string(options_.objective), "; build a Diffusion (core/diffusion.h)"));
 }
 

@@ -77,8 +77,7 @@ void check_sampler_objective(const std::string& sampler, Objective objective) {
     throw std::invalid_argument(bad_choice_message("sample.sampler", sampler, all));
   }
   if (flow_sampler == (objective == Objective::kFlow)) return;
-  // The objective's key is composed: the config registers it with the flow objective's wiring.
-  const std::string objective_key = lf::str("diffusion.", "objective");
+  const std::string objective_key = diffusion_key("objective");
   throw std::invalid_argument(lf::str(
       "sample.sampler = ", sampler, " cannot sample a model trained with ", objective_key, " = ", to_string(objective),
       ": ",

@@ -83,10 +83,10 @@ TEST(Denoiser, LatentSizeChecksNameTheDecidingKey) {
   o.kind = DenoiserKind::kDiT;
   ExpectThrowContains<std::invalid_argument>([&] { o.validate(); }, {"model.width = 30"});
   ExpectThrowContains<std::invalid_argument>([&] { make_denoiser(o); }, {"model.width = 30"});
-  EXPECT_EQ(denoiser_kind_from_string("dit"), DenoiserKind::kDiT);
-  EXPECT_EQ(denoiser_kind_from_string(to_string(DenoiserKind::kUNet)), DenoiserKind::kUNet);
-  ExpectThrowContains<std::invalid_argument>([] { denoiser_kind_from_string("transformer"); },
-                                             {"model.kind = 'transformer' is unknown; expected one of unet, dit"});
+  EXPECT_EQ(denoiser_kinds().parse("dit", "model.kind"), DenoiserKind::kDiT);
+  EXPECT_EQ(denoiser_kinds().parse(to_string(DenoiserKind::kUNet), "model.kind"), DenoiserKind::kUNet);
+  ExpectThrowContains<std::invalid_argument>([] { denoiser_kinds().parse("transformer", model_key("kind")); },
+                                             {"model.kind = 'transformer': expected one of unet, dit"});
 }
 
 // What the rank-equivalence invariant needs from a network and the flow objective (DESIGN.md

@@ -272,7 +272,8 @@ TEST(DiT, ParameterCountsOfThePresets) {
   EXPECT_EQ(dit_preset("dit-xl").width, 1152);
   EXPECT_EQ(dit_preset("dit-l").depth, 24);
   ExpectThrowContains<std::invalid_argument>([] { dit_preset("dit-m"); },
-                                             {"model.preset = 'dit-m' is unknown", "dit-s, dit-b, dit-l, dit-xl"});
+                                             {"model.preset = 'dit-m': expected one of dit-s, dit-b, dit-l, dit-xl",
+                                              "(Peebles & Xie 2023, Table 1)"});
 }
 
 TEST(DiT, GradientsMatchFiniteDifferencesInFloat64) {
