@@ -1,4 +1,5 @@
-// DDIM and DDPM samplers, timestep spacings and classifier-free guidance (see sampler.h).
+// DDIM and DDPM samplers, timestep spacings, classifier-free guidance and the flow ODE
+// samplers (see sampler.h).
 #include "core/sampler.h"
 
 #include <algorithm>
@@ -61,6 +62,29 @@ std::pair<at::Tensor, at::Tensor> x0_and_eps(const Diffusion& d, const at::Tenso
 const EnumTable<SamplerKind>& sampler_kinds() {
   static const EnumTable<SamplerKind> table = {{"ddim", SamplerKind::kDDIM}, {"ddpm", SamplerKind::kDDPM}};
   return table;
+}
+
+const EnumTable<FlowSolver>& flow_solvers() {
+  static const EnumTable<FlowSolver> table = {{"euler", FlowSolver::kEuler}, {"heun", FlowSolver::kHeun}};
+  return table;
+}
+
+void check_sampler_objective(const std::string& sampler, Objective objective) {
+  const bool flow_sampler = flow_solvers().contains(sampler);
+  if (!flow_sampler && !sampler_kinds().contains(sampler)) {
+    std::vector<std::string> all = sampler_kinds().names();
+    for (const auto& n : flow_solvers().names()) all.push_back(n);
+    throw std::invalid_argument(bad_choice_message("sample.sampler", sampler, all));
+  }
+  if (flow_sampler == (objective == Objective::kFlow)) return;
+  const std::string objective_key = diffusion_key("objective");
+  throw std::invalid_argument(lf::str(
+      "sample.sampler = ", sampler, " cannot sample a model trained with ", objective_key, " = ", to_string(objective),
+      ": ",
+      objective == Objective::kFlow
+          ? lf::str("a flow model predicts a velocity; use sample.sampler = ", join(flow_solvers().names(), " or "))
+          : lf::str("a DDPM model predicts on discrete timesteps; use sample.sampler = ",
+                    join(sampler_kinds().names(), " or "))));
 }
 
 const EnumTable<Spacing>& spacings() {
@@ -189,6 +213,56 @@ Denoiser classifier_free_guidance(ConditionalModel model, at::Tensor labels, int
     const auto& uncond = halves[1];
     return uncond + (cond - uncond) * scale;
   };
+}
+
+std::vector<double> flow_time_grid(int64_t steps, double shift) {
+  if (steps < 1) throw std::invalid_argument(lf::str("sample.steps is ", steps, ", expected >= 1"));
+  if (!(shift > 0) || !std::isfinite(shift))
+    throw std::invalid_argument(lf::str("flow timestep shift is ", shift, ", expected a finite value > 0 (1: uniform)"));
+  std::vector<double> ts(steps + 1);
+  for (int64_t k = 0; k <= steps; ++k) {
+    const double u = 1.0 - static_cast<double>(k) / static_cast<double>(steps);
+    ts[k] = shift * u / (1.0 + (shift - 1.0) * u);
+  }
+  ts.front() = 1.0;  // exact ends whatever the rounding of the map
+  ts.back() = 0.0;
+  return ts;
+}
+
+at::Tensor flow_sample(const Denoiser& velocity, at::Tensor x_T, const std::vector<double>& times,
+                       FlowSolver solver, const ProgressFn& progress) {
+  constexpr const char* kName = "flow_sample";
+  TORCH_CHECK(velocity, kName, ": no velocity model given");
+  TORCH_CHECK(x_T.dim() >= 1 && at::isFloatingType(x_T.scalar_type()), kName,
+              ": x_T must be a floating tensor [N, ...], got ", x_T.scalar_type(), " ", x_T.sizes());
+  TORCH_CHECK(times.size() >= 2, kName, ": ", times.size(), " times give no step; expected at least 2 (e.g. 1, 0)");
+  for (size_t i = 0; i < times.size(); ++i) {
+    TORCH_CHECK(times[i] >= 0.0 && times[i] <= 1.0, kName, ": time ", times[i], " at position ", i,
+                " is outside [0, 1]");
+    TORCH_CHECK(i == 0 || times[i] < times[i - 1], kName, ": times must be strictly descending, but position ", i,
+                " holds ", times[i], " after ", times[i - 1]);
+  }
+  auto v_at = [&](const at::Tensor& x, double t) {
+    at::Tensor v = velocity(x, at::full({x.size(0)}, t, x.options()));
+    TORCH_CHECK(v.sizes() == x.sizes(), kName, ": the model returned shape ", v.sizes(), " for x of shape ",
+                x.sizes(), " at t = ", t);
+    return v.to(x.scalar_type());
+  };
+  const int64_t total = static_cast<int64_t>(times.size()) - 1;
+  at::NoGradGuard no_grad;
+  at::Tensor x = std::move(x_T);  // never updated in place: it may share the caller's storage
+  for (int64_t i = 0; i < total; ++i) {
+    const double t = times[i], t_next = times[i + 1], h = t_next - t;
+    const at::Tensor d1 = v_at(x, t);
+    if (solver == FlowSolver::kEuler) {
+      x = at::add(x, d1, h);
+    } else {
+      const at::Tensor d2 = v_at(at::add(x, d1, h), t_next);
+      x = at::add(x, d1 + d2, 0.5 * h);
+    }
+    if (progress) progress(i + 1, total);
+  }
+  return x;
 }
 
 }  // namespace lf::core
