@@ -60,8 +60,15 @@ std::pair<at::Tensor, at::Tensor> x0_and_eps(const Diffusion& d, const at::Tenso
 }  // namespace
 
 const EnumTable<SamplerKind>& sampler_kinds() {
-  static const EnumTable<SamplerKind> table = {{"ddim", SamplerKind::kDDIM}, {"ddpm", SamplerKind::kDDPM}};
+  static const EnumTable<SamplerKind> table = {{"ddim", SamplerKind::kDDIM},
+                                               {"ddpm", SamplerKind::kDDPM},
+                                               {"euler", SamplerKind::kEuler},
+                                               {"heun", SamplerKind::kHeun}};
   return table;
+}
+
+Objective sampler_objective(SamplerKind s) {
+  return s == SamplerKind::kEuler || s == SamplerKind::kHeun ? Objective::kFlow : Objective::kDDPM;
 }
 
 const EnumTable<FlowSolver>& flow_solvers() {
@@ -69,22 +76,16 @@ const EnumTable<FlowSolver>& flow_solvers() {
   return table;
 }
 
-void check_sampler_objective(const std::string& sampler, Objective objective) {
-  const bool flow_sampler = flow_solvers().contains(sampler);
-  if (!flow_sampler && !sampler_kinds().contains(sampler)) {
-    std::vector<std::string> all = sampler_kinds().names();
-    for (const auto& n : flow_solvers().names()) all.push_back(n);
-    throw std::invalid_argument(bad_choice_message("sample.sampler", sampler, all));
-  }
-  if (flow_sampler == (objective == Objective::kFlow)) return;
-  const std::string objective_key = diffusion_key("objective");
+void check_sampler_objective(SamplerKind sampler, Objective objective) {
+  if (sampler_objective(sampler) == objective) return;
+  std::vector<std::string> fit;
+  for (const auto& [name, kind] : sampler_kinds().entries())
+    if (sampler_objective(kind) == objective) fit.push_back(name);
   throw std::invalid_argument(lf::str(
-      "sample.sampler = ", sampler, " cannot sample a model trained with ", objective_key, " = ", to_string(objective),
-      ": ",
-      objective == Objective::kFlow
-          ? lf::str("a flow model predicts a velocity; use sample.sampler = ", join(flow_solvers().names(), " or "))
-          : lf::str("a DDPM model predicts on discrete timesteps; use sample.sampler = ",
-                    join(sampler_kinds().names(), " or "))));
+      "sample.sampler = ", to_string(sampler), " cannot sample a model trained with ", diffusion_key("objective"), " = ",
+      to_string(objective), ": ",
+      objective == Objective::kFlow ? "a flow model predicts a velocity" : "a DDPM model predicts on discrete timesteps",
+      "; use sample.sampler = ", join(fit, " or ")));
 }
 
 const EnumTable<Spacing>& spacings() {

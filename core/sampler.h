@@ -38,21 +38,22 @@ enum class Spacing { kLeading, kTrailing, kLinspace };
 const EnumTable<Spacing>& spacings();  // "leading", "trailing", "linspace"
 inline const std::string& to_string(Spacing s) { return spacings().name(s); }
 
-// Which sampler `sample` runs: DDIM (deterministic at eta = 0) or DDPM ancestral sampling.
-enum class SamplerKind { kDDIM, kDDPM };
-const EnumTable<SamplerKind>& sampler_kinds();  // "ddim", "ddpm"
+// Which sampler `sample` runs: for a DDPM-objective model DDIM (deterministic at eta = 0) or
+// DDPM ancestral sampling; for a flow-objective model the Euler or Heun ODE solver.
+enum class SamplerKind { kDDIM, kDDPM, kEuler, kHeun };
+const EnumTable<SamplerKind>& sampler_kinds();  // "ddim", "ddpm", "euler", "heun"
 inline const std::string& to_string(SamplerKind s) { return sampler_kinds().name(s); }
+// The objective a sampler integrates: kFlow for euler and heun, kDDPM for ddim and ddpm.
+Objective sampler_objective(SamplerKind s);
 
 // The ODE solvers of a flow-objective model (flow_sample below): Euler or Heun.
 enum class FlowSolver { kEuler, kHeun };
 const EnumTable<FlowSolver>& flow_solvers();  // "euler", "heun"
 inline const std::string& to_string(FlowSolver s) { return flow_solvers().name(s); }
 
-// Throws std::invalid_argument when the sampler named `sampler` (a name of sampler_kinds(),
-// which sample a DDPM-objective model, or of flow_solvers(), which sample a flow one) cannot
-// sample a model trained with `objective`, naming sample.sampler, the objective's key and the
-// samplers that fit; an unknown name gets the "expected one of" message over all four.
-void check_sampler_objective(const std::string& sampler, Objective objective);
+// Throws std::invalid_argument when `sampler` cannot sample a model trained with `objective`,
+// naming sample.sampler, the objective's key and the samplers that fit.
+void check_sampler_objective(SamplerKind sampler, Objective objective);
 
 // The descending timesteps to sample with. Requires 1 <= steps <= T (std::invalid_argument).
 std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps, Spacing spacing);

@@ -8,7 +8,7 @@
 
 #include "core/diffusion.h"
 #include "core/sampler.h"
-#include "core/unet.h"
+#include "core/denoiser_options.h"
 #include "core/vae.h"
 #include "data/cache_format.h"
 #include "launch/config_registry.h"
@@ -99,6 +99,17 @@ struct LDMTrainConfig {
   int64_t val_samples = 1000;
 };
 
+// [model]: the denoiser (model.kind) and its sizes; the DiT's may come from a preset.
+struct ModelConfig {
+  core::DenoiserOptions net;
+  std::string preset = "none";  // none|dit-s|dit-b|dit-l|dit-xl: the DiT's depth, width, heads
+  int64_t num_classes = -1;     // -1: from the cache's labels (0 when unlabelled)
+
+  // The network's options: the preset applied (a size set to neither its default nor the
+  // preset's value is a UsageError naming both keys), `channels` in and out, `classes`.
+  core::DenoiserOptions resolve(int64_t channels, int64_t classes) const;
+};
+
 struct DistConfig {
   double bucket_mb = 25.0;
   bool overlap = true;           // all-reduce buckets during backward on a communication thread
@@ -137,7 +148,7 @@ struct Config {
   CacheConfig cache;
   VAEConfig vae;
   VAELossConfig vae_loss;
-  core::UNetOptions model;
+  ModelConfig model;
   core::DiffusionOptions diffusion;
   TrainLoopConfig train;
   LDMTrainConfig ldm;

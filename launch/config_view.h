@@ -28,7 +28,7 @@ class ConfigView {
   // The architecture `vae train` builds (its keys: kVAEArchKeys, declared together).
   const core::VAEOptions& vae_arch() const;
   const VAELossConfig& vae_loss() const { return need("vae_train").vae_loss; }
-  const core::UNetOptions& model() const { return need("model").model; }
+  const ModelConfig& model() const { return need("model").model; }
   const core::DiffusionOptions& diffusion() const { return need("diffusion").diffusion; }
   const TrainLoopConfig& train() const { return need("train").train; }
   const LDMTrainConfig& ldm() const { return need("train").ldm; }

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "core/diffusion.h"
+#include "core/denoiser.h"
 #include "core/sampler.h"
-#include "core/unet.h"
+#include "launch/ldm_objective.h"
 
 namespace lf::launch {
 
@@ -25,9 +25,10 @@ struct GenerateOptions {
 };
 
 // Latents [N, c, h, w] for sample ids `ids` (int64 [N]) with `labels` (int64 [N], ignored
-// when the model is unconditional). Runs without autograd on the model's device and dtype;
+// when the model is unconditional) with options.sampler, which must fit the objective
+// (UsageError otherwise). Runs without autograd on the model's device and dtype;
 // `progress(done, total)` is called after each batch. Blocks.
-at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion, const at::Tensor& ids,
+at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& options,
                             const std::function<void(int64_t, int64_t)>& progress = {});
 

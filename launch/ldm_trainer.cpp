@@ -11,12 +11,14 @@
 #include <filesystem>
 #include <memory>
 
+#include "core/denoiser_options.h"
 #include "core/keyed_rng.h"
 #include "core/state_dict.h"
 #include "core/util/strings.h"
 #include "data/latent_cache.h"
 #include "data/latent_loader.h"
 #include "launch/autoencoder.h"
+#include "launch/ldm_objective.h"
 #include "launch/ldm_validation.h"
 #include "launch/model_io.h"
 #include "launch/train_loop.h"
@@ -52,22 +54,17 @@ at::Tensor draw_x0(const data::LatentBatch& b, uint64_t seed, bool flip, double 
   return mean * scale;
 }
 
+// The keyed draws of one micro-batch: the noised input and, for class-conditional models, the
+// labels with the keyed dropout to the null class (for classifier-free guidance).
 struct Batch {
-  at::Tensor x0, t, noise, labels;
+  LDMObjective::Noised noised;
+  at::Tensor labels;
 };
 
-Batch prepare(const data::LatentBatch& b, uint64_t seed, bool flip, double scale, const core::Diffusion& diffusion,
+Batch prepare(const data::LatentBatch& b, uint64_t seed, bool flip, double scale, const LDMObjective& objective,
               int64_t num_classes, double label_dropout, const at::TensorOptions& opts) {
   Batch out;
-  out.x0 = draw_x0(b, seed, flip, scale, opts);
-  auto shape = out.x0.sizes().slice(1);
-  out.t = core::keyed_randint(seed, sid(core::Stream::kTimestep), b.epochs, b.indices, 0, diffusion.timesteps())
-              .to(opts.device());
-  out.noise = core::keyed_normal(seed, sid(core::Stream::kNoise), b.epochs, b.indices, shape, opts);
-  if (diffusion.options().offset_noise > 0) {
-    at::Tensor cn = core::keyed_normal(seed, sid(core::Stream::kOffsetNoise), b.epochs, b.indices, {shape[0]}, opts);
-    out.noise = diffusion.offset_noise(out.noise, cn);
-  }
+  out.noised = objective.noise(draw_x0(b, seed, flip, scale, opts), seed, b.epochs, b.indices, opts);
   if (num_classes > 0) {
     at::Tensor drop = core::keyed_bernoulli(seed, sid(core::Stream::kLabelDrop), b.epochs, b.indices, label_dropout);
     out.labels = at::where(drop, at::full_like(b.labels, num_classes), b.labels).to(opts.device());
@@ -101,7 +98,7 @@ void check_same_cache(const nlohmann::json& state, const std::string& checkpoint
 
 class LDMTrainer : public Trainer {
  public:
-  explicit LDMTrainer(const ConfigView& cfg) : cfg_(cfg), diffusion_(cfg.diffusion()) {}
+  explicit LDMTrainer(const ConfigView& cfg) : cfg_(cfg), objective_(cfg.diffusion()) {}
 
   void open_data(TrainingLoop& loop) override {
     cache_ = data::LatentCache::open(cfg_.cache().dir, /*verify=*/loop.runtime().is_root());
@@ -116,10 +113,10 @@ class LDMTrainer : public Trainer {
 
   std::vector<TrainedModule> build_modules(TrainingLoop& loop) override {
     opts_ = loop.options();
-    model_ = core::UNet(mopt_);
+    model_ = core::make_denoiser(mopt_);
     model_->to(loop.param_dtype());
     model_->to(loop.device());
-    return {{"model", model_.ptr().get(), cfg_.train().lr}};
+    return {{"model", model_.get(), cfg_.train().lr}};
   }
 
   void check_resume(const nlohmann::json& state, const std::string& checkpoint) override {
@@ -134,8 +131,9 @@ class LDMTrainer : public Trainer {
   std::string describe() const override {
     std::vector<std::string> dims;
     for (auto d : latent_shape_) dims.push_back(std::to_string(d));
-    return str("model: UNet ", core::count_parameters(*model_), " parameters, latents ", join(dims, "x"), ", ",
-               mopt_.num_classes, " classes, scale factor ", scale_);
+    return str("model: ", mopt_.kind == core::DenoiserKind::kDiT ? "DiT " : "UNet ", core::count_parameters(*model_),
+               " parameters, ", core::to_string(objective_.options().objective), " objective, latents ", join(dims, "x"),
+               ", ", mopt_.num_classes(), " classes, scale factor ", scale_);
   }
 
   void start(TrainingLoop& loop, int64_t start_step) override {
@@ -152,25 +150,25 @@ class LDMTrainer : public Trainer {
     if (!cfg_.ldm().val_cache.empty())
       validation_ = std::make_unique<ValidationSet>(cfg_.ldm().val_cache, ae_->hash(), cfg_.ldm().val_samples, rt.rank(),
                                                     rt.world(), static_cast<uint64_t>(cfg_.train().seed), scale_,
-                                                    diffusion_, opts_);
+                                                    opts_);
     model_->train();
-    if (mopt_.dropout > 0) model_->set_dropout_masks(nullptr);
+    if (model_->dropout() > 0) model_->set_dropout_masks(nullptr);
   }
 
   void micro_step(const MicroStep& m, std::vector<double>& logged) override {
     auto t0 = Clock::now();
     if (m.micro == 0) current_ = loader_->next();
     const data::LatentBatch& mb = current_.micro[m.micro];
-    Batch b = prepare(mb, draw_seed_, cache_->manifest().settings.flip, scale_, diffusion_, mopt_.num_classes,
+    Batch b = prepare(mb, draw_seed_, cache_->manifest().settings.flip, scale_, objective_, mopt_.num_classes(),
                       cfg_.ldm().label_dropout, opts_);
-    if (mopt_.dropout > 0) set_dropout_masks(mb);
+    if (model_->dropout() > 0) set_dropout_masks(mb);
     m.times->data += since(t0);
     auto tf = Clock::now();
     at::Tensor per;
     {
       auto guard = m.amp->autocast();
-      at::Tensor out = model_->forward(diffusion_.q_sample(b.x0, b.t, b.noise), b.t, b.labels);
-      per = diffusion_.per_sample_loss(out.to(opts_.dtype().toScalarType()), b.x0, b.noise, b.t);
+      at::Tensor out = model_->forward(b.noised.x_t, b.noised.time, b.labels);
+      per = objective_.per_sample_loss(out.to(opts_.dtype().toScalarType()), b.noised);
     }
     at::Tensor loss = per.sum() / per_rank_;
     m.amp->backward(loss);
@@ -183,7 +181,7 @@ class LDMTrainer : public Trainer {
   void after_step(TrainingLoop& loop, int64_t step, nlohmann::json& values) override {
     if (!validation_) return;
     if ((cfg_.ldm().val_every > 0 && step % cfg_.ldm().val_every == 0) || step == cfg_.train().steps) {
-      double v = validation_->loss(model_, diffusion_, loop.runtime().cpu_comm());
+      double v = validation_->loss(*model_, objective_, loop.runtime().cpu_comm());
       values["val_loss"] = v;
       if (loop.runtime().is_root()) LOG(INFO) << "step " << step << ": validation loss " << v;
     }
@@ -211,28 +209,25 @@ class LDMTrainer : public Trainer {
   int64_t epoch_size() const override { return cache_->size(); }
 
  private:
-  // The model options: the config's, with channels and classes from the cache.
-  core::UNetOptions model_options(const data::Manifest& manifest) const {
-    core::UNetOptions o = cfg_.model();
-    o.in_channels = o.out_channels = latent_shape_.at(0);
-    if (o.num_classes < 0) o.num_classes = manifest.num_classes();
-    if (o.num_classes > 0 && manifest.num_classes() == 0)
-      throw UsageError(str("model.num_classes = ", o.num_classes, " but the cache ", cfg_.cache().dir,
+  // The network's options: the config's, with channels and classes from the cache.
+  core::DenoiserOptions model_options(const data::Manifest& manifest) const {
+    const ModelConfig& m = cfg_.model();
+    int64_t classes = m.num_classes < 0 ? manifest.num_classes() : m.num_classes;
+    if (classes > 0 && manifest.num_classes() == 0)
+      throw UsageError(str("model.num_classes = ", classes, " but the cache ", cfg_.cache().dir,
                            " has no labels (an unlabelled image folder); set model.num_classes = 0 or -1"));
-    if (o.num_classes > 0 && o.num_classes < manifest.num_classes())
-      throw UsageError(str("model.num_classes = ", o.num_classes, " but the cache has ", manifest.num_classes(),
-                           " classes"));
+    if (classes > 0 && classes < manifest.num_classes())
+      throw UsageError(str("model.num_classes = ", classes, " but the cache has ", manifest.num_classes(), " classes"));
+    core::DenoiserOptions o = m.resolve(latent_shape_.at(0), classes);
     o.validate();
-    if (latent_shape_.at(1) % o.size_multiple() != 0 || latent_shape_.at(2) % o.size_multiple() != 0)
-      throw UsageError(str("the latents are ", latent_shape_[1], "x", latent_shape_[2], " but model.channel_mult has ",
-                           o.levels(), " levels, which needs sizes divisible by ", o.size_multiple()));
+    o.check_latent_size(latent_shape_.at(1), latent_shape_.at(2));
     return o;
   }
 
   // Dropout masks drawn per sample from the keyed generator (one stream per layer).
   void set_dropout_masks(const data::LatentBatch& mb) {
     at::Tensor ep = mb.epochs, ix = mb.indices;
-    const double p = mopt_.dropout;
+    const double p = model_->dropout();
     const uint64_t seed = draw_seed_;
     const at::Device device = opts_.device();
     model_->set_dropout_masks([=](int64_t layer, at::IntArrayRef shape) {
@@ -245,8 +240,8 @@ class LDMTrainer : public Trainer {
   void write_grid(TrainingLoop& loop, int64_t step) {
     if (!loop.runtime().is_root()) return;
     auto t0 = Clock::now();
-    if (ema_model_.is_empty()) {
-      ema_model_ = core::UNet(mopt_);
+    if (!ema_model_) {
+      ema_model_ = core::make_denoiser(mopt_);
       ema_model_->to(loop.param_dtype());
       ema_model_->to(loop.device());
     }
@@ -257,20 +252,20 @@ class LDMTrainer : public Trainer {
     g.guidance = cfg_.ldm().grid_guidance;
     g.seed = static_cast<uint64_t>(cfg_.train().seed);
     g.label_names = cache_->manifest().settings.label_names;
-    std::string path = write_training_grid(ema_model_, diffusion_, *ae_, latent_shape_, scale_, g, cfg_.train().run_dir, step);
-    LOG(INFO) << "sample grid (EMA, DDIM " << g.steps << " steps, guidance " << g.guidance << ") in " << since(t0)
-              << " s: " << path;
+    std::string path = write_training_grid(*ema_model_, objective_, *ae_, latent_shape_, scale_, g, cfg_.train().run_dir, step);
+    LOG(INFO) << "sample grid (EMA, " << (objective_.is_flow() ? "Euler " : "DDIM ") << g.steps << " steps, guidance "
+              << g.guidance << ") in " << since(t0) << " s: " << path;
   }
 
   const ConfigView& cfg_;
-  core::Diffusion diffusion_;
+  LDMObjective objective_;
   std::shared_ptr<data::LatentCache> cache_;
   std::unique_ptr<Autoencoder> ae_;
   std::vector<int64_t> latent_shape_;
   double scale_ = 1.0;
-  core::UNetOptions mopt_;
-  core::UNet model_{nullptr};
-  core::UNet ema_model_{nullptr};
+  core::DenoiserOptions mopt_;
+  std::shared_ptr<core::DenoiserModule> model_;
+  std::shared_ptr<core::DenoiserModule> ema_model_;
   at::TensorOptions opts_;
   std::unique_ptr<data::LatentLoader> loader_;
   data::LoaderStep current_;

@@ -9,8 +9,7 @@
 namespace lf::launch {
 
 ValidationSet::ValidationSet(const std::string& cache_dir, const std::string& vae_hash, int64_t num, int rank,
-                             int world, uint64_t seed, double scale, const core::Diffusion& diffusion,
-                             const at::TensorOptions& opts) {
+                             int world, uint64_t seed, double scale, const at::TensorOptions& opts) {
   auto val = data::LatentCache::open(cache_dir, false);
   val->check_vae(vae_hash);
   const int64_t n = std::min<int64_t>(num, val->size());
@@ -21,23 +20,24 @@ ValidationSet::ValidationSet(const std::string& cache_dir, const std::string& va
   at::Tensor m = rows.latents.count("mean") ? rows.latents["mean"] : rows.latents["latent"];
   x0_ = m.to(opts) * scale;
   labels_ = rows.labels.to(opts.device());
-  t_ = (at::arange(begin, end, at::kLong) * diffusion.timesteps()).div(std::max<int64_t>(1, n), "floor").to(opts.device());
+  positions_ = at::arange(begin, end, at::kLong);
+  n_ = n;
   noise_ = core::keyed_normal(seed, core::stream_id(core::Stream::kValidation), 0, rows.indices,
                               val->manifest().settings.latent_shape, opts);
 }
 
-double ValidationSet::loss(core::UNet& model, const core::Diffusion& diffusion, dist::Communicator& comm) const {
+double ValidationSet::loss(core::DenoiserModule& model, const LDMObjective& objective, dist::Communicator& comm) const {
   at::NoGradGuard g;
-  model->eval();
+  model.eval();
   at::Tensor sum = at::zeros({2}, at::kDouble);
   if (x0_.size(0) > 0) {
-    at::Tensor xt = diffusion.q_sample(x0_, t_, noise_);
-    at::Tensor y = model->options().num_classes > 0 ? labels_ : at::Tensor();
-    at::Tensor per = diffusion.per_sample_loss(model->forward(xt, t_, y), x0_, noise_, t_);
+    LDMObjective::Noised nz = objective.at_fixed_times(x0_, positions_, n_, noise_);
+    at::Tensor y = model.num_classes() > 0 ? labels_ : at::Tensor();
+    at::Tensor per = objective.per_sample_loss(model.forward(nz.x_t, nz.time, y), nz);
     sum[0] = per.sum().item<double>();
     sum[1] = static_cast<double>(per.size(0));
   }
-  model->train();
+  model.train();
   if (comm.world_size() > 1) comm.all_reduce(sum, dist::ReduceOp::kSum, "all_reduce of the validation loss");
   return sum[0].item<double>() / std::max(1.0, sum[1].item<double>());
 }

@@ -1,14 +1,15 @@
 // The validation loss of `train`: held-out latents (posterior means of train.val_cache), a
-// fixed slice per rank, at timesteps spread evenly over [0, T) with fixed keyed noise, so the
-// number is comparable across steps, runs and rank counts.
+// fixed slice per rank, at times spread evenly over the objective's range (LDMObjective::
+// at_fixed_times) with fixed keyed noise, so the number is comparable across steps, runs and
+// rank counts.
 #pragma once
 #include <ATen/ATen.h>
 
 #include <string>
 
-#include "core/diffusion.h"
-#include "core/unet.h"
+#include "core/denoiser.h"
 #include "distributed/communicator.h"
+#include "launch/ldm_objective.h"
 
 namespace lf::launch {
 
@@ -17,14 +18,15 @@ class ValidationSet {
   // Reads the first min(num, size) samples of the cache at `cache_dir` (checked against the VAE
   // `vae_hash`); rank r of `world` keeps its contiguous slice. Blocks on the reads.
   ValidationSet(const std::string& cache_dir, const std::string& vae_hash, int64_t num, int rank, int world,
-                uint64_t seed, double scale, const core::Diffusion& diffusion, const at::TensorOptions& opts);
+                uint64_t seed, double scale, const at::TensorOptions& opts);
 
   // The mean per-sample loss over every rank's slice (a collective on `comm` when it has more
   // than one rank); the model is put back in training mode.
-  double loss(core::UNet& model, const core::Diffusion& diffusion, dist::Communicator& comm) const;
+  double loss(core::DenoiserModule& model, const LDMObjective& objective, dist::Communicator& comm) const;
 
  private:
-  at::Tensor x0_, labels_, t_, noise_;
+  at::Tensor x0_, labels_, positions_, noise_;
+  int64_t n_ = 0;
 };
 
 }  // namespace lf::launch

@@ -43,7 +43,7 @@ const std::vector<Subcommand>& subcommands() {
        run_encode},
       {"train", "train the latent diffusion model on a latent cache (MPI ranks)",
        "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
-       "Trains the class-conditional (or unconditional) UNet on cache.dir with the diffusion objective,\n"
+       "Trains the class-conditional (or unconditional) UNet or DiT on cache.dir with the DDPM or flow objective,\n"
        "data-parallel over the ranks of mpirun or srun. Exit codes: 0 done, 75 checkpointed after\n"
        "SIGUSR1 (requeue me), 143 checkpointed after SIGTERM, 1 failure, 2 usage/config error.",
        {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"}},

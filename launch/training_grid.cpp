@@ -19,16 +19,17 @@ std::vector<std::string> class_row_labels(const std::vector<int64_t>& classes, c
   return out;
 }
 
-std::string write_training_grid(core::UNet& model, const core::Diffusion& diffusion, Autoencoder& autoencoder,
+std::string write_training_grid(core::DenoiserModule& model, const LDMObjective& objective, Autoencoder& autoencoder,
                                 const std::vector<int64_t>& latent_shape, double scale, const TrainingGridOptions& o,
                                 const std::string& run_dir, int64_t step) {
-  const int64_t num_classes = model->options().num_classes;
+  const int64_t num_classes = model.num_classes();
   auto [ids, labels] = grid_labels(num_classes, o.per_class);
   GenerateOptions g;
+  g.sampler = objective.is_flow() ? core::SamplerKind::kEuler : core::SamplerKind::kDDIM;
   g.steps = o.steps;
   g.guidance = o.guidance;
   g.seed = o.seed;
-  at::Tensor z = generate_latents(model, diffusion, ids, labels, latent_shape, g);
+  at::Tensor z = generate_latents(model, objective, ids, labels, latent_shape, g);
   autoencoder.to(z.device());
   at::Tensor images = autoencoder.decode(z.to(at::kFloat) / scale).cpu();
   std::vector<int64_t> classes;

@@ -159,16 +159,16 @@ TEST(FlowSampler, RefusesSamplersOfTheOtherObjectiveAndBadTimes) {
   Denoiser v = [](const at::Tensor& x, const at::Tensor&) { return x; };
   const at::Tensor x = torch::randn({2, 3});
   ExpectThrowContains<std::invalid_argument>(
-      [] { check_sampler_objective("ddim", Objective::kFlow); },
+      [] { check_sampler_objective(SamplerKind::kDDIM, Objective::kFlow); },
       {"sample.sampler = ddim cannot sample a model trained with diffusion.objective = flow",
        "use sample.sampler = euler or heun"});
   ExpectThrowContains<std::invalid_argument>(
-      [] { check_sampler_objective("heun", Objective::kDDPM); },
+      [] { check_sampler_objective(SamplerKind::kHeun, Objective::kDDPM); },
       {"sample.sampler = heun cannot sample a model trained with diffusion.objective = ddpm",
        "use sample.sampler = ddim or ddpm"});
-  for (const auto& name : {"ddim", "ddpm"}) EXPECT_NO_THROW(check_sampler_objective(name, Objective::kDDPM));
-  for (const auto& name : {"euler", "heun"}) EXPECT_NO_THROW(check_sampler_objective(name, Objective::kFlow));
-  ExpectThrowContains<std::invalid_argument>([] { check_sampler_objective("rk4", Objective::kFlow); },
+  for (auto s : {SamplerKind::kDDIM, SamplerKind::kDDPM}) EXPECT_NO_THROW(check_sampler_objective(s, Objective::kDDPM));
+  for (auto s : {SamplerKind::kEuler, SamplerKind::kHeun}) EXPECT_NO_THROW(check_sampler_objective(s, Objective::kFlow));
+  ExpectThrowContains<std::invalid_argument>([] { sampler_kinds().parse("rk4", "sample.sampler"); },
                                              {"sample.sampler = 'rk4': expected one of ddim, ddpm, euler, heun"});
   for (auto s : {FlowSolver::kEuler, FlowSolver::kHeun}) EXPECT_EQ(flow_solvers().parse(to_string(s), "k"), s);
   ExpectThrowContains<c10::Error>([&] { flow_sample(v, x, {1.0}, FlowSolver::kEuler); }, {"1 times give no step"});
