@@ -2,7 +2,9 @@
 """PyTorch baseline for bench/overhead_vs_pytorch.sh: a port of core/unet.{h,cpp} and
 core/nn_blocks.{h,cpp} (the ADM/LDM denoiser) with identical parameter names and shapes, and the
 same training step as bench/train_step.cpp written the way a PyTorch user would
-(torch.optim.AdamW(foreach=True), clip_grad_norm_, a foreach EMA).
+(torch.optim.AdamW(foreach=True), clip_grad_norm_, a foreach EMA). --model=dit takes the DiT of
+bench/torch_dit.py instead; --objective=flow trains flow matching (x_t = (1 - t) x0 + t eps,
+target eps - x0, the network given 1000 t) instead of DDPM's eps.
 
   /usr/bin/python3 bench/torch_unet.py --threads=1 --steps=5 ...   one timed round, one JSON line
   /usr/bin/python3 bench/torch_unet.py --verify=DIR                 checks the port against
@@ -257,10 +259,21 @@ def parse_args(argv):
     p.add_argument("--init", default="", help="initial weights (safetensors), e.g. from bench_train_step --dump")
     p.add_argument("--verify", default="", help="directory written by bench_train_step --dump")
     p.add_argument("--profile", action="store_true", help="print torch.autograd.profiler's table of one step")
+    p.add_argument("--model", choices=("unet", "dit"), default="unet")
+    p.add_argument("--patch_size", "--patch-size", type=int, default=2)
+    p.add_argument("--depth", type=int, default=6)
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--mlp_ratio", "--mlp-ratio", type=float, default=4.0)
+    p.add_argument("--objective", choices=("ddpm", "flow"), default="ddpm")
+    p.add_argument("--t_sampling", "--t-sampling", choices=("uniform", "logit_normal"), default="uniform")
     return p.parse_args(argv)
 
 
 def make_model(a):
+    if a.model == "dit":
+        import torch_dit  # noqa: E402 (bench/torch_dit.py, next to this file)
+        return torch_dit.make_model(a)
     return UNet(model_channels=a.channels, channel_mult=a.channel_mult, num_res_blocks=a.num_res_blocks,
                 attention_ds=a.attention_ds, head_channels=a.head_channels, num_classes=a.num_classes,
                 norm_groups=a.norm_groups)
@@ -283,21 +296,31 @@ class Trainer:
         a = self.a
         x0 = torch.randn(a.batch, 4, a.size, a.size)
         labels = torch.randint(0, a.num_classes, (a.batch,)) if a.num_classes > 0 else None
-        t = torch.randint(0, 1000, (a.batch,))
+        if a.objective == "flow":
+            t = torch.sigmoid(torch.randn(a.batch)) if a.t_sampling == "logit_normal" else torch.rand(a.batch)
+        else:
+            t = torch.randint(0, 1000, (a.batch,))
         noise = torch.randn_like(x0)
         if labels is not None and a.label_dropout > 0:
             labels = torch.where(torch.rand(a.batch) < a.label_dropout, torch.full_like(labels, a.num_classes), labels)
         return x0, t, noise, labels
 
     def q_sample(self, x0, t, noise):
-        """Ho et al. 2020 eq. 4 with coefficients gathered in float64, cast to x0's dtype."""
+        """Ho et al. 2020 eq. 4 with coefficients gathered in float64, cast to x0's dtype; for
+        flow the linear interpolant (core::FlowMatching::x_t)."""
+        if self.a.objective == "flow":
+            tt = t.to(x0.dtype).view(-1, 1, 1, 1)
+            return (1.0 - tt) * x0 + tt * noise
         c1 = self.sqrt_ac[t].to(x0.dtype).view(-1, 1, 1, 1)
         c2 = self.sqrt_1mac[t].to(x0.dtype).view(-1, 1, 1, 1)
         return c1 * x0 + c2 * noise
 
+    def model_time(self, t):
+        return t * 1000.0 if self.a.objective == "flow" else t
+
     def forward_loss(self, x0, t, noise, labels):
-        out = self.model(self.q_sample(x0, t, noise), t, labels)
-        return out, F.mse_loss(out, noise)
+        out = self.model(self.q_sample(x0, t, noise), self.model_time(t), labels)
+        return out, F.mse_loss(out, noise - x0 if self.a.objective == "flow" else noise)
 
     def update(self, ms=None):
         """Clip, AdamW, EMA (LitEma warm-up decay), zero the gradients; returns the norm."""
@@ -359,7 +382,8 @@ def verify(a):
     ok = names_ok
     with torch.no_grad():
         model.eval()
-        ok &= report("forward output (eval, on x0)", model(io["x0"], io["t"], labels), io["out_eval"], 1e-5)
+        ok &= report("forward output (eval, on x0)", model(io["x0"], io.get("t_model", io["t"]), labels),
+                     io["out_eval"], 1e-5)
         model.train()
     ok &= report("q_sample", tr.q_sample(io["x0"], io["t"], io["noise"]), io["x_t"], 1e-6)
     out, loss = tr.forward_loss(io["x0"], io["t"], io["noise"], labels)
@@ -371,6 +395,12 @@ def verify(a):
     print(f"  {'ok ' if worst[0] <= 1e-3 else 'BAD'} gradients: worst relative max error {worst[0]:.3g} ({worst[1]}), "
           "tolerance 1e-3 of each tensor's max")
     ok &= worst[0] <= 1e-3
+    # The update from OUR gradients: AdamW's first step moves a weight by about lr g / (|g| + eps),
+    # which for entries with |g| near eps (1e-8) turns float32 summation-order noise in g into
+    # differences of order lr; the gradients were compared above.
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.grad.copy_(io["grad." + n])
     norm = tr.update()
     ok &= report("grad norm", norm.double().reshape(1), io["grad_norm"], 1e-4, rel=True)
     after = torch.stack([(p.detach() - io["after." + n]).abs().max() for n, p in model.named_parameters()]).max()

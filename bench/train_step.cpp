@@ -1,12 +1,16 @@
 // Step time of one denoiser training step as launch/ldm_trainer.cpp runs it (keyed draws,
 // q_sample, forward, eps-MSE, backward, grad-norm clip, core::AdamW, core::EMA), for the
-// comparison with PyTorch in bench/overhead_vs_pytorch.sh; bench/torch_unet.py is the baseline.
+// comparison with PyTorch in bench/overhead_vs_pytorch.sh; bench/torch_unet.py is the baseline
+// (bench/torch_dit.py for --model=dit). --objective=flow trains the flow-matching objective
+// instead (keyed t, x_t = (1 - t) x0 + t eps, velocity MSE).
 // Usage: bench_train_step [--key=value ...]   (--help lists the keys)
 //   one round: --warmup steps, then --steps timed steps; prints one JSON line of per-step times.
+//   --profile=1: prints the ops of one step by self CPU time (as torch_unet.py --profile), then exits.
 //   --dump=DIR: writes DIR/weights.safetensors (initial weights), DIR/io.safetensors (a fixed
 //   batch, the forward output, the gradients and the parameters and EMA after one step) for
 //   torch_unet.py --verify, then exits.
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -17,17 +21,19 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "core/adamw.h"
+#include "core/denoiser_options.h"
 #include "core/diffusion.h"
 #include "core/ema.h"
+#include "core/flow.h"
 #include "core/keyed_rng.h"
 #include "core/safetensors.h"
 #include "core/state_dict.h"
-#include "core/unet.h"
 #include "core/util/strings.h"
 #include "launch/threads.h"
 
@@ -48,7 +54,10 @@ struct Args {
       {"attention_ds", "2,4"}, {"head_channels", "32"}, {"num_classes", "10"},
       {"norm_groups", "32"},   {"size", "8"},         {"lr", "1e-3"},         {"weight_decay", "0"},
       {"grad_clip", "1"},      {"ema_decay", "0.999"}, {"label_dropout", "0.1"},
-      {"rng", "keyed"},        {"zero_grad", "zero"},        {"seed", "0"},         {"init", ""},           {"dump", ""}};
+      {"rng", "keyed"},        {"zero_grad", "zero"},        {"seed", "0"},         {"init", ""},           {"dump", ""},
+      {"model", "unet"},       {"patch_size", "2"},   {"depth", "6"},         {"width", "256"},
+      {"heads", "4"},          {"mlp_ratio", "4"},    {"objective", "ddpm"},  {"t_sampling", "uniform"},
+      {"profile", "0"}};
 
   void parse(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
@@ -79,17 +88,48 @@ struct Args {
   }
 };
 
-core::UNetOptions unet_options(const Args& a) {
-  core::UNetOptions o;
-  o.model_channels = a.i("channels");
-  o.channel_mult = a.list("channel_mult");
-  o.num_res_blocks = a.i("num_res_blocks");
-  o.attention_ds = a.list("attention_ds");
-  o.head_channels = a.i("head_channels");
-  o.num_classes = a.i("num_classes");
-  o.norm_groups = a.i("norm_groups");
+core::DenoiserOptions model_options(const Args& a) {
+  core::DenoiserOptions o;
+  o.kind = core::denoiser_kinds().parse(a.s("model"), "--model");
+  o.unet.model_channels = a.i("channels");
+  o.unet.channel_mult = a.list("channel_mult");
+  o.unet.num_res_blocks = a.i("num_res_blocks");
+  o.unet.attention_ds = a.list("attention_ds");
+  o.unet.head_channels = a.i("head_channels");
+  o.unet.norm_groups = a.i("norm_groups");
+  o.dit.patch_size = a.i("patch_size");
+  o.dit.depth = a.i("depth");
+  o.dit.width = a.i("width");
+  o.dit.heads = a.i("heads");
+  o.dit.mlp_ratio = a.d("mlp_ratio");
+  o.set_io(4, a.i("num_classes"));
   return o;
 }
+
+// The objective of the step: DDPM with eps prediction (the trainer's default) or flow.
+struct Objective {
+  std::optional<core::Diffusion> ddpm;
+  std::optional<core::FlowMatching> flow;
+
+  explicit Objective(const Args& a) {
+    core::DiffusionOptions o;
+    o.objective = core::objectives().parse(a.s("objective"), "--objective");
+    if (o.objective == core::Objective::kFlow) {
+      o.t_sampling = core::time_samplings().parse(a.s("t_sampling"), "--t_sampling");
+      flow.emplace(o);
+    } else {
+      ddpm.emplace(o);
+    }
+  }
+  at::Tensor x_t(const at::Tensor& x0, const at::Tensor& t, const at::Tensor& noise) const {
+    return flow ? flow->x_t(x0, noise, t) : ddpm->q_sample(x0, t, noise);
+  }
+  at::Tensor model_time(const at::Tensor& t) const { return flow ? core::FlowMatching::model_time(t) : t; }
+  at::Tensor per_sample_loss(const at::Tensor& out, const at::Tensor& x0, const at::Tensor& noise,
+                             const at::Tensor& t) const {
+    return flow ? flow->per_sample_loss(out, x0, noise) : ddpm->per_sample_loss(out, x0, noise, t);
+  }
+};
 
 struct Batch {
   at::Tensor x0, t, noise, labels;
@@ -98,15 +138,18 @@ struct Batch {
 // The batch of step `step`: x0 stands in for the loader's latents (ATen normals, as on the
 // Python side); t, noise and label dropout come from the keyed generator as in
 // ldm_trainer.cpp's prepare() (--rng=keyed) or from ATen's generator (--rng=aten).
-Batch make_batch(const Args& a, const core::Diffusion& diffusion, int64_t step) {
+Batch make_batch(const Args& a, const Objective& objective, int64_t step) {
   const int64_t n = a.i("batch"), size = a.i("size"), classes = a.i("num_classes");
   const uint64_t seed = static_cast<uint64_t>(a.i("seed"));
+  const auto f32 = at::TensorOptions().dtype(at::kFloat);
   Batch b;
   b.x0 = at::randn({n, 4, size, size});
   at::Tensor labels = classes > 0 ? at::randint(0, classes, {n}, at::kLong) : at::Tensor();
   if (a.s("rng") == "keyed") {
     at::Tensor idx = at::arange(step * n, (step + 1) * n, at::kLong);
-    b.t = core::keyed_randint(seed, core::stream_id(core::Stream::kTimestep), 0, idx, 0, diffusion.timesteps());
+    b.t = objective.flow ? objective.flow->sample_time(seed, 0, idx, f32)
+                         : core::keyed_randint(seed, core::stream_id(core::Stream::kTimestep), 0, idx, 0,
+                                               objective.ddpm->timesteps());
     b.noise = core::keyed_normal(seed, core::stream_id(core::Stream::kNoise), 0, idx, {4, size, size},
                                  at::TensorOptions().dtype(at::kFloat));
     if (labels.defined() && a.d("label_dropout") > 0) {
@@ -115,7 +158,7 @@ Batch make_batch(const Args& a, const core::Diffusion& diffusion, int64_t step) 
       labels = at::where(drop, at::full_like(labels, classes), labels);
     }
   } else if (a.s("rng") == "aten") {
-    b.t = at::randint(0, diffusion.timesteps(), {n}, at::kLong);
+    b.t = objective.flow ? at::rand({n}) : at::randint(0, objective.ddpm->timesteps(), {n}, at::kLong);
     b.noise = at::randn_like(b.x0);
     if (labels.defined() && a.d("label_dropout") > 0)
       labels = at::where(at::rand({n}) < a.d("label_dropout"), at::full_like(labels, classes), labels);
@@ -127,8 +170,8 @@ Batch make_batch(const Args& a, const core::Diffusion& diffusion, int64_t step) 
 }
 
 struct Trainer {
-  core::UNet model;
-  core::Diffusion diffusion{core::DiffusionOptions{}};
+  std::shared_ptr<core::DenoiserModule> model;
+  Objective objective;
   std::vector<at::Tensor> params;
   std::unique_ptr<core::AdamW> optimizer;
   std::unique_ptr<core::EMA> ema;
@@ -136,7 +179,7 @@ struct Trainer {
   bool set_to_none = false;
   core::AdamW::Named named;
 
-  explicit Trainer(const Args& a) : model(unet_options(a)) {
+  explicit Trainer(const Args& a) : model(core::make_denoiser(model_options(a))), objective(a) {
     if (!a.s("init").empty()) core::load_state_dict(*model, core::load_safetensors(a.s("init")).tensors);
     for (auto& item : model->named_parameters()) {
       named.emplace_back(item.key(), item.value());
@@ -160,8 +203,8 @@ struct Trainer {
   std::map<std::string, double> step(const Batch& b, at::Tensor* out_keep = nullptr) {
     std::map<std::string, double> ms;
     auto t0 = Clock::now();
-    at::Tensor out = model->forward(diffusion.q_sample(b.x0, b.t, b.noise), b.t, b.labels);
-    at::Tensor loss = diffusion.per_sample_loss(out, b.x0, b.noise, b.t).sum() / static_cast<double>(b.x0.size(0));
+    at::Tensor out = model->forward(objective.x_t(b.x0, b.t, b.noise), objective.model_time(b.t), b.labels);
+    at::Tensor loss = objective.per_sample_loss(out, b.x0, b.noise, b.t).sum() / static_cast<double>(b.x0.size(0));
     ms["forward"] = ms_since(t0);
     auto t1 = Clock::now();
     loss.backward();
@@ -208,18 +251,21 @@ void dump(const Args& a) {
   tr.reset_ema();
   core::save_safetensors(dir + "/weights.safetensors", core::state_dict(*tr.model));
   torch::manual_seed(1234);
-  Batch b = make_batch(a, tr.diffusion, 0);
-  core::TensorMap io = {{"x0", b.x0}, {"t", b.t}, {"noise", b.noise}};
+  Batch b = make_batch(a, tr.objective, 0);
+  const at::Tensor t_model = tr.objective.model_time(b.t);
+  core::TensorMap io = {{"x0", b.x0}, {"t", b.t}, {"t_model", t_model}, {"noise", b.noise}};
   if (b.labels.defined()) io["labels"] = b.labels;
   {  // eval-mode output on x0 itself: the plain forward comparison
     torch::NoGradGuard ng;
-    io["out_eval"] = tr.model->forward(b.x0, b.t, b.labels);
+    tr.model->eval();
+    io["out_eval"] = tr.model->forward(b.x0, t_model, b.labels);
+    tr.model->train();
   }
-  at::Tensor xt = tr.diffusion.q_sample(b.x0, b.t, b.noise);
+  at::Tensor xt = tr.objective.x_t(b.x0, b.t, b.noise);
   io["x_t"] = xt;
   // Gradients of the step (before clipping), then the parameters and EMA after it.
-  at::Tensor out = tr.model->forward(xt, b.t, b.labels);
-  at::Tensor loss = tr.diffusion.per_sample_loss(out, b.x0, b.noise, b.t).sum() / static_cast<double>(b.x0.size(0));
+  at::Tensor out = tr.model->forward(xt, t_model, b.labels);
+  at::Tensor loss = tr.objective.per_sample_loss(out, b.x0, b.noise, b.t).sum() / static_cast<double>(b.x0.size(0));
   loss.backward();
   io["out_train"] = out.detach();
   io["loss"] = loss.detach().reshape({1});
@@ -236,6 +282,48 @@ void dump(const Args& a) {
   std::printf("wrote %s/weights.safetensors (%lld parameters) and %s/io.safetensors (loss %.6f, grad norm %.6f)\n",
               dir.c_str(), static_cast<long long>(core::count_parameters(*tr.model)), dir.c_str(),
               loss.item<double>(), gnorm);
+}
+
+// One step under LibTorch's (legacy) CPU profiler; prints each op's self time (its time minus
+// that of the ops it called), summed over the step, the largest first.
+void profile(const Args& a) {
+  namespace prof = torch::autograd::profiler;
+  Trainer tr(a);
+  for (int64_t s = 0; s < std::max<int64_t>(1, a.i("warmup")); ++s) tr.step(make_batch(a, tr.objective, s));
+  Batch b = make_batch(a, tr.objective, 100);
+  prof::enableProfilerLegacy(torch::profiler::impl::ProfilerConfig(torch::profiler::impl::ProfilerState::CPU));
+  tr.step(b);
+  const prof::thread_event_lists lists = prof::disableProfilerLegacy();
+  std::map<std::string, std::pair<double, int64_t>> self_us;  // name -> (self us, calls)
+  double total = 0;
+  for (const auto& events : lists) {
+    struct Open {
+      const prof::LegacyEvent* push;
+      double children_us;
+    };
+    std::vector<Open> stack;
+    for (const auto& e : events) {
+      if (e.kind() == prof::EventKind::PushRange) {
+        stack.push_back({&e, 0.0});
+      } else if (e.kind() == prof::EventKind::PopRange && !stack.empty()) {
+        const Open o = stack.back();
+        stack.pop_back();
+        const double us = o.push->cpuElapsedUs(e);
+        auto& slot = self_us[o.push->name()];
+        slot.first += us - o.children_us;
+        slot.second += 1;
+        if (stack.empty()) total += us;
+        else stack.back().children_us += us;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, std::pair<double, int64_t>>> rows(self_us.begin(), self_us.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& x, const auto& y) { return x.second.first > y.second.first; });
+  std::printf("%-48s %12s %8s %8s\n", "op (self CPU time, one step)", "self ms", "share", "calls");
+  for (size_t i = 0; i < std::min<size_t>(rows.size(), 25); ++i)
+    std::printf("%-48s %12.3f %7.2f%% %8lld\n", rows[i].first.c_str(), rows[i].second.first / 1e3,
+                100.0 * rows[i].second.first / std::max(total, 1e-9), static_cast<long long>(rows[i].second.second));
+  std::printf("self CPU time total: %.3f ms\n", total / 1e3);
 }
 
 double median(std::vector<double> v) {
@@ -256,12 +344,16 @@ int main(int argc, char** argv) {
       dump(a);
       return 0;
     }
+    if (a.i("profile")) {
+      profile(a);
+      return 0;
+    }
     Trainer tr(a);
     const int64_t warmup = a.i("warmup"), steps = a.i("steps");
     std::map<std::string, std::vector<double>> phases;
     for (int64_t s = 0; s < warmup + steps; ++s) {
       auto t0 = Clock::now();
-      Batch b = make_batch(a, tr.diffusion, s);
+      Batch b = make_batch(a, tr.objective, s);
       const double data_ms = ms_since(t0);
       auto ms = tr.step(b);
       const double total = ms_since(t0);

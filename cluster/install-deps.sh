@@ -26,6 +26,9 @@ PACKAGES=(
   python3 python3-numpy python3-torch python3-h5py python3-matplotlib python3-scipy
   # a real local Slurm for the cluster tests (libpmix-dev comes with libopenmpi-dev)
   slurmctld slurmd slurm-client munge libpmix-dev
+  # the multi-node test cluster: network namespaces, veths, a bridge (ip; nsenter and unshare
+  # are in util-linux, which every Debian has)
+  iproute2 util-linux
 )
 
 missing=()

@@ -3,48 +3,73 @@
 
 #include <cmath>
 #include <stdexcept>
+#include <vector>
 
 #include "core/util/strings.h"
 
 namespace lf::core {
 
-std::string to_string(Prediction p) {
-  switch (p) {
-    case Prediction::kEps:
-      return "eps";
-    case Prediction::kV:
-      return "v";
-    case Prediction::kX0:
-      return "x0";
-  }
-  throw std::invalid_argument(lf::str("Prediction value ", static_cast<int>(p), " is unknown"));
+const EnumTable<Prediction>& predictions() {
+  static const EnumTable<Prediction> table = {{"eps", Prediction::kEps}, {"v", Prediction::kV}, {"x0", Prediction::kX0}};
+  return table;
 }
 
-Prediction prediction_from_string(const std::string& name) {
-  for (auto p : {Prediction::kEps, Prediction::kV, Prediction::kX0}) {
-    if (to_string(p) == name) return p;
-  }
-  throw std::invalid_argument(
-      lf::str("prediction '", name, "' is unknown; expected one of eps, v, x0"));
+const EnumTable<LossWeighting>& loss_weightings() {
+  static const EnumTable<LossWeighting> table = {{"uniform", LossWeighting::kUniform}, {"min_snr", LossWeighting::kMinSNR}};
+  return table;
 }
 
-std::string to_string(LossWeighting w) {
-  switch (w) {
-    case LossWeighting::kUniform:
-      return "uniform";
-    case LossWeighting::kMinSNR:
-      return "min_snr";
-  }
-  throw std::invalid_argument(lf::str("LossWeighting value ", static_cast<int>(w), " is unknown"));
+const EnumTable<Objective>& objectives() {
+  static const EnumTable<Objective> table = {{"ddpm", Objective::kDDPM}, {"flow", Objective::kFlow}};
+  return table;
 }
 
-LossWeighting loss_weighting_from_string(const std::string& name) {
-  for (auto w : {LossWeighting::kUniform, LossWeighting::kMinSNR}) {
-    if (to_string(w) == name) return w;
-  }
-  throw std::invalid_argument(
-      lf::str("loss weighting '", name, "' is unknown; expected one of uniform, min_snr"));
+const EnumTable<TimeSampling>& time_samplings() {
+  static const EnumTable<TimeSampling> table = {{"uniform", TimeSampling::kUniform},
+                                                {"logit_normal", TimeSampling::kLogitNormal}};
+  return table;
 }
+
+std::string diffusion_key(const std::string& field) { return lf::str("diffusion.", field); }
+
+namespace {
+
+// The fields of the objective not chosen, set away from their defaults: one message each,
+// saying why the field has no meaning there.
+std::vector<std::string> foreign_fields(const DiffusionOptions& o) {
+  const DiffusionOptions d;
+  std::vector<std::string> out;
+  auto refuse = [&](bool differs, const std::string& field, const std::string& why) {
+    if (differs)
+      out.push_back(lf::str(diffusion_key(field), " does not apply to ", diffusion_key("objective"), " = ",
+                            to_string(o.objective), ": ", why));
+  };
+  if (o.objective == Objective::kFlow) {
+    const char* path = "the linear interpolant x_t = (1 - t) x0 + t eps is the noise path";
+    refuse(o.schedule != d.schedule, lf::str("schedule = ", to_string(o.schedule)), path);
+    refuse(o.timesteps != d.timesteps, lf::str("timesteps = ", o.timesteps),
+           "flow time is continuous in [0, 1] (sample.steps sets the sampler's grid)");
+    refuse(o.prediction != d.prediction, lf::str("prediction = ", to_string(o.prediction)),
+           "the network predicts the velocity eps - x0");
+    refuse(o.weighting != d.weighting, lf::str("loss_weighting = ", to_string(o.weighting)),
+           lf::str("min-SNR weights are defined on the DDPM schedule's SNR; the flow loss is the unweighted "
+                   "velocity MSE (", diffusion_key("t_sampling"), " shapes where it trains instead)"));
+    refuse(o.min_snr_gamma != d.min_snr_gamma, lf::str("min_snr_gamma = ", o.min_snr_gamma),
+           "min-SNR weighting is DDPM only");
+    refuse(o.offset_noise != d.offset_noise, lf::str("offset_noise = ", o.offset_noise),
+           "offset noise remedies a DDPM schedule whose last step keeps signal (Guttenberg 2023); the "
+           "interpolant is pure noise at t = 1");
+  } else {
+    const std::string ddpm = lf::str("DDPM draws integer timesteps uniformly from [0, diffusion.timesteps); set ",
+                                     diffusion_key("objective"), " = flow to use it");
+    refuse(o.t_sampling != d.t_sampling, lf::str("t_sampling = ", to_string(o.t_sampling)), ddpm);
+    refuse(o.t_mean != d.t_mean, lf::str("t_mean = ", o.t_mean), ddpm);
+    refuse(o.t_std != d.t_std, lf::str("t_std = ", o.t_std), ddpm);
+  }
+  return out;
+}
+
+}  // namespace
 
 void DiffusionOptions::validate() const {
   if (timesteps < 1) {
@@ -60,10 +85,19 @@ void DiffusionOptions::validate() const {
                                         ", expected a finite value >= 0 (0 disables it; 0.1 is "
                                         "typical)"));
   }
+  if (!std::isfinite(t_mean))
+    throw std::invalid_argument(lf::str(diffusion_key("t_mean"), " is ", t_mean, ", expected a finite value (SD3 uses 0)"));
+  if (!(t_std > 0) || !std::isfinite(t_std))
+    throw std::invalid_argument(lf::str(diffusion_key("t_std"), " is ", t_std, ", expected a finite value > 0 (SD3 uses 1)"));
+  const std::vector<std::string> foreign = foreign_fields(*this);
+  if (!foreign.empty()) throw std::invalid_argument(join(foreign, "; "));
 }
 
 Diffusion::Diffusion(DiffusionOptions options) : options_(options) {
   options_.validate();
+  if (options_.objective != Objective::kDDPM)
+    throw std::invalid_argument(lf::str("Diffusion implements ", diffusion_key("objective"), " = ddpm, not ",
+                                        to_string(options_.objective), "; build a FlowMatching (core/flow.h)"));
   schedule_ = NoiseSchedule::make(options_.schedule, options_.timesteps);
   const auto& ac = schedule_->alphas_cumprod();
   sqrt_ac_ = schedule_->sqrt_alphas_cumprod();

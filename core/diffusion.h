@@ -1,5 +1,6 @@
 // The diffusion objective: the forward process q(x_t | x_0), the network's parameterisations
-// (eps, v, x0) and conversions between them, loss weights (uniform, min-SNR-gamma), offset noise.
+// (eps, v, x0) and conversions between them, loss weights (uniform, min-SNR-gamma), offset noise;
+// and the options of both objectives (DDPM here, flow matching in core/flow.h).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -16,11 +17,26 @@ enum class Prediction { kEps, kV, kX0 };
 // Per-sample loss weights: 1, or min-SNR-gamma (Hang et al. 2023).
 enum class LossWeighting { kUniform, kMinSNR };
 
-std::string to_string(Prediction p);  // "eps", "v", "x0"
-// Throws std::invalid_argument naming the value and the allowed ones.
-Prediction prediction_from_string(const std::string& name);
-std::string to_string(LossWeighting w);  // "uniform", "min_snr"
-LossWeighting loss_weighting_from_string(const std::string& name);
+const EnumTable<Prediction>& predictions();         // "eps", "v", "x0"
+const EnumTable<LossWeighting>& loss_weightings();  // "uniform", "min_snr"
+inline const std::string& to_string(Prediction p) { return predictions().name(p); }
+inline const std::string& to_string(LossWeighting w) { return loss_weightings().name(w); }
+// The training objective: DDPM's discrete forward process (this file; Ho et al. 2020) or flow
+// matching on the linear interpolant x_t = (1 - t) x0 + t eps (core/flow.h; Liu et al. 2022,
+// Lipman et al. 2022).
+enum class Objective { kDDPM, kFlow };
+const EnumTable<Objective>& objectives();  // "ddpm", "flow"
+inline const std::string& to_string(Objective o) { return objectives().name(o); }
+// How flow matching draws t in (0, 1): uniformly, or logit-normal t = sigmoid(m + s z), z ~ N(0, 1)
+// (Esser et al. 2024, SD3, sec. 3.1), which puts more training on the middle of the path.
+enum class TimeSampling { kUniform, kLogitNormal };
+const EnumTable<TimeSampling>& time_samplings();  // "uniform", "logit_normal"
+inline const std::string& to_string(TimeSampling s) { return time_samplings().name(s); }
+
+// The config key of a [diffusion] field, "diffusion.<field>", as messages name it. The keys of the
+// flow objective (objective, t_sampling, t_mean, t_std) are spelled here before the config
+// registers them.
+std::string diffusion_key(const std::string& field);
 
 // Configuration of the objective ([diffusion] in the INI configs).
 struct DiffusionOptions {
@@ -32,8 +48,16 @@ struct DiffusionOptions {
   LossWeighting weighting = LossWeighting::kUniform;  // per-sample loss weights
   double min_snr_gamma = 5.0;                        // gamma of min-SNR (> 0); 5 in the paper
   double offset_noise = 0.0;                         // offset-noise strength (>= 0; 0.1 typical)
+  Objective objective = Objective::kDDPM;            // ddpm (the fields above) or flow
+  TimeSampling t_sampling = TimeSampling::kUniform;  // flow: how t is drawn
+  double t_mean = 0.0;                               // flow, logit-normal: m (SD3 uses 0)
+  double t_std = 1.0;                                // flow, logit-normal: s > 0 (SD3 uses 1)
 
   // Throws std::invalid_argument naming the field (diffusion.<name>), the value and the range.
+  // The fields of one objective are refused with the other when they differ from their
+  // defaults, with the reason (every such field at once): with flow, schedule, timesteps,
+  // prediction, loss_weighting, min_snr_gamma and offset_noise; with ddpm, t_sampling, t_mean
+  // and t_std.
   void validate() const;
 };
 
@@ -44,7 +68,7 @@ struct DiffusionOptions {
 // on checking them). Immutable after construction: safe to share between threads.
 class Diffusion {
  public:
-  // Validates `options` (std::invalid_argument) and builds the schedule.
+  // Validates `options` (std::invalid_argument; objective must be ddpm) and builds the schedule.
   explicit Diffusion(DiffusionOptions options);
 
   const DiffusionOptions& options() const { return options_; }

@@ -20,16 +20,10 @@ int64_t channel_mult(int64_t layer) { return std::min<int64_t>(int64_t{1} << lay
 
 }  // namespace
 
-DiscriminatorNorm discriminator_norm_from_string(const std::string& s) {
-  if (s == "group") return DiscriminatorNorm::kGroup;
-  if (s == "none") return DiscriminatorNorm::kNone;
-  throw std::invalid_argument(lf::str("discriminator norm \"", s, "\" is unknown (expected group or none",
-                                      s == "batch" ? "; BatchNorm is not offered: its statistics depend on the "
-                                                     "local batch and rank" : "",
-                                      ")"));
+const EnumTable<DiscriminatorNorm>& discriminator_norms() {
+  static const EnumTable<DiscriminatorNorm> table = {{"group", DiscriminatorNorm::kGroup}, {"none", DiscriminatorNorm::kNone}};
+  return table;
 }
-
-std::string to_string(DiscriminatorNorm n) { return n == DiscriminatorNorm::kGroup ? "group" : "none"; }
 
 int64_t DiscriminatorOptions::output_size(int64_t s) const {
   // Conv output: floor((s + 2 * pad - kernel) / stride) + 1; negative means the input is too small.

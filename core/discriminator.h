@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/util/enum_table.h"
+
 namespace lf::core {
 
 // Normalisation after each inner conv. taming uses BatchNorm (or ActNorm); BatchNorm is not
@@ -14,8 +16,9 @@ namespace lf::core {
 // local batch, and its running statistics are a per-rank stream, so 2 ranks x B/2 would differ
 // from 1 rank x B. GroupNorm normalises each sample on its own.
 enum class DiscriminatorNorm { kGroup, kNone };
-DiscriminatorNorm discriminator_norm_from_string(const std::string& s);  // "group" | "none"
-std::string to_string(DiscriminatorNorm n);
+// "group" | "none" (BatchNorm is not offered: its statistics depend on the local batch and rank).
+const EnumTable<DiscriminatorNorm>& discriminator_norms();
+inline const std::string& to_string(DiscriminatorNorm n) { return discriminator_norms().name(n); }
 
 struct DiscriminatorOptions {
   int64_t in_channels = 1;     // image channels

@@ -20,6 +20,7 @@ enum class Stream : uint32_t {
   kSampleStep = 8,
   kOffsetNoise = 9,
   kValidation = 10,
+  kFlowTime = 11,  // flow matching's t per sample (core/flow.h)
   kDropoutBase = 4096,
 };
 

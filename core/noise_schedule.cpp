@@ -26,25 +26,10 @@ at::Tensor linspace64(double start, double end, int64_t steps) {
 
 }  // namespace
 
-std::string to_string(ScheduleKind kind) {
-  switch (kind) {
-    case ScheduleKind::kLinear:
-      return "linear";
-    case ScheduleKind::kScaledLinear:
-      return "scaled_linear";
-    case ScheduleKind::kCosine:
-      return "cosine";
-  }
-  throw std::invalid_argument(lf::str("ScheduleKind value ", static_cast<int>(kind),
-                                      " is not a known schedule"));
-}
-
-ScheduleKind schedule_kind_from_string(const std::string& name) {
-  for (auto kind : {ScheduleKind::kLinear, ScheduleKind::kScaledLinear, ScheduleKind::kCosine}) {
-    if (to_string(kind) == name) return kind;
-  }
-  throw std::invalid_argument(lf::str("noise schedule '", name,
-                                      "' is unknown; expected one of linear, scaled_linear, cosine"));
+const EnumTable<ScheduleKind>& schedule_kinds() {
+  static const EnumTable<ScheduleKind> table = {
+      {"linear", ScheduleKind::kLinear}, {"scaled_linear", ScheduleKind::kScaledLinear}, {"cosine", ScheduleKind::kCosine}};
+  return table;
 }
 
 std::unique_ptr<NoiseSchedule> NoiseSchedule::make(ScheduleKind kind, int64_t timesteps) {

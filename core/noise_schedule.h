@@ -7,14 +7,15 @@
 #include <memory>
 #include <string>
 
+#include "core/util/enum_table.h"
+
 namespace lf::core {
 
 enum class ScheduleKind { kLinear, kScaledLinear, kCosine };
 
 // "linear", "scaled_linear", "cosine".
-std::string to_string(ScheduleKind kind);
-// Inverse of to_string; throws std::invalid_argument naming the value and the allowed ones.
-ScheduleKind schedule_kind_from_string(const std::string& name);
+const EnumTable<ScheduleKind>& schedule_kinds();
+inline const std::string& to_string(ScheduleKind kind) { return schedule_kinds().name(kind); }
 
 // A discrete schedule of T steps, t = 0 .. T-1 (t = 0 is the least noisy). All tensors are
 // float64 [T] on the CPU, computed once at construction; callers move what they gather.

@@ -1,4 +1,5 @@
-// DDIM and DDPM samplers, timestep spacings and classifier-free guidance (see sampler.h).
+// DDIM and DDPM samplers, timestep spacings, classifier-free guidance and the flow ODE
+// samplers (see sampler.h).
 #include "core/sampler.h"
 
 #include <algorithm>
@@ -58,24 +59,39 @@ std::pair<at::Tensor, at::Tensor> x0_and_eps(const Diffusion& d, const at::Tenso
 
 }  // namespace
 
-std::string to_string(Spacing s) {
-  switch (s) {
-    case Spacing::kLeading:
-      return "leading";
-    case Spacing::kTrailing:
-      return "trailing";
-    case Spacing::kLinspace:
-      return "linspace";
-  }
-  throw std::invalid_argument(lf::str("Spacing value ", static_cast<int>(s), " is unknown"));
+const EnumTable<SamplerKind>& sampler_kinds() {
+  static const EnumTable<SamplerKind> table = {{"ddim", SamplerKind::kDDIM},
+                                               {"ddpm", SamplerKind::kDDPM},
+                                               {"euler", SamplerKind::kEuler},
+                                               {"heun", SamplerKind::kHeun}};
+  return table;
 }
 
-Spacing spacing_from_string(const std::string& name) {
-  for (auto s : {Spacing::kLeading, Spacing::kTrailing, Spacing::kLinspace}) {
-    if (to_string(s) == name) return s;
-  }
-  throw std::invalid_argument(lf::str("timestep spacing '", name,
-                                      "' is unknown; expected one of leading, trailing, linspace"));
+Objective sampler_objective(SamplerKind s) {
+  return s == SamplerKind::kEuler || s == SamplerKind::kHeun ? Objective::kFlow : Objective::kDDPM;
+}
+
+const EnumTable<FlowSolver>& flow_solvers() {
+  static const EnumTable<FlowSolver> table = {{"euler", FlowSolver::kEuler}, {"heun", FlowSolver::kHeun}};
+  return table;
+}
+
+void check_sampler_objective(SamplerKind sampler, Objective objective) {
+  if (sampler_objective(sampler) == objective) return;
+  std::vector<std::string> fit;
+  for (const auto& [name, kind] : sampler_kinds().entries())
+    if (sampler_objective(kind) == objective) fit.push_back(name);
+  throw std::invalid_argument(lf::str(
+      "sample.sampler = ", to_string(sampler), " cannot sample a model trained with ", diffusion_key("objective"), " = ",
+      to_string(objective), ": ",
+      objective == Objective::kFlow ? "a flow model predicts a velocity" : "a DDPM model predicts on discrete timesteps",
+      "; use sample.sampler = ", join(fit, " or ")));
+}
+
+const EnumTable<Spacing>& spacings() {
+  static const EnumTable<Spacing> table = {
+      {"leading", Spacing::kLeading}, {"trailing", Spacing::kTrailing}, {"linspace", Spacing::kLinspace}};
+  return table;
 }
 
 std::vector<int64_t> sampling_timesteps(int64_t timesteps, int64_t steps, Spacing spacing) {
@@ -112,7 +128,7 @@ double ddim_sigma(double ac, double ac_prev, double eta) {
 }
 
 at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const std::vector<int64_t>& timesteps, double eta, const NoiseFn& noise,
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise, double eta,
                        const ProgressFn& progress, double clip_x0) {
   constexpr const char* kName = "ddim_sample";
   TORCH_CHECK(eta >= 0, kName, ": eta is ", eta, ", expected >= 0 (0 deterministic, 1 DDPM-like)");
@@ -140,8 +156,8 @@ at::Tensor ddim_sample(const Diffusion& diffusion, const Denoiser& denoiser, at:
 }
 
 at::Tensor ddpm_sample(const Diffusion& diffusion, const Denoiser& denoiser, at::Tensor x_T,
-                       const NoiseFn& noise, const ProgressFn& progress,
-                       const std::vector<int64_t>& timesteps, double clip_x0) {
+                       const std::vector<int64_t>& timesteps, const NoiseFn& noise,
+                       const ProgressFn& progress, double clip_x0) {
   constexpr const char* kName = "ddpm_sample";
   TORCH_CHECK(x_T.dim() >= 1 && at::isFloatingType(x_T.scalar_type()), kName,
               ": x_T must be a floating tensor [N, ...], got ", x_T.scalar_type(), " ",
@@ -198,6 +214,56 @@ Denoiser classifier_free_guidance(ConditionalModel model, at::Tensor labels, int
     const auto& uncond = halves[1];
     return uncond + (cond - uncond) * scale;
   };
+}
+
+std::vector<double> flow_time_grid(int64_t steps, double shift) {
+  if (steps < 1) throw std::invalid_argument(lf::str("sample.steps is ", steps, ", expected >= 1"));
+  if (!(shift > 0) || !std::isfinite(shift))
+    throw std::invalid_argument(lf::str("flow timestep shift is ", shift, ", expected a finite value > 0 (1: uniform)"));
+  std::vector<double> ts(steps + 1);
+  for (int64_t k = 0; k <= steps; ++k) {
+    const double u = 1.0 - static_cast<double>(k) / static_cast<double>(steps);
+    ts[k] = shift * u / (1.0 + (shift - 1.0) * u);
+  }
+  ts.front() = 1.0;  // exact ends whatever the rounding of the map
+  ts.back() = 0.0;
+  return ts;
+}
+
+at::Tensor flow_sample(const Denoiser& velocity, at::Tensor x_T, const std::vector<double>& times,
+                       FlowSolver solver, const ProgressFn& progress) {
+  constexpr const char* kName = "flow_sample";
+  TORCH_CHECK(velocity, kName, ": no velocity model given");
+  TORCH_CHECK(x_T.dim() >= 1 && at::isFloatingType(x_T.scalar_type()), kName,
+              ": x_T must be a floating tensor [N, ...], got ", x_T.scalar_type(), " ", x_T.sizes());
+  TORCH_CHECK(times.size() >= 2, kName, ": ", times.size(), " times give no step; expected at least 2 (e.g. 1, 0)");
+  for (size_t i = 0; i < times.size(); ++i) {
+    TORCH_CHECK(times[i] >= 0.0 && times[i] <= 1.0, kName, ": time ", times[i], " at position ", i,
+                " is outside [0, 1]");
+    TORCH_CHECK(i == 0 || times[i] < times[i - 1], kName, ": times must be strictly descending, but position ", i,
+                " holds ", times[i], " after ", times[i - 1]);
+  }
+  auto v_at = [&](const at::Tensor& x, double t) {
+    at::Tensor v = velocity(x, at::full({x.size(0)}, t, x.options()));
+    TORCH_CHECK(v.sizes() == x.sizes(), kName, ": the model returned shape ", v.sizes(), " for x of shape ",
+                x.sizes(), " at t = ", t);
+    return v.to(x.scalar_type());
+  };
+  const int64_t total = static_cast<int64_t>(times.size()) - 1;
+  at::NoGradGuard no_grad;
+  at::Tensor x = std::move(x_T);  // never updated in place: it may share the caller's storage
+  for (int64_t i = 0; i < total; ++i) {
+    const double t = times[i], t_next = times[i + 1], h = t_next - t;
+    const at::Tensor d1 = v_at(x, t);
+    if (solver == FlowSolver::kEuler) {
+      x = at::add(x, d1, h);
+    } else {
+      const at::Tensor d2 = v_at(at::add(x, d1, h), t_next);
+      x = at::add(x, d1 + d2, 0.5 * h);
+    }
+    if (progress) progress(i + 1, total);
+  }
+  return x;
 }
 
 }  // namespace lf::core

@@ -192,40 +192,14 @@ void UNetImpl::check_inputs(const at::Tensor& x, const at::Tensor& t, const at::
     throw std::invalid_argument(lf::str("UNet: input has shape ", x.sizes(), ", expected [N, ",
                                         options_.in_channels, ", H, W] with H and W positive multiples of ",
                                         m, " (2^(", options_.levels(), " levels - 1))"));
-  if (!t.defined() || !(t.dim() == 0 || (t.dim() == 1 && t.size(0) == x.size(0))))
-    throw std::invalid_argument(lf::str("UNet: timesteps have shape ",
-                                        t.defined() ? lf::str(t.sizes()) : "undefined",
-                                        ", expected [", x.size(0), "] (one per sample) or a scalar"));
-  if (options_.num_classes == 0) {
-    if (y.defined())
-      throw std::invalid_argument("UNet: labels given to an unconditional model (num_classes = 0)");
-    return;
-  }
-  if (!y.defined()) return;
-  if (y.dim() != 1 || y.size(0) != x.size(0) || y.scalar_type() != at::kLong)
-    throw std::invalid_argument(lf::str("UNet: labels have shape ", y.sizes(), " and dtype ",
-                                        y.scalar_type(), ", expected [", x.size(0), "] int64"));
-  // Range check only where it costs no device synchronisation.
-  if (y.is_cpu() && y.numel() > 0) {
-    const int64_t lo = y.min().item<int64_t>(), hi = y.max().item<int64_t>();
-    if (lo < 0 || hi > options_.num_classes)
-      throw std::invalid_argument(lf::str("UNet: labels range over [", lo, ", ", hi,
-                                          "], expected [0, ", options_.num_classes, "] (",
-                                          options_.num_classes, " = the null class)"));
-  }
+  check_time_and_labels("UNet", x, t, y, options_.num_classes);
 }
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
   check_inputs(x, t, y);
-  const int64_t n = x.size(0);
-  at::Tensor steps = t.dim() == 0 ? t.reshape({1}).expand({n}) : t;
   at::Tensor emb = time_embed_2(at::silu(time_embed_1(
-      timestep_embedding(steps.to(x.device()), options_.model_channels).to(x.scalar_type()))));
-  if (label_emb) {
-    at::Tensor labels = y.defined() ? y : at::full({n}, options_.num_classes,
-                                                   at::TensorOptions().dtype(at::kLong).device(x.device()));
-    emb = emb + label_emb(labels);
-  }
+      timestep_embedding(batch_times(t, x), options_.model_channels).to(x.scalar_type()))));
+  if (label_emb) emb = emb + label_emb(labels_or_null(y, x, options_.num_classes));
   const at::Tensor emb_act = at::silu(emb);  // the SiLU that opens every ADM emb_layers
 
   std::vector<at::Tensor> skips;

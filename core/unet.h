@@ -14,6 +14,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/denoiser.h"
 #include "core/nn_blocks.h"
 
 namespace lf::core {
@@ -39,13 +40,8 @@ struct UNetOptions {
   void validate() const;
 };
 
-// Dropout masks supplied by the caller so that no draw comes from a per-rank stream: called
-// once per ResBlock forward in training with dropout > 0, with the block's layer id (0, 1, ...
-// in construction order: input blocks, middle, output blocks) and the activation's shape
-// [N, C, H, W]. Returns a keep-mask of that shape: bool (kept entries are scaled by
-// 1 / (1 - dropout) here), or floating point, used as given (so it must hold 0 and
-// 1 / (1 - dropout) for inverted dropout).
-using DropoutMasks = std::function<at::Tensor(int64_t layer_id, at::IntArrayRef shape)>;
+// UNet dropout masks (core/denoiser.h DropoutMasks) are asked for once per ResBlock, layer ids
+// in construction order (input blocks, middle, output blocks), shape [N, C, H, W].
 
 // ADM's ResBlock with use_scale_shift_norm: h = conv(silu(norm(x))); then
 // out_norm(h) * (1 + scale) + shift with (scale, shift) = emb_proj(silu(emb)); silu, dropout,
@@ -83,7 +79,7 @@ class UNetStageImpl : public torch::nn::Module {
 };
 TORCH_MODULE(UNetStage);
 
-class UNetImpl : public torch::nn::Module {
+class UNetImpl : public DenoiserModule {
  public:
   explicit UNetImpl(UNetOptions options = {});  // validates options
 
@@ -91,12 +87,18 @@ class UNetImpl : public torch::nn::Module {
   // integer; a 0-dim t applies to all); y [N] int64 labels in [0, num_classes] (num_classes =
   // null class) or undefined (all null) when num_classes > 0, and must be undefined when 0.
   // Returns [N, out_channels, H, W]. Throws std::invalid_argument for bad shapes or labels.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {});
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {}) override;
 
+  DenoiserKind kind() const override { return DenoiserKind::kUNet; }
+  int64_t in_channels() const override { return options_.in_channels; }
+  int64_t out_channels() const override { return options_.out_channels; }
+  int64_t num_classes() const override { return options_.num_classes; }
+  int64_t size_multiple() const override { return options_.size_multiple(); }
+  double dropout() const override { return options_.dropout; }
   // Sets (or clears, with nullptr) the dropout mask source; required in training when
   // options().dropout > 0.
-  void set_dropout_masks(DropoutMasks masks);
-  int64_t num_dropout_layers() const { return num_res_blocks_; }
+  void set_dropout_masks(DropoutMasks masks) override;
+  int64_t num_dropout_layers() const override { return num_res_blocks_; }
 
   const UNetOptions& options() const { return options_; }
 

@@ -40,11 +40,11 @@ void VAEOptions::validate() const {
     }
   }
   if (!(scaling_factor > 0.0) || !std::isfinite(scaling_factor))
-    errors.push_back(lf::str("vae.scaling_factor = ", scaling_factor, " (must be finite and > 0)"));
+    errors.push_back(lf::str("scaling_factor = ", scaling_factor, " (must be finite and > 0)"));
   if (sample_size < 1)
-    errors.push_back(lf::str("vae.sample_size = ", sample_size, " (must be >= 1)"));
+    errors.push_back(lf::str("sample_size = ", sample_size, " (must be >= 1)"));
   else if (levels >= 1 && levels <= 6 && sample_size % downsample_factor() != 0)
-    errors.push_back(lf::str("vae.sample_size = ", sample_size,
+    errors.push_back(lf::str("sample_size = ", sample_size,
                          " is not a multiple of the downsampling factor ", downsample_factor()));
   if (!errors.empty())
     throw std::invalid_argument("invalid VAE options: " + join(errors, "; "));
@@ -243,13 +243,10 @@ TensorMap map_legacy_vae_keys(const TensorMap& tensors) {
   return out;
 }
 
-ReconLoss recon_loss_from_string(const std::string& s) {
-  if (s == "l1") return ReconLoss::kL1;
-  if (s == "l2") return ReconLoss::kL2;
-  throw std::invalid_argument(lf::str("reconstruction loss \"", s, "\" is unknown (expected l1 or l2)"));
+const EnumTable<ReconLoss>& recon_losses() {
+  static const EnumTable<ReconLoss> table = {{"l1", ReconLoss::kL1}, {"l2", ReconLoss::kL2}};
+  return table;
 }
-
-std::string to_string(ReconLoss r) { return r == ReconLoss::kL1 ? "l1" : "l2"; }
 
 VAELoss vae_loss(const at::Tensor& x, const at::Tensor& x_rec, const DiagonalGaussian& posterior,
                  ReconLoss kind, double kl_weight) {

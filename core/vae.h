@@ -14,6 +14,7 @@
 
 #include "core/nn_blocks.h"
 #include "core/safetensors.h"
+#include "core/util/enum_table.h"
 
 namespace lf::core {
 
@@ -140,8 +141,8 @@ TORCH_MODULE(VAE);
 TensorMap map_legacy_vae_keys(const TensorMap& tensors);
 
 enum class ReconLoss { kL1, kL2 };
-ReconLoss recon_loss_from_string(const std::string& s);  // "l1" | "l2"; throws naming s
-std::string to_string(ReconLoss r);
+const EnumTable<ReconLoss>& recon_losses();  // "l1" | "l2"
+inline const std::string& to_string(ReconLoss r) { return recon_losses().name(r); }
 
 struct VAELoss {
   at::Tensor total;  // recon + kl_weight * kl

@@ -9,19 +9,14 @@
 
 namespace lf::data {
 
-std::string to_string(StoreKind k) { return k == StoreKind::kMoments ? "moments" : "sample"; }
-std::string to_string(StoreDType d) { return d == StoreDType::kF16 ? "f16" : "f32"; }
-
-StoreKind store_kind_from_string(const std::string& s, const std::string& key) {
-  if (s == "moments") return StoreKind::kMoments;
-  if (s == "sample") return StoreKind::kSample;
-  throw std::invalid_argument(lf::str(key, " is '", s, "', expected moments or sample"));
+const EnumTable<StoreKind>& store_kinds() {
+  static const EnumTable<StoreKind> table = {{"moments", StoreKind::kMoments}, {"sample", StoreKind::kSample}};
+  return table;
 }
 
-StoreDType store_dtype_from_string(const std::string& s, const std::string& key) {
-  if (s == "f16" || s == "float16") return StoreDType::kF16;
-  if (s == "f32" || s == "float32") return StoreDType::kF32;
-  throw std::invalid_argument(lf::str(key, " is '", s, "', expected f16 or f32"));
+const EnumTable<StoreDType>& store_dtypes() {
+  static const EnumTable<StoreDType> table = {{"f16", StoreDType::kF16}, {"f32", StoreDType::kF32}};
+  return table;
 }
 
 int64_t dtype_bytes(StoreDType d) { return d == StoreDType::kF16 ? 2 : 4; }
@@ -70,12 +65,14 @@ CacheSettings CacheSettings::from_json(const nlohmann::json& j, const std::strin
 CacheSettings CacheSettings::from_fields(const lf::JsonFields& f, bool manifest_layout) {
   CacheSettings s;
   const std::string store = f.string("store", 64), dtype = f.string("dtype", 64);
-  if (store != "moments" && store != "sample")
-    f.fail("store", lf::str("is \"", lf::excerpt(store), "\", expected \"moments\" or \"sample\""));
-  if (dtype != "f16" && dtype != "f32")
-    f.fail("dtype", lf::str("is \"", lf::excerpt(dtype), "\", expected \"f16\" or \"f32\""));
-  s.store = store_kind_from_string(store);
-  s.dtype = store_dtype_from_string(dtype);
+  if (!store_kinds().contains(store))
+    f.fail("store", lf::str("is \"", lf::excerpt(store), "\", expected one of ",
+                            lf::join(store_kinds().names(), ", ")));
+  if (!store_dtypes().contains(dtype))
+    f.fail("dtype", lf::str("is \"", lf::excerpt(dtype), "\", expected one of ",
+                            lf::join(store_dtypes().names(), ", ")));
+  s.store = store_kinds().parse(store, "store");
+  s.dtype = store_dtypes().parse(dtype, "dtype");
   s.flip = f.boolean("flip");
   s.num_samples = f.integer("num_samples", 1, kMaxSamples);
   s.shard_size = f.integer("shard_size", 1, kMaxSamples);

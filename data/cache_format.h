@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/util/enum_table.h"
 #include "core/util/json.h"
 
 namespace lf::data {
@@ -16,7 +17,7 @@ namespace lf::data {
 // Format of manifest.json and of the shard attributes; bump on incompatible change.
 constexpr int64_t kCacheFormatVersion = 1;
 constexpr const char* kManifestName = "manifest.json";
-// Bounds for fields read from untrusted files (DESIGN invariant 5).
+// Bounds for fields read from untrusted files (docs/design.md, invariant 5).
 constexpr int64_t kMaxShards = 1'000'000;
 constexpr int64_t kMaxSamples = int64_t{1} << 40;
 constexpr int64_t kMaxLatentElements = int64_t{1} << 24;  // per sample, per dataset
@@ -31,11 +32,10 @@ enum class StoreKind { kMoments, kSample };
 // The storage dtype of the latent datasets.
 enum class StoreDType { kF16, kF32 };
 
-std::string to_string(StoreKind k);  // "moments" | "sample"
-std::string to_string(StoreDType d);  // "f16" | "f32"
-// Throw std::invalid_argument naming `key` and the accepted values.
-StoreKind store_kind_from_string(const std::string& s, const std::string& key = "cache.store");
-StoreDType store_dtype_from_string(const std::string& s, const std::string& key = "cache.dtype");
+const EnumTable<StoreKind>& store_kinds();    // "moments" | "sample"
+const EnumTable<StoreDType>& store_dtypes();  // "f16" | "f32"
+inline const std::string& to_string(StoreKind k) { return store_kinds().name(k); }
+inline const std::string& to_string(StoreDType d) { return store_dtypes().name(d); }
 int64_t dtype_bytes(StoreDType d);
 
 // "shard-00042.h5". Shard i holds global samples [i*S, min((i+1)*S, N)).

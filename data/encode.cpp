@@ -54,13 +54,13 @@ void check_compatible(const CacheSettings& existing, CacheSettings wanted,
   if (existing.vae_sha256 != wanted.vae_sha256)
     throw std::invalid_argument(vae_mismatch_message(where, existing.vae_sha256,
                                                      wanted.vae_sha256) +
-                                " (or encode into a new cache_dir)");
+                                " (or encode into a new cache.dir)");
   wanted.latent_shape = existing.latent_shape;  // not known before encoding
   std::string diff = existing.difference(wanted);
   if (!diff.empty())
     throw std::invalid_argument(lf::str(where, ": the existing cache was made with other settings (",
                                     diff, ", existing vs requested); encode into a new ",
-                                    "cache_dir or delete this one"));
+                                    "cache.dir or delete this one"));
 }
 
 void remove_stale_temps(const std::string& dir, const std::string& shard_name) {
@@ -94,44 +94,6 @@ bool existing_shard_ok(const std::string& path, const CacheSettings& wanted,
     *problem = e.what();
   }
   return false;
-}
-
-void write_all(int fd, const std::string& path, const char* p, size_t n) {
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error(lf::str(path, ": write failed: ", std::strerror(errno)));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-// lf::atomic_write_file with the crash point "encode.manifest_write" between the two halves
-// of the temporary file, so a test can kill the process while the manifest is being written.
-void write_manifest_atomically(const std::string& path, const std::string& content) {
-  const std::string tmp = temp_sibling(path);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) throw std::runtime_error(lf::str(tmp, ": cannot create: ", std::strerror(errno)));
-  try {
-    const size_t half = content.size() / 2;
-    write_all(fd, tmp, content.data(), half);
-    crash_point("encode.manifest_write");
-    write_all(fd, tmp, content.data() + half, content.size() - half);
-    if (::fsync(fd) != 0) throw std::runtime_error(lf::str(tmp, ": fsync failed: ", std::strerror(errno)));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    throw std::runtime_error(lf::str("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
-  }
-  fsync_path(fs::path(path).parent_path().string());
 }
 
 // Writes shard `i` of the cache to its final path; returns its sample count.
@@ -391,8 +353,8 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
   }
   // A killed finalize leaves its temporary manifest behind: clear it (one process finalizes).
   remove_stale_temps(cache_dir, kManifestName);
-  write_manifest_atomically((fs::path(cache_dir) / kManifestName).string(),
-                            m.to_json().dump(2) + "\n");
+  atomic_write_file((fs::path(cache_dir) / kManifestName).string(), m.to_json().dump(2) + "\n",
+                    "encode.manifest_write");
   return m;
 }
 

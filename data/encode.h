@@ -2,7 +2,7 @@
 // callback (launch/ wires the VAE in), then finalizes it (verify every shard, write
 // manifest.json atomically). data/ knows nothing of models or MPI: ranks are given.
 //
-// Protocol (DESIGN invariant 4; docs/cache.md): shard i holds global samples [iS, (i+1)S).
+// Protocol (docs/design.md, invariant 4; docs/cache.md): shard i holds global samples [iS, (i+1)S).
 // Rank r of W (or task k of K in a Slurm job array) owns shards r, r+W, r+2W, ... Each shard
 // is written under a temporary name, fsynced, then renamed; a re-run skips finished shards
 // that verify and redoes the rest. After every rank returned (the caller's barrier), one

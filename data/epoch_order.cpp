@@ -30,12 +30,12 @@ void fisher_yates(int64_t* a, int64_t m, Draw draw) {
 
 void OrderOptions::validate() const {
   if (block_size < 1)
-    throw std::invalid_argument(lf::str("data.order_block is ", block_size, ", expected >= 1"));
+    throw std::invalid_argument(lf::str("order block size is ", block_size, ", expected >= 1"));
   if (window_blocks < 1)
     throw std::invalid_argument(
-        lf::str("data.order_window is ", window_blocks, " blocks, expected >= 1"));
+        lf::str("order window is ", window_blocks, " blocks, expected >= 1"));
   if (block_size * window_blocks > (int64_t{1} << 32))
-    throw std::invalid_argument(lf::str("data.order_block * data.order_window = ",
+    throw std::invalid_argument(lf::str("order block size * window = ",
                                         block_size * window_blocks, " exceeds 2^32"));
 }
 

@@ -1,5 +1,5 @@
 // The global sample order of an epoch: a pure function of (dataset size, seed, epoch, order
-// options) — never of the rank, world size or batch layout (DESIGN invariant 1). Randomness
+// options) — never of the rank, world size or batch layout (docs/design.md, invariant 1). Randomness
 // comes from the scalar Philox4x32-10 (core/util/philox.h) keyed by the seed; the shuffle is
 // our own Fisher–Yates, since std::shuffle's algorithm is implementation-defined.
 #pragma once

@@ -207,7 +207,8 @@ std::vector<std::string> idx_label_names(const std::string& dataset, const std::
   if (kind == "fashion-mnist" || kind == "mnist") {
     if (max_label > 9)
       throw std::invalid_argument(lf::str(path, ": label ", max_label, " found, but ", kind,
-                                      " has labels 0..9; set data.dataset = generic"));
+                                      " has labels 0..9 (the label set is chosen from the path: one without \"mnist\" in it gets "
+                                      "the generic names 0..N)"));
     if (kind == "fashion-mnist")
       // Zalando's Fashion-MNIST README, "Labels".
       return {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

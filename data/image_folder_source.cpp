@@ -54,7 +54,7 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
   root_ = fs::absolute(options.path).lexically_normal().string();
   if (!root_.empty() && root_.size() > 1 && root_.back() == '/') root_.pop_back();
   if (!fs::is_directory(root_))
-    throw std::invalid_argument(lf::str("data.path '", options.path, "' is not a directory"));
+    throw std::invalid_argument(lf::str("data.source = '", options.path, "' is not a directory"));
   channels_ = options.channels == 0 ? 3 : options.channels;
   height_ = width_ = options.resolution;
 

@@ -37,14 +37,14 @@ void LoaderOptions::validate() const {
   if (start_step < 0)
     throw std::invalid_argument(lf::str("loader start step ", start_step, " < 0"));
   if (prefetch_steps < 0 || prefetch_steps > 1024)
-    throw std::invalid_argument(lf::str("data.prefetch is ", prefetch_steps, ", expected 0..1024"));
+    throw std::invalid_argument(lf::str("loader prefetch_steps is ", prefetch_steps, ", expected 0..1024"));
   if (read_ahead_samples < 0)
     throw std::invalid_argument(
-        lf::str("data.read_ahead is ", read_ahead_samples, ", expected >= 0 (0 = auto)"));
+        lf::str("loader read_ahead_samples is ", read_ahead_samples, ", expected >= 0 (0 = auto)"));
   if (gap_bytes < 0) throw std::invalid_argument(lf::str("loader gap_bytes ", gap_bytes, " < 0"));
   if (read_threads < 1 || read_threads > 256)
     throw std::invalid_argument(
-        lf::str("data.read_threads is ", read_threads, ", expected 1..256"));
+        lf::str("loader read_threads is ", read_threads, ", expected 1..256"));
 }
 
 LatentLoader::LatentLoader(std::shared_ptr<const LatentCache> cache, LoaderOptions options)

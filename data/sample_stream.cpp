@@ -14,10 +14,8 @@ void BatchLayout::validate() const {
                                         ": expected B >= 1, 0 <= rank < world, accum >= 1"));
   if (global_batch % (world * accum) != 0)
     throw std::invalid_argument(lf::str(
-        "train.batch_size ", global_batch, " is not divisible by world size ", world,
-        " x train.grad_accum ", accum, " = ", world * accum,
-        "; every rank must get the same number of samples per micro-batch (e.g. batch_size ",
-        ((global_batch + world * accum - 1) / (world * accum)) * world * accum, ")"));
+        "global batch ", global_batch, " is not divisible by world size ", world, " x accumulation ", accum,
+        " = ", world * accum, "; every rank must get the same number of samples per micro-batch"));
 }
 
 std::pair<int64_t, int64_t> micro_batch_positions(const BatchLayout& layout, int64_t step,

@@ -1,6 +1,6 @@
 // The sample stream the trainer consumes: the concatenation of the epochs' orders, cut into
 // global batches of B positions; rank r of W takes the r-th contiguous slice of B/W, split
-// into A micro-batches of B/(W·A) (DESIGN invariant 1). Any step's samples are computed
+// into A micro-batches of B/(W·A) (docs/design.md, invariant 1). Any step's samples are computed
 // directly from its number, so a run resumes at any step without replaying what came before.
 #pragma once
 #include <cstdint>

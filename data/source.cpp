@@ -26,12 +26,12 @@ void Source::check_range(int64_t begin, int64_t end) const {
 
 void SourceOptions::validate_options() const {
   if (kind != "auto" && kind != "idx" && kind != "folder")
-    throw std::invalid_argument(lf::str("data.kind is '", kind, "', expected auto, idx or folder"));
+    throw std::invalid_argument(lf::str("source kind is '", kind, "', expected auto, idx or folder"));
   if (split != "train" && split != "test")
     throw std::invalid_argument(lf::str("data.split is '", split, "', expected train or test"));
   if (dataset != "auto" && dataset != "fashion-mnist" && dataset != "mnist" &&
       dataset != "generic")
-    throw std::invalid_argument(lf::str("data.dataset is '", dataset,
+    throw std::invalid_argument(lf::str("IDX label set is '", dataset,
                                     "', expected auto, fashion-mnist, mnist or generic"));
   if (resolution < 1 || resolution > 8192)
     throw std::invalid_argument(lf::str("data.image_size is ", resolution, ", expected 1..8192"));
@@ -40,8 +40,8 @@ void SourceOptions::validate_options() const {
   if (!(max_aspect >= 1.0))
     throw std::invalid_argument(lf::str("data.max_aspect is ", max_aspect, ", expected >= 1"));
   if (channels != 0 && channels != 1 && channels != 3)
-    throw std::invalid_argument(lf::str("data.channels is ", channels, ", expected 1 or 3 (or 0 for",
-                                    " the default: 1 for IDX, 3 for folders)"));
+    throw std::invalid_argument(lf::str("image channels ", channels, ": expected 1 (data.color = gray) or 3 (rgb), or 0 for",
+                                    " the default: 1 for IDX, 3 for folders"));
 }
 
 std::unique_ptr<Source> open_source(const SourceOptions& options) {
@@ -49,10 +49,10 @@ std::unique_ptr<Source> open_source(const SourceOptions& options) {
   SourceOptions o = options;
   if (o.path.empty()) o.path = kDefaultIdxDir;
   if (!fs::is_directory(o.path))
-    throw std::invalid_argument(lf::str("data.path '", o.path, "' is not a directory",
+    throw std::invalid_argument(lf::str("data.source = '", o.path, "' is not a directory",
                                     o.path == kDefaultIdxDir
                                         ? " (install Debian's dataset-fashion-mnist package or "
-                                          "set data.path)"
+                                          "set data.source)"
                                         : ""));
   std::string kind = o.kind;
   if (kind == "auto") kind = idx_files_present(o.path) ? "idx" : "folder";

@@ -9,6 +9,7 @@
 
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_context.h"
+#include "distributed/reaper.h"
 
 namespace lf::dist {
 
@@ -24,7 +25,11 @@ void abort_job(const std::string& message, int exit_code) {
     google::FlushLogFiles(google::GLOG_INFO);
   }
   std::fflush(stdout);
-  if (mpi_is_active()) MPI_Abort(MPI_COMM_WORLD, exit_code);
+  if (mpi_is_active()) {
+    // mpirun/orted may never end the job when a host does not answer (reaper.h).
+    leave_launcher_reaper();
+    MPI_Abort(MPI_COMM_WORLD, exit_code);
+  }
   std::_Exit(exit_code);
 }
 

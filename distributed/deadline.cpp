@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <iomanip>
+#include <mutex>
 #include <sstream>
 #include <thread>
 
@@ -35,13 +36,39 @@ bool poll_until(const std::function<bool()>& done, Deadline deadline, const Poll
   }
 }
 
+namespace {
+
+std::mutex& peer_report_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+PeerReport& peer_report_slot() {
+  static PeerReport report;
+  return report;
+}
+
+}  // namespace
+
+void set_peer_report(PeerReport report) {
+  std::lock_guard<std::mutex> lock(peer_report_mutex());
+  peer_report_slot() = std::move(report);
+}
+
+std::string peer_report() {
+  std::lock_guard<std::mutex> lock(peer_report_mutex());
+  return peer_report_slot() ? peer_report_slot()() : std::string();
+}
+
 std::string timeout_message(const std::string& tag, const std::string& what, double waited_s,
                             double timeout_s) {
+  std::string peers = peer_report();
+  if (peers.empty())
+    peers = "a peer rank may have died, hung, or issued its collectives in a different order "
+            "(no heartbeat: could not tell which)";
   std::ostringstream os;
   os << std::fixed << std::setprecision(1) << tag << " " << what << " has not completed after "
-     << waited_s << " s (deadline " << timeout_s
-     << " s); a peer rank may have died, hung, or issued its collectives in a different order"
-        " — ending the job";
+     << waited_s << " s (deadline " << timeout_s << " s); " << peers << " — ending the job";
   return os.str();
 }
 

@@ -62,9 +62,17 @@ class JobAborted : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// "[rank r/N host] <what> has not completed after 30.0 s (deadline 30.0 s after it was
-// issued); a peer rank may have died, hung, or issued collectives in a different order".
+// "[rank r/N host] <what> has not completed after 30.0 s (deadline 30.0 s); <peers> — ending
+// the job", where <peers> is the installed peer report (the heartbeat's: which host went
+// silent, or that every peer is alive) or, without one, "a peer rank may have died, hung, or
+// issued its collectives in a different order (no heartbeat: could not tell which)".
 std::string timeout_message(const std::string& tag, const std::string& what, double waited_s,
                             double timeout_s);
+
+// The process-wide source of timeout messages' sentence about the peers (Heartbeat installs
+// one; nullptr removes it). Thread-safe: removal waits for a report in progress.
+using PeerReport = std::function<std::string()>;
+void set_peer_report(PeerReport report);
+std::string peer_report();  // "" when none is installed
 
 }  // namespace lf::dist

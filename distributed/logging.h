@@ -11,7 +11,7 @@ namespace lf::dist {
 // once in main() after the rank context is set (MPIRuntime or set_rank_context).
 void init_rank_logging(const char* argv0);
 
-// FLAGS_minloglevel for `rank`: INFO on rank 0, WARNING elsewhere (DESIGN.md invariant 7).
+// FLAGS_minloglevel for `rank`: INFO on rank 0, WARNING elsewhere (docs/design.md, invariant 7).
 int log_level_for_rank(int rank);
 
 #ifdef GLOG_CUSTOM_PREFIX_SUPPORT

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <optional>
 #include <stdexcept>
+#include <vector>
 
 #include "core/util/strings.h"
 
@@ -19,6 +20,9 @@ struct LauncherVars {
 constexpr LauncherVars kMpirun{"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
                                "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun"};
 constexpr LauncherVars kSlurm{"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"};
+constexpr const char* kMpirunLocalSize = "OMPI_COMM_WORLD_LOCAL_SIZE";
+constexpr const char* kSlurmTasksPerNode = "SLURM_STEP_TASKS_PER_NODE";
+constexpr const char* kSlurmNodeId = "SLURM_NODEID";
 
 // Slurm's step id of a batch script (SLURM_BATCH_SCRIPT in slurm.h: 0xfffffffb).
 constexpr const char* kBatchStepId = "4294967291";
@@ -52,6 +56,27 @@ int parse_int(const char* key, const char* value) {
   return static_cast<int>(parsed);
 }
 
+// Ranks on this node: mpirun says it directly; Slurm lists tasks per node of the step. Absent:
+// at least local_rank + 1 (what is known for sure).
+int read_local_size(const EnvLookup& env, const LauncherVars& vars, int local_rank) {
+  int size = local_rank + 1;
+  if (&vars == &kMpirun) {
+    if (const char* v = env(kMpirunLocalSize)) size = parse_int(kMpirunLocalSize, v);
+  } else if (const char* list = env(kSlurmTasksPerNode)) {
+    const std::vector<int> counts = parse_tasks_per_node(kSlurmTasksPerNode, list);
+    const char* node = env(kSlurmNodeId);
+    const int index = node ? parse_int(kSlurmNodeId, node) : 0;
+    if (index >= static_cast<int>(counts.size()))
+      throw std::invalid_argument(lf::str(kSlurmNodeId, "=", index, " but ", kSlurmTasksPerNode, "='",
+                                          list, "' lists ", counts.size(), " node(s)"));
+    size = counts[index];
+  }
+  if (local_rank >= size)
+    throw std::invalid_argument(lf::str(vars.local_rank, "=", local_rank, " is not a local rank of ",
+                                        size, " on this node (", vars.name, ")"));
+  return size;
+}
+
 // The launcher's values, or nullopt when its rank variable is absent.
 std::optional<RankInfo> read_launcher(const EnvLookup& env, const LauncherVars& vars) {
   const char* rank = env(vars.rank);
@@ -69,6 +94,7 @@ std::optional<RankInfo> read_launcher(const EnvLookup& env, const LauncherVars& 
   if (info.world_size < 1 || info.rank >= info.world_size)
     throw std::invalid_argument(lf::str(vars.rank, "=", info.rank, " is not a rank of ", vars.size,
                                     "=", info.world_size));
+  info.local_size = read_local_size(env, vars, info.local_rank);
   return info;
 }
 
@@ -118,7 +144,51 @@ RankInfo discover_rank_info(const EnvLookup& getenv_fn) {
   }
   if (mpirun) return *mpirun;
   if (slurm) return *slurm;
+  // torchrun and accelerate describe their world with WORLD_SIZE/RANK; started that way, W
+  // processes would each train alone into one run directory. Refuse.
+  if (const char* ws = env("WORLD_SIZE")) {
+    const std::string text = trim(ws);
+    if (!text.empty() && text != "0" && text != "1")
+      throw std::invalid_argument(lf::str(
+          "WORLD_SIZE=", text, " (RANK=", env("RANK") ? env("RANK") : "unset",
+          ") says this process is one of several started by torchrun or accelerate, which latentforge "
+          "cannot join: its ranks meet through MPI. Launch with `mpirun -np ", text,
+          " latentforge ...` or `srun --ntasks=", text, " latentforge ...` instead (unset WORLD_SIZE "
+          "to run a single process)"));
+  }
   return RankInfo{};
+}
+
+std::vector<int> parse_tasks_per_node(const char* key, const std::string& text) {
+  std::vector<int> counts;
+  const auto bad = [&] {
+    return std::invalid_argument(lf::str("environment variable ", key, "='", text,
+                                         "' is not a list of task counts like 2(x3),1"));
+  };
+  if (text.empty() || text.back() == ',') throw bad();
+  size_t i = 0;
+  while (i < text.size()) {
+    size_t end = text.find(',', i);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(i, end - i);
+    const size_t paren = item.find("(x");
+    int repeat = 1;
+    std::string count = item;
+    if (paren != std::string::npos) {
+      if (item.back() != ')') throw bad();
+      count = item.substr(0, paren);
+      const std::string times = item.substr(paren + 2, item.size() - paren - 3);
+      if (times.empty() || times.find_first_not_of("0123456789") != std::string::npos) throw bad();
+      repeat = std::stoi(times);
+    }
+    if (count.empty() || count.find_first_not_of("0123456789") != std::string::npos || count.size() > 9 ||
+        repeat > 1000000)
+      throw bad();
+    counts.insert(counts.end(), repeat, std::stoi(count));
+    i = end + 1;
+  }
+  if (counts.empty()) throw bad();
+  return counts;
 }
 
 int device_for_local_rank(int local_rank, int device_count) {

@@ -1,7 +1,7 @@
 // The autoencoder a pipeline stage uses: a trained AutoencoderKL (vae.kind=kl, weights from
 // vae.weights) or the identity (vae.kind=identity, f = 1: the pixel-space baseline), behind one
 // interface so encode, train (grids), sample and eval do not care which. Its hash binds a
-// latent cache and a checkpoint to it (DESIGN.md invariant 4).
+// latent cache and a checkpoint to it (docs/design.md, invariant 4).
 #pragma once
 #include <ATen/ATen.h>
 

@@ -1,4 +1,4 @@
-// Atomic, verified checkpoints (DESIGN.md invariant 3). Layout of a run directory:
+// Atomic, verified checkpoints (docs/design.md, invariant 3). Layout of a run directory:
 //   RUN_DIR/checkpoints/step-00001000/{state.json, model.safetensors, ema.safetensors, ...}
 // A checkpoint is written under .tmp-step-*, every file fsynced, state.json (listing every
 // file's SHA-256) written last, the directory fsynced and renamed into place, the parent

@@ -40,21 +40,21 @@ TrainedModel load_trained_model(const std::string& path, bool use_ema, const std
                                     state.value("kind", std::string("?")), "')"));
   const std::string where = (fs::path(m.checkpoint) / "state.json").string();
   m.step = state.at("step").get<int64_t>();
-  core::UNetOptions mopt = unet_options_from_json(state.at("model"), where);
+  core::DenoiserOptions mopt = denoiser_options_from_json(state.at("model"), where);
   m.diffusion = diffusion_options_from_json(state.at("diffusion"), where);
   m.latent_shape = state.at("cache").at("latent_shape").get<std::vector<int64_t>>();
   m.scale_factor = state.at("cache").at("scale_factor").get<double>();
   m.label_names = state.at("cache").value("label_names", std::vector<std::string>{});
-  m.unet = core::UNet(mopt);
+  m.model = core::make_denoiser(mopt);
   if (use_ema) {
     auto tensors = core::load_safetensors((fs::path(m.checkpoint) / "ema.safetensors").string()).tensors;
     tensors.erase(core::EMA::kNumUpdatesKey);
     core::TensorMap with_buffers = tensors;
-    load_module_weights_from_map(*m.unet, with_buffers, (fs::path(m.checkpoint) / "ema.safetensors").string());
+    load_module_weights_from_map(*m.model, with_buffers, (fs::path(m.checkpoint) / "ema.safetensors").string());
   } else {
-    load_module_weights(*m.unet, (fs::path(m.checkpoint) / "model.safetensors").string());
+    load_module_weights(*m.model, (fs::path(m.checkpoint) / "model.safetensors").string());
   }
-  m.unet->eval();
+  m.model->eval();
   const nlohmann::json& vae = state.at("vae");
   const std::string kind = vae.at("kind").get<std::string>();
   std::string weights = vae_override.empty() ? vae.value("weights", std::string()) : vae_override;

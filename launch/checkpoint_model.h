@@ -1,13 +1,13 @@
 // A trained latent diffusion model as a checkpoint describes it (state.json + weights): the
-// UNet (EMA or raw weights), the diffusion options, the autoencoder that decodes its latents
+// denoiser (EMA or raw weights), the diffusion options, the autoencoder that decodes its latents
 // and the cache's scale factor and labels. Used by `sample` and `eval`.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
+#include "core/denoiser.h"
 #include "core/diffusion.h"
-#include "core/unet.h"
 #include "launch/autoencoder.h"
 
 namespace lf::launch {
@@ -15,7 +15,7 @@ namespace lf::launch {
 struct TrainedModel {
   std::string checkpoint;  // the checkpoint directory
   int64_t step = 0;
-  core::UNet unet{nullptr};
+  std::shared_ptr<core::DenoiserModule> model;  // the UNet or the DiT, in eval mode
   core::DiffusionOptions diffusion;
   std::vector<int64_t> latent_shape;
   double scale_factor = 1.0;

@@ -1,11 +1,12 @@
-// The latentforge command line: finds the subcommand, parses its flags and config, sets
-// threads and logging, runs it, and maps failures to exit codes. main() calls run_cli only;
-// this is the one catch-all (STYLE.md: it logs with the rank and ends the whole job).
+// The latentforge command line: finds the subcommand, parses its flags and config (usage errors
+// of the command line exit 2 here), sets threads and logging, and runs it as a Job, whose run()
+// is the one catch-all of the program (job.cpp: it logs with the rank and ends the whole job).
 #include "launch/cli.h"
 
 #include <glog/logging.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include "core/util/strings.h"
 #include "launch/args.h"
 #include "launch/config.h"
+#include "launch/config_view.h"
 #include "launch/job.h"
 #include "launch/subcommands.h"
 #include "launch/threads.h"
@@ -22,8 +24,10 @@ namespace lf::launch {
 namespace {
 
 const std::vector<FlagSpec> kCommonFlags = {
-    {"threads", true, "N", "torch and OpenBLAS threads (default: cores / ranks on this node)"},
+    {"threads", true, "N", "torch and OpenBLAS threads (default: OMP_NUM_THREADS, else cores / ranks on this node)"},
+    {"print-config", false, "", "print the resolved config this subcommand reads (INI) and exit"},
 };
+
 
 void print_top_help(std::ostream& os) {
   os << "latentforge " << LF_VERSION << " - latent diffusion training across ranks\n\n"
@@ -40,7 +44,7 @@ void print_top_help(std::ostream& os) {
      << kExitTerminated << " checkpointed after SIGTERM).\n";
 }
 
-void print_sub_help(std::ostream& os, const Subcommand& s, const ConfigRegistry& registry) {
+void print_sub_help(std::ostream& os, const Subcommand& s, const ConfigView& view, const ConfigRegistry& registry) {
   os << "usage: latentforge " << s.name << " " << s.usage << "\n\n" << s.description << "\n\nflags:\n";
   auto flag_line = [&](const FlagSpec& f) {
     std::string left = "--" + f.name + (f.takes_value ? " " + f.value_name : "");
@@ -52,11 +56,12 @@ void print_sub_help(std::ostream& os, const Subcommand& s, const ConfigRegistry&
   for (const auto& f : kCommonFlags) flag_line(f);
   for (const auto& f : s.flags) flag_line(f);
   flag_line({"help", false, "", "this help"});
-  os << "\nconfig keys (INI [section] key = value, or --section.key=value):\n";
+  std::vector<std::string> keys = view.keys();
+  if (keys.empty()) return;
+  os << "\nconfig keys it reads (INI [section] key = value, or --section.key=value):\n";
   std::string current;
-  for (const auto& key : registry.keys()) {
+  for (const auto& key : keys) {
     std::string section = key.substr(0, key.find('.'));
-    if (std::find(s.sections.begin(), s.sections.end(), section) == s.sections.end()) continue;
     if (section != current) {
       os << "  [" << section << "]\n";
       current = section;
@@ -95,6 +100,16 @@ const Subcommand* find_subcommand(int argc, char** argv, int* consumed) {
 }
 
 }  // namespace
+
+std::string subcommand_help(const Subcommand& s) {
+  Config config;
+  ConfigRegistry registry;
+  register_config(config, registry);
+  ConfigView view(config, registry, s.reads, s.name);
+  std::ostringstream os;
+  print_sub_help(os, s, view, registry);
+  return os.str();
+}
 
 std::string markdown_key_table(const ConfigRegistry& registry) {
   std::ostringstream os;
@@ -148,6 +163,7 @@ int run_cli(int argc, char** argv) {
   Config config;
   ConfigRegistry registry;
   register_config(config, registry);
+  ConfigView view(config, registry, sub->reads, sub->name);
   std::vector<FlagSpec> flags = kCommonFlags;
   flags.insert(flags.end(), sub->flags.begin(), sub->flags.end());
 
@@ -155,24 +171,21 @@ int run_cli(int argc, char** argv) {
   try {
     args = parse_command_line(std::vector<std::string>(argv + 1 + consumed, argv + argc), flags, registry);
     if (args.help) {
-      print_sub_help(std::cout, *sub, registry);
+      print_sub_help(std::cout, *sub, view, registry);
       return kExitOk;
     }
     validate_config(config);
-    int threads = default_threads();
-    if (args.has("threads")) {
-      char* end = nullptr;
-      long n = std::strtol(args.flag("threads").c_str(), &end, 10);
-      if (!end || *end != '\0' || n < 1 || n > 1024)
-        throw UsageError(str("--threads = '", args.flag("threads"), "': expected an integer in [1, 1024]"));
-      threads = static_cast<int>(n);
+    if (args.has("print-config")) {
+      std::cout << view.to_ini();
+      return kExitOk;
     }
-    set_threads(threads);
+    const std::string threads_flag = args.flag("threads");
+    set_threads(choose_threads(args.has("threads") ? &threads_flag : nullptr, std::getenv("OMP_NUM_THREADS")));
   } catch (const std::invalid_argument& e) {
     std::cerr << "latentforge " << sub->name << ": error: " << e.what() << "\n";
     return kExitUsage;
   }
-  return job.run([&] { return sub->run(Invocation{args, config, registry}); });
+  return job.run([&] { return sub->run(Invocation{args, view}); });
 }
 
 }  // namespace lf::launch

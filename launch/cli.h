@@ -15,6 +15,10 @@ class ConfigRegistry;
 // The table of every config key (docs/cli.md embeds it; a test keeps them equal).
 std::string markdown_key_table(const ConfigRegistry& registry);
 
+struct Subcommand;
+// The text of `latentforge NAME --help`: usage, flags, and every config key the subcommand reads.
+std::string subcommand_help(const Subcommand& s);
+
 // Runs latentforge with the process's arguments; returns the exit code.
 int run_cli(int argc, char** argv);
 

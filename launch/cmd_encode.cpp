@@ -24,24 +24,25 @@ int64_t parse_count(const ParsedArgs& a, const std::string& flag, int64_t fallba
   return v;
 }
 
-data::EncodeOptions encode_options(const Config& c, const Autoencoder& ae) {
+data::EncodeOptions encode_options(const CacheConfig& c, const Autoencoder& ae) {
   data::EncodeOptions o;
-  o.cache_dir = c.cache.dir;
-  o.shard_size = c.cache.shard_size;
-  o.store = data::store_kind_from_string(c.cache.store);
-  o.dtype = data::store_dtype_from_string(c.cache.dtype);
-  o.flip = c.cache.flip;
-  o.scale_factor = c.cache.scale_factor;
+  o.cache_dir = c.dir;
+  o.shard_size = c.shard_size;
+  o.store = c.store;
+  o.dtype = c.dtype;
+  o.flip = c.flip;
+  o.scale_factor = c.scale_factor;
   o.vae_hash = ae.hash();
   o.vae_config = ae.config();
-  o.batch_size = c.cache.encode_batch;
+  o.batch_size = c.encode_batch;
   return o;
 }
 
 }  // namespace
 
 int run_encode(const Invocation& inv) {
-  const Config& c = inv.config;
+  const CacheConfig& cache = inv.config.cache();
+  const DataConfig& data_cfg = inv.config.data();
   const ParsedArgs& a = inv.args;
   bool finalize_only = a.has("finalize");
   bool no_finalize = a.has("no-finalize");
@@ -52,22 +53,23 @@ int run_encode(const Invocation& inv) {
   if (task_count > 0 && task_index >= task_count)
     throw UsageError(str("--task-index = ", task_index, " must be below --task-count = ", task_count));
 
-  Runtime rt("cpu", c.dist);
+  Runtime rt("cpu", inv.config.dist());
   if (task_count > 0 && rt.world() > 1)
     throw UsageError("--task-index/--task-count are for single-process array tasks, not for an MPI job");
-  auto source = open_configured_source(c.data);
-  Autoencoder ae = Autoencoder::load(c.vae.kind, c.vae.weights, source->channels());
+  auto source = open_configured_source(data_cfg);
+  const std::string weights = inv.config.value("vae.weights");
+  Autoencoder ae = Autoencoder::load(inv.config.value("vae.kind"), weights, source->channels());
   if (!ae.is_identity() && ae.image_channels() != source->channels())
-    throw UsageError(str("vae.weights = ", c.vae.weights, " encodes ", ae.image_channels(), "-channel images but ",
-                         c.data.source, " has ", source->channels(), " (set data.color)"));
-  data::EncodeOptions eo = encode_options(c, ae);
+    throw UsageError(str("vae.weights = ", weights, " encodes ", ae.image_channels(), "-channel images but ",
+                         data_cfg.source, " has ", source->channels(), " (set data.color)"));
+  data::EncodeOptions eo = encode_options(cache, ae);
   eo.progress = rt.is_root();
 
   if (!finalize_only) {
-    const uint64_t seed = static_cast<uint64_t>(c.cache.seed);
+    const uint64_t seed = static_cast<uint64_t>(cache.seed);
     const bool sample = eo.store == data::StoreKind::kSample;
     data::EncodeFn fn = [&](const at::Tensor& images, const at::Tensor& indices, bool flipped) {
-      auto [mean, logvar] = ae.encode_moments(images, c.cache.encode_batch);
+      auto [mean, logvar] = ae.encode_moments(images, cache.encode_batch);
       data::EncodedBatch out;
       if (!sample) {
         out.mean = mean;
@@ -86,21 +88,21 @@ int run_encode(const Invocation& inv) {
     auto report = data::encode_shards(*source, fn, eo, rank, world);
     LOG(INFO) << "encode: " << report.shards_written << " shard(s) written, " << report.shards_skipped
               << " already complete, " << report.shards_redone << " redone (" << report.samples_encoded
-              << " images encoded) of " << report.shards_total << " in " << c.cache.dir;
+              << " images encoded) of " << report.shards_total << " in " << cache.dir;
     if (rt.world() > 1) {
-      rt.comm().barrier(dist::Deadline::after(dist::Seconds(c.dist.checkpoint_timeout_s)),
+      rt.comm().barrier(dist::Deadline::after(dist::Seconds(inv.config.dist().checkpoint_timeout_s)),
                         "barrier before finalizing the cache");
     }
   }
   bool finalizer = finalize_only || (task_count == 0 && rt.rank() == rt.world() - 1);
   bool finalize = !no_finalize && (finalize_only || task_count == 0);
-  if (finalize && finalizer) data::finalize_cache(c.cache.dir, eo);
+  if (finalize && finalizer) data::finalize_cache(cache.dir, eo);
   if (rt.world() > 1) rt.comm().barrier("barrier after finalize");
   if (finalize && rt.is_root()) {
-    auto m = data::Manifest::read(c.cache.dir + "/" + data::kManifestName);
-    LOG(INFO) << "encode: cache " << c.cache.dir << " finalized: " << m.num_samples() << " samples in "
+    auto m = data::Manifest::read(cache.dir + "/" + data::kManifestName);
+    LOG(INFO) << "encode: cache " << cache.dir << " finalized: " << m.num_samples() << " samples in "
               << m.shards.size() << " shard(s), latents " << str(m.settings.latent_shape.at(0), "x",
-              m.settings.latent_shape.at(1), "x", m.settings.latent_shape.at(2)) << " " << c.cache.dtype
+              m.settings.latent_shape.at(1), "x", m.settings.latent_shape.at(2)) << " " << data::to_string(cache.dtype)
               << ", scale factor " << m.scale_factor;
   }
   return 0;

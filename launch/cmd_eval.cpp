@@ -25,7 +25,7 @@
 #include "launch/lr_schedule.h"
 #include "launch/model_io.h"
 #include "launch/subcommands.h"
-#include "launch/vae_trainer.h"
+#include "launch/vae_evaluation.h"
 
 namespace fs = std::filesystem;
 
@@ -82,11 +82,12 @@ double accuracy(const at::Tensor& logits, const at::Tensor& labels) {
 }  // namespace
 
 int run_train_classifier(const Invocation& inv) {
-  const Config& c = inv.config;
-  auto train = open_configured_source(c.data, "train");
-  auto test = open_configured_source(c.data, "test");
+  const DataConfig& data_cfg = inv.config.data();
+  const EvalConfig& ec = inv.config.eval();
+  auto train = open_configured_source(data_cfg, "train");
+  auto test = open_configured_source(data_cfg, "test");
   if (train->num_classes() == 0)
-    throw UsageError(str(c.data.source, " has no labels: the evaluation classifier needs a labelled dataset"));
+    throw UsageError(str(data_cfg.source, " has no labels: the evaluation classifier needs a labelled dataset"));
   core::ClassifierOptions o;
   o.in_channels = train->channels();
   o.num_classes = train->num_classes();
@@ -101,7 +102,7 @@ int run_train_classifier(const Invocation& inv) {
   auto batch = train->get(0, train->size());
   at::Tensor x_all = batch.images, y_all = batch.labels;
   const int64_t n = train->size();
-  const int64_t steps = c.eval.classifier_epochs * n / kClassifierBatch;
+  const int64_t steps = ec.classifier_epochs * n / kClassifierBatch;
   data::SampleStream stream(n, /*seed=*/0);
   std::vector<int64_t> idx(kClassifierBatch), ep(kClassifierBatch);
   Progress progress("train-classifier", steps, "steps");
@@ -114,59 +115,62 @@ int run_train_classifier(const Invocation& inv) {
     if (ep[0] % 2 == 1) x = x.flip({3});
     at::Tensor loss = at::cross_entropy_loss(model->forward(x), y_all.index_select(0, ix));
     loss.backward();
-    opt.step(learning_rate(kClassifierLr, "cosine", steps / 20, 0.01, s + 1, steps));
+    opt.step(learning_rate(kClassifierLr, LRSchedule::kCosine, steps / 20, 0.01, s + 1, steps));
     for (auto& p : params) p.mutable_grad().zero_();
     progress.update(s + 1);
   }
   progress.finish();
   model->eval();
-  auto [feat, logits] = run_classifier(model, all_images(*test), c.eval.batch_size);
+  auto [feat, logits] = run_classifier(model, all_images(*test), ec.batch_size);
   double acc = accuracy(logits, test->get(0, test->size()).labels);
-  fs::create_directories(fs::path(c.eval.classifier).parent_path().empty() ? "." : fs::path(c.eval.classifier).parent_path());
+  fs::create_directories(fs::path(ec.classifier).parent_path().empty() ? "." : fs::path(ec.classifier).parent_path());
   std::map<std::string, std::string> meta = {
       {"latentforge.kind", "classifier"}, {"in_channels", std::to_string(o.in_channels)},
       {"num_classes", std::to_string(o.num_classes)}, {"width", std::to_string(o.width)},
       {"feature_dim", std::to_string(o.feature_dim)}, {"test_accuracy", str(acc)},
       {"data", train->description().dump()}};
-  save_module_weights(*model, c.eval.classifier, meta);
+  save_module_weights(*model, ec.classifier, meta);
   LOG(INFO) << "classifier: test accuracy " << acc * 100 << "% on " << test->size() << " images; written to "
-            << c.eval.classifier;
-  std::cout << "classifier: " << c.eval.classifier << "  test accuracy " << acc * 100 << "%" << std::endl;
+            << ec.classifier;
+  std::cout << "classifier: " << ec.classifier << "  test accuracy " << acc * 100 << "%" << std::endl;
   if (acc < 0.9) LOG(WARNING) << "the classifier's test accuracy is below 90%: FD and class accuracy are less reliable";
   return 0;
 }
 
 int run_eval(const Invocation& inv) {
-  const Config& c = inv.config;
+  const DataConfig& data_cfg = inv.config.data();
+  const EvalConfig& ec = inv.config.eval();
+  const std::string vae_kind = inv.config.value("vae.kind"), vae_weights = inv.config.value("vae.weights");
   nlohmann::json metrics = nlohmann::json::object();
-  auto test = open_configured_source(c.data, "test");
+  auto test = open_configured_source(data_cfg, "test");
   at::Tensor test_images = all_images(*test);
 
   // The VAE's reconstructions of the test split.
-  if (c.eval.vae && c.vae.kind == "kl" && !c.vae.weights.empty()) {
-    Autoencoder ae = Autoencoder::load("kl", c.vae.weights, test->channels());
+  if (ec.vae && vae_kind == "kl" && !vae_weights.empty()) {
+    Autoencoder ae = Autoencoder::load("kl", vae_weights, test->channels());
     core::VAE vae = ae.vae();
-    int64_t n = std::min(c.eval.vae_images, test->size());
-    auto q = reconstruction_quality(vae, test_images.narrow(0, 0, n), c.eval.batch_size);
-    metrics["vae"] = {{"weights", c.vae.weights}, {"psnr", q.psnr}, {"ssim", q.ssim}, {"images", q.count}};
-    LOG(INFO) << "VAE " << c.vae.weights << ": test PSNR " << q.psnr << " dB, SSIM " << q.ssim << " (" << q.count
+    int64_t n = std::min(ec.vae_images, test->size());
+    auto q = reconstruction_quality(vae, test_images.narrow(0, 0, n), ec.batch_size);
+    metrics["vae"] = {{"weights", vae_weights}, {"psnr", q.psnr}, {"ssim", q.ssim}, {"images", q.count}};
+    LOG(INFO) << "VAE " << vae_weights << ": test PSNR " << q.psnr << " dB, SSIM " << q.ssim << " (" << q.count
               << " images)";
   }
 
-  std::string samples = c.eval.samples;
+  std::string samples = ec.samples;
   if (samples.empty()) {
     // Where `sample` with the same config wrote them: sample.out_dir, else the samples/ folder of
     // the run sample.checkpoint names (or of train.run_dir).
-    std::string dir = c.sample.out_dir;
+    std::string dir = inv.config.value("sample.out_dir");
     if (dir.empty()) {
-      fs::path run = c.sample.checkpoint.empty() ? fs::path(c.train.run_dir) : fs::path(c.sample.checkpoint);
+      const std::string checkpoint = inv.config.value("sample.checkpoint");
+      fs::path run = checkpoint.empty() ? fs::path(inv.config.value("train.run_dir")) : fs::path(checkpoint);
       if (fs::exists(run / "state.json")) run = run.parent_path().parent_path();  // a checkpoint dir
       dir = (run / "samples").string();
     }
     samples = (fs::path(dir) / "samples.h5").string();
   }
   if (fs::exists(samples)) {
-    core::Classifier clf = load_classifier(c.eval.classifier);
+    core::Classifier clf = load_classifier(ec.classifier);
     auto s = data::read_samples_file(samples);
     const int64_t n = s.images.size(0);
     if (n < 2) throw std::invalid_argument(str(samples, ": ", n, " images; FD needs at least 2"));
@@ -174,17 +178,17 @@ int run_eval(const Invocation& inv) {
     if (gen.sizes().slice(1) != test_images.sizes().slice(1))
       throw std::invalid_argument(lf::str(samples, ": images are ", gen.sizes().slice(1), " but the test split's are ",
                                       test_images.sizes().slice(1)));
-    auto [test_f, test_l] = run_classifier(clf, test_images, c.eval.batch_size);
-    auto [gen_f, gen_l] = run_classifier(clf, gen, c.eval.batch_size);
+    auto [test_f, test_l] = run_classifier(clf, test_images, ec.batch_size);
+    auto [gen_f, gen_l] = run_classifier(clf, gen, ec.batch_size);
     auto [mu_t, s_t] = core::feature_statistics(test_f);
     auto [mu_g, s_g] = core::feature_statistics(gen_f);
     double fd = core::frechet_distance(mu_g, s_g, mu_t, s_t);
     // The floor: as many real training images (evenly spread over the split) against the test split.
-    auto train = open_configured_source(c.data, "train");
+    auto train = open_configured_source(data_cfg, "train");
     int64_t m = std::min(n, train->size());
     at::Tensor pick = (at::arange(m, at::kLong) * train->size()).div(m, "floor");
     at::Tensor real = all_images(*train).index_select(0, pick);
-    auto [real_f, real_l] = run_classifier(clf, real, c.eval.batch_size);
+    auto [real_f, real_l] = run_classifier(clf, real, ec.batch_size);
     auto [mu_r, s_r] = core::feature_statistics(real_f);
     double floor = core::frechet_distance(mu_r, s_r, mu_t, s_t);
     metrics["samples"] = samples;
@@ -193,7 +197,7 @@ int run_eval(const Invocation& inv) {
     metrics["fd_floor"] = floor;
     metrics["fd_floor_num_real"] = m;
     metrics["fd_ratio"] = fd / floor;
-    metrics["classifier"] = c.eval.classifier;
+    metrics["classifier"] = ec.classifier;
     metrics["classifier_test_accuracy"] = accuracy(test_l, test->get(0, test->size()).labels);
     metrics["real_class_accuracy"] = accuracy(real_l, train->get(0, train->size()).labels.index_select(0, pick));
     bool labelled = s.labels.defined() && s.labels.numel() == n && s.labels.min().item<int64_t>() >= 0;
@@ -207,7 +211,7 @@ int run_eval(const Invocation& inv) {
   } else {
     LOG(INFO) << "eval: no samples at " << samples << "; VAE metrics only";
   }
-  std::string out = c.eval.out;
+  std::string out = ec.out;
   if (out.empty())
     out = fs::exists(samples) ? (fs::path(samples).parent_path() / "metrics.json").string() : "metrics.json";
   atomic_write_file(out, metrics.dump(2) + "\n");

@@ -1,5 +1,5 @@
-// `latentforge train`: validates, starts the runtime, prints the resolved config (rank 0),
-// runs the latent diffusion trainer.
+// `latentforge train`: starts the runtime, prints the resolved config (rank 0), runs the latent
+// diffusion trainer.
 #include <glog/logging.h>
 
 #include "launch/ldm_trainer.h"
@@ -9,11 +9,9 @@
 namespace lf::launch {
 
 int run_train(const Invocation& inv) {
-  Runtime rt(inv.config.train.device, inv.config.dist);
-  if (rt.is_root())
-    LOG(INFO) << "resolved config:\n"
-              << inv.registry.to_ini({"cache", "vae", "model", "diffusion", "train", "dist"});
-  return train_ldm(inv.config, inv.registry, rt, inv.args.flag("resume"));
+  Runtime rt(inv.config.train().device, inv.config.dist());
+  if (rt.is_root()) LOG(INFO) << "resolved config:\n" << inv.config.to_ini();
+  return train_ldm(inv.config, rt, inv.args.flag("resume"));
 }
 
 }  // namespace lf::launch

@@ -1,4 +1,5 @@
-// `latentforge vae train`: starts the runtime and runs the VAE trainer.
+// `latentforge vae train`: starts the runtime, prints the resolved config (rank 0), runs the VAE
+// trainer.
 #include <glog/logging.h>
 
 #include "launch/runtime.h"
@@ -8,9 +9,9 @@
 namespace lf::launch {
 
 int run_vae_train(const Invocation& inv) {
-  Runtime rt(inv.config.vae_train.device, inv.config.dist);
-  if (rt.is_root()) LOG(INFO) << "resolved config:\n" << inv.registry.to_ini({"data", "vae", "vae_train", "dist"});
-  return train_vae(inv.config, inv.registry, rt, inv.args.flag("resume"));
+  Runtime rt(inv.config.vae_train().device, inv.config.dist(), "vae_train.device");
+  if (rt.is_root()) LOG(INFO) << "resolved config:\n" << inv.config.to_ini();
+  return train_vae(inv.config, rt, inv.args.flag("resume"));
 }
 
 }  // namespace lf::launch

@@ -2,12 +2,38 @@
 #include "launch/config.h"
 
 #include "core/util/strings.h"
+#include "launch/mixed_precision.h"
 
 namespace lf::launch {
 
 namespace {
 
 constexpr int64_t kBig = 1000000000000LL;
+
+void register_model(ModelConfig& m, ConfigRegistry& r) {
+  core::UNetOptions& u = m.net.unet;
+  core::DiTOptions& d = m.net.dit;
+  r.add_enum("model.kind", &m.net.kind, core::denoiser_kinds(),
+             "the denoiser: unet (ADM UNet, Dhariwal & Nichol 2021) or dit (DiT, Peebles & Xie 2023)");
+  r.add_int("model.num_classes", &m.num_classes, -1, 1000000,
+            "-1: from the cache's labels (0 when unlabelled); 0: unconditional");
+  r.add_int("model.channels", &u.model_channels, 1, 4096, "unet: channels at the input resolution");
+  r.add_int_list("model.channel_mult", &u.channel_mult, 1, 64, 1, 8, "unet: channel multiplier per level");
+  r.add_int("model.num_res_blocks", &u.num_res_blocks, 1, 16, "unet: ResBlocks per level");
+  r.add_int_list("model.attention_ds", &u.attention_ds, 1, 1024, 0, 8,
+                 "unet: downsampling factors (1 = input resolution, 2 = one level down, ...) with self-attention");
+  r.add_int("model.head_channels", &u.head_channels, 1, 4096, "unet: channels per attention head");
+  r.add_float("model.dropout", &u.dropout, 0.0, 0.99, "unet: ResBlock dropout (masks from the keyed generator)");
+  r.add_int("model.norm_groups", &u.norm_groups, 1, 1024, "unet: GroupNorm groups");
+  std::vector<std::string> presets = {"none"};
+  for (const auto& p : core::dit_preset_names()) presets.push_back(p);
+  r.add_choice("model.preset", &m.preset, presets, "dit: the paper's sizes (depth, width, heads; Table 1), or none");
+  r.add_int("model.patch_size", &d.patch_size, 1, 64, "dit: tokens are patch_size x patch_size latent patches");
+  r.add_int("model.depth", &d.depth, 1, 256, "dit: transformer blocks");
+  r.add_int("model.width", &d.width, 4, 16384, "dit: hidden size (divisible by model.heads, and by 4)");
+  r.add_int("model.heads", &d.heads, 1, 256, "dit: attention heads");
+  r.add_float("model.mlp_ratio", &d.mlp_ratio, 0.25, 64.0, "dit: MLP hidden size as a multiple of model.width");
+}
 
 void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistry& r) {
   r.add_path(s + ".run_dir", &t.run_dir, "directory for checkpoints/, metrics.jsonl and grids of this run");
@@ -16,7 +42,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
   r.add_int(s + ".grad_accum", &t.grad_accum, 1, 4096, "micro-batches per step; B/(ranks*grad_accum) must be whole");
   r.add_int(s + ".seed", &t.seed, 0, (1LL << 62), "the one seed: data order and every per-sample draw");
   r.add_float(s + ".lr", &t.lr, 0.0, 10.0, "peak learning rate (AdamW)");
-  r.add_choice(s + ".lr_schedule", &t.lr_schedule, {"constant", "cosine"}, "after warm-up: constant or cosine decay");
+  r.add_enum(s + ".lr_schedule", &t.lr_schedule, lr_schedules(), "after warm-up: constant or cosine decay");
   r.add_int(s + ".warmup_steps", &t.warmup_steps, 0, kBig, "linear learning-rate warm-up steps");
   r.add_float(s + ".min_lr_ratio", &t.min_lr_ratio, 0.0, 1.0, "cosine schedule's final lr as a fraction of lr");
   r.add_float(s + ".weight_decay", &t.weight_decay, 0.0, 10.0, "AdamW decoupled weight decay");
@@ -26,7 +52,9 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
   r.add_float(s + ".grad_clip", &t.grad_clip, 0.0, 1e9, "clip the global gradient norm to this (0: off)");
   r.add_float(s + ".ema_decay", &t.ema_decay, 0.0, 1.0, "EMA decay of the weights (0: EMA = weights)");
   r.add_int(s + ".ema_warmup", &t.ema_warmup, 0, 1, "1: EMA decay warms up as min(decay, (1+n)/(10+n))");
-  r.add_choice(s + ".precision", &t.precision, {"auto", "f32", "f64", "bf16", "f16"},
+  std::vector<std::string> precision_choices = {"auto"};
+  for (const auto& name : precisions().names()) precision_choices.push_back(name);
+  r.add_choice(s + ".precision", &t.precision, precision_choices,
                "auto: f32 on CPU, bf16 autocast on GPU; f64 on CPU for exactness tests");
   r.add_choice(s + ".device", &t.device, {"auto", "cpu", "cuda"}, "auto: CUDA when available");
   r.add_path(s + ".init_from", &t.init_from, "start from these weights (fine-tuning); not a resume");
@@ -56,8 +84,8 @@ void register_config(Config& c, ConfigRegistry& r) {
 
   r.add_path("cache.dir", &c.cache.dir, "latent cache directory (shard-*.h5 + manifest.json)");
   r.add_int("cache.shard_size", &c.cache.shard_size, 1, 100000000, "samples per shard; shard i holds [i*S, (i+1)*S)");
-  r.add_choice("cache.dtype", &c.cache.dtype, {"f16", "f32"}, "storage dtype of latents");
-  r.add_choice("cache.store", &c.cache.store, {"moments", "sample"}, "posterior mean+logvar, or one sampled latent");
+  r.add_enum("cache.dtype", &c.cache.dtype, data::store_dtypes(), "storage dtype of latents");
+  r.add_enum("cache.store", &c.cache.store, data::store_kinds(), "posterior mean+logvar, or one sampled latent");
   r.add_bool("cache.flip", &c.cache.flip, "also store the horizontally flipped images' moments");
   r.add_custom("cache.scale_factor", "string", "auto|positive number", c.cache.scale_factor,
                "latent scale factor: auto = 1/std of the latents, or a number",
@@ -84,46 +112,39 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("vae.norm_groups", &c.vae.arch.norm_num_groups, 1, 1024, "GroupNorm groups (divides every channel count)");
   r.add_bool("vae.mid_attention", &c.vae.arch.mid_block_add_attention, "self-attention in the middle blocks");
 
-  r.add_int("model.channels", &c.model.model_channels, 1, 4096, "UNet channels at the input resolution");
-  r.add_int_list("model.channel_mult", &c.model.channel_mult, 1, 64, 1, 8, "channel multiplier per level");
-  r.add_int("model.num_res_blocks", &c.model.num_res_blocks, 1, 16, "ResBlocks per level");
-  r.add_int_list("model.attention_ds", &c.model.attention_ds, 1, 1024, 0, 8,
-                 "downsampling factors (1 = input resolution, 2 = one level down, ...) with self-attention");
-  r.add_int("model.head_channels", &c.model.head_channels, 1, 4096, "channels per attention head");
-  r.add_int("model.num_classes", &c.model.num_classes, -1, 1000000,
-            "-1: from the cache's labels (0 when unlabelled); 0: unconditional");
-  r.add_float("model.dropout", &c.model.dropout, 0.0, 0.99, "ResBlock dropout (masks from the keyed generator)");
-  r.add_int("model.norm_groups", &c.model.norm_groups, 1, 1024, "GroupNorm groups");
+  register_model(c.model, r);
 
-  r.add_enum("diffusion.schedule", &c.diffusion.schedule,
-             {{"linear", core::ScheduleKind::kLinear}, {"scaled_linear", core::ScheduleKind::kScaledLinear},
-              {"cosine", core::ScheduleKind::kCosine}},
+  r.add_enum("diffusion.objective", &c.diffusion.objective, core::objectives(),
+             "ddpm (discrete timesteps; the keys below) or flow (rectified flow, v = eps - x0; t_* keys)");
+  r.add_enum("diffusion.schedule", &c.diffusion.schedule, core::schedule_kinds(),
              "noise schedule: DDPM linear, LDM scaled_linear, or cosine (Nichol & Dhariwal)");
   r.add_int("diffusion.timesteps", &c.diffusion.timesteps, 1, 100000, "T, the number of diffusion steps");
-  r.add_enum("diffusion.prediction", &c.diffusion.prediction,
-             {{"eps", core::Prediction::kEps}, {"v", core::Prediction::kV}, {"x0", core::Prediction::kX0}},
-             "what the network predicts");
-  r.add_enum("diffusion.loss_weighting", &c.diffusion.weighting,
-             {{"uniform", core::LossWeighting::kUniform}, {"min_snr", core::LossWeighting::kMinSNR}},
+  r.add_enum("diffusion.prediction", &c.diffusion.prediction, core::predictions(), "what the network predicts");
+  r.add_enum("diffusion.loss_weighting", &c.diffusion.weighting, core::loss_weightings(),
              "per-sample loss weights: uniform or min-SNR-gamma (Hang et al. 2023)");
   r.add_float("diffusion.min_snr_gamma", &c.diffusion.min_snr_gamma, 1e-6, 1e6, "gamma of min-SNR weighting");
   r.add_float("diffusion.offset_noise", &c.diffusion.offset_noise, 0.0, 10.0, "offset-noise strength (0: off)");
+  r.add_enum("diffusion.t_sampling", &c.diffusion.t_sampling, core::time_samplings(),
+             "flow: how t is drawn per sample, uniform or logit-normal (SD3, Esser et al. 2024)");
+  r.add_float("diffusion.t_mean", &c.diffusion.t_mean, -10.0, 10.0, "flow, logit_normal: mean m of the normal");
+  r.add_float("diffusion.t_std", &c.diffusion.t_std, 0.01, 10.0, "flow, logit_normal: standard deviation s");
 
   register_train_loop(c.train, "train", r);
   r.add_float("train.label_dropout", &c.ldm.label_dropout, 0.0, 1.0, "probability of the null class (for classifier-free guidance)");
   r.add_int("train.sample_every", &c.ldm.sample_every, 0, kBig, "decode a sample grid (EMA, DDIM, CFG) every N steps (0: at the end only)");
   r.add_int("train.grid_per_class", &c.ldm.grid_per_class, 1, 64, "samples per class (row) in the training grids");
-  r.add_int("train.grid_steps", &c.ldm.grid_steps, 1, 10000, "DDIM steps of the training grids");
+  r.add_int("train.grid_steps", &c.ldm.grid_steps, 1, 10000, "sampler steps of the training grids (DDIM; Euler for a flow model)");
   r.add_float("train.grid_guidance", &c.ldm.grid_guidance, 0.0, 100.0, "guidance scale of the training grids");
   r.add_path("train.val_cache", &c.ldm.val_cache, "held-out latent cache (e.g. the test split) for a validation loss");
   r.add_int("train.val_every", &c.ldm.val_every, 0, kBig, "validation loss every N steps (0: at the end only)");
   r.add_int("train.val_samples", &c.ldm.val_samples, 1, 10000000, "held-out samples in the validation loss");
 
+  c.vae_train.section = "vae_train";
   c.vae_train.run_dir = "runs/vae";
   c.vae_train.lr = 1e-3;
   c.vae_train.ema_decay = 0.0;
   register_train_loop(c.vae_train, "vae_train", r);
-  r.add_choice("vae_train.recon_loss", &c.vae_loss.recon_loss, {"l1", "l2"}, "reconstruction loss");
+  r.add_enum("vae_train.recon_loss", &c.vae_loss.recon_loss, core::recon_losses(), "reconstruction loss");
   r.add_float("vae_train.kl_weight", &c.vae_loss.kl_weight, 0.0, 1e6, "weight of the KL term");
   r.add_int("vae_train.disc_start", &c.vae_loss.disc_start, 0, kBig, "step at which the patch discriminator starts (0: never)");
   r.add_float("vae_train.disc_weight", &c.vae_loss.disc_weight, 0.0, 1e6, "scale of the adaptive adversarial weight");
@@ -143,10 +164,11 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("sample.num", &c.sample.num, 1, 100000000, "number of samples");
   r.add_string("sample.classes", &c.sample.classes, "all, or comma-separated class ids to sample");
   r.add_float("sample.guidance", &c.sample.guidance, 0, 100, "classifier-free guidance scale (1: none)");
-  r.add_choice("sample.sampler", &c.sample.sampler, {"ddim", "ddpm"}, "sampler");
+  r.add_enum("sample.sampler", &c.sample.sampler, core::sampler_kinds(),
+             "ddim or ddpm for a ddpm-objective model, euler or heun for a flow one");
   r.add_int("sample.steps", &c.sample.steps, 1, 100000, "sampling steps (DDPM: at most T)");
   r.add_float("sample.eta", &c.sample.eta, 0, 1, "DDIM eta (0: deterministic, 1: DDPM-like)");
-  r.add_choice("sample.spacing", &c.sample.spacing, {"leading", "trailing", "linspace"}, "timestep spacing");
+  r.add_enum("sample.spacing", &c.sample.spacing, core::spacings(), "timestep spacing");
   r.add_int("sample.seed", &c.sample.seed, 0, (1LL << 62), "sample i's noise is keyed by (seed, i)");
   r.add_int("sample.batch_size", &c.sample.batch_size, 1, 1 << 20, "samples per model call (does not change results)");
   r.add_bool("sample.use_ema", &c.sample.use_ema, "sample with the EMA weights");
@@ -160,18 +182,43 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("eval.classifier_epochs", &c.eval.classifier_epochs, 1, 1000, "epochs of the classifier recipe");
 }
 
+core::DenoiserOptions ModelConfig::resolve(int64_t channels, int64_t classes) const {
+  core::DenoiserOptions o = net;
+  if (preset != "none") {
+    const core::DiTSize s = core::dit_preset(preset);
+    const core::DiTOptions defaults;
+    auto take = [&](int64_t* field, int64_t preset_value, int64_t default_value, const char* key) {
+      if (*field != default_value && *field != preset_value)
+        throw UsageError(str(key, " = ", *field, " conflicts with model.preset = ", preset, ", whose ", key, " is ",
+                             preset_value, "; set the preset or the size, not both"));
+      *field = preset_value;
+    };
+    take(&o.dit.depth, s.depth, defaults.depth, "model.depth");
+    take(&o.dit.width, s.width, defaults.width, "model.width");
+    take(&o.dit.heads, s.heads, defaults.heads, "model.heads");
+  }
+  o.set_io(channels, classes);
+  return o;
+}
+
 void validate_config(const Config& c) {
   c.diffusion.validate();
-  core::UNetOptions model = c.model;
-  if (model.num_classes < 0) model.num_classes = 0;  // -1: decided from the cache later
-  model.validate();
+  if (c.model.preset != "none" && c.model.net.kind != core::DenoiserKind::kDiT)
+    throw UsageError(str("model.preset = ", c.model.preset, " sizes a DiT, but model.kind = ",
+                         core::to_string(c.model.net.kind), "; set model.kind = dit"));
+  // Channels and classes come from the cache later; any valid ones check the rest now.
+  c.model.resolve(4, std::max<int64_t>(0, c.model.num_classes)).validate();
   c.vae.arch.validate();
-  for (const auto* t : {&c.train, &c.vae_train}) {
-    const std::string s = t == &c.train ? "train" : "vae_train";
-    if (t->batch_size % t->grad_accum != 0)
-      throw UsageError(str(s, ".batch_size = ", t->batch_size, " is not divisible by ", s, ".grad_accum = ",
-                           t->grad_accum));
-  }
+  for (const auto* t : {&c.train, &c.vae_train}) check_batch_layout(*t, 1);
+}
+
+void check_batch_layout(const TrainLoopConfig& loop, int64_t world) {
+  const int64_t unit = world * loop.grad_accum;
+  if (loop.batch_size % unit != 0)
+    throw UsageError(str(loop.section, ".batch_size = ", loop.batch_size, " must be divisible by ", loop.section,
+                         ".grad_accum = ", loop.grad_accum, " times the number of ranks (", world,
+                         "): every rank takes the same number of samples per micro-batch (e.g. ", loop.section,
+                         ".batch_size = ", (loop.batch_size + unit - 1) / unit * unit, ")"));
 }
 
 }  // namespace lf::launch

@@ -7,9 +7,12 @@
 #include <vector>
 
 #include "core/diffusion.h"
-#include "core/unet.h"
+#include "core/sampler.h"
+#include "core/denoiser_options.h"
 #include "core/vae.h"
+#include "data/cache_format.h"
 #include "launch/config_registry.h"
+#include "launch/lr_schedule.h"
 
 namespace lf::launch {
 
@@ -27,8 +30,8 @@ struct DataConfig {
 struct CacheConfig {
   std::string dir = "cache";
   int64_t shard_size = 10000;
-  std::string dtype = "f16";       // f16|f32
-  std::string store = "moments";   // moments|sample
+  data::StoreDType dtype = data::StoreDType::kF16;
+  data::StoreKind store = data::StoreKind::kMoments;
   bool flip = false;               // also store the horizontally flipped image's moments
   std::string scale_factor = "auto";  // auto (1/std of the latents) or a number
   int64_t encode_batch = 256;
@@ -37,13 +40,14 @@ struct CacheConfig {
 
 // Keys shared by `train` ([train]) and `vae train` ([vae_train]).
 struct TrainLoopConfig {
+  std::string section = "train";  // the INI section these keys are in (not a key itself)
   std::string run_dir = "runs/ldm";
   int64_t steps = 1000;
   int64_t batch_size = 128;   // global batch of one optimizer step
   int64_t grad_accum = 1;     // micro-batches per step (B / (W*A) samples each)
   int64_t seed = 0;
   double lr = 2e-4;
-  std::string lr_schedule = "constant";  // constant|cosine
+  LRSchedule lr_schedule = LRSchedule::kConstant;
   int64_t warmup_steps = 100;
   double min_lr_ratio = 0.1;  // cosine floor as a fraction of lr
   double weight_decay = 0.0;
@@ -74,7 +78,7 @@ struct VAEConfig {
 
 // [vae_train] beyond the shared loop keys: the autoencoder's loss.
 struct VAELossConfig {
-  std::string recon_loss = "l1";  // l1|l2
+  core::ReconLoss recon_loss = core::ReconLoss::kL1;
   double kl_weight = 1e-6;
   int64_t disc_start = 0;      // step at which the patch discriminator starts (0: never)
   double disc_weight = 0.5;
@@ -97,6 +101,17 @@ struct LDMTrainConfig {
   int64_t val_samples = 1000;
 };
 
+// [model]: the denoiser (model.kind) and its sizes; the DiT's may come from a preset.
+struct ModelConfig {
+  core::DenoiserOptions net;
+  std::string preset = "none";  // none|dit-s|dit-b|dit-l|dit-xl: the DiT's depth, width, heads
+  int64_t num_classes = -1;     // -1: from the cache's labels (0 when unlabelled)
+
+  // The network's options: the preset applied (a size set to neither its default nor the
+  // preset's value is a UsageError naming both keys), `channels` in and out, `classes`.
+  core::DenoiserOptions resolve(int64_t channels, int64_t classes) const;
+};
+
 struct DistConfig {
   double bucket_mb = 25.0;
   bool overlap = true;           // all-reduce buckets during backward on a communication thread
@@ -110,10 +125,10 @@ struct SampleConfig {
   int64_t num = 100;
   std::string classes = "all";   // all|comma-separated class ids
   double guidance = 3.0;
-  std::string sampler = "ddim";  // ddim|ddpm
+  core::SamplerKind sampler = core::SamplerKind::kDDIM;
   int64_t steps = 50;
   double eta = 0.0;
-  std::string spacing = "trailing";  // leading|trailing|linspace
+  core::Spacing spacing = core::Spacing::kTrailing;
   int64_t seed = 0;
   int64_t batch_size = 250;
   bool use_ema = true;
@@ -135,7 +150,7 @@ struct Config {
   CacheConfig cache;
   VAEConfig vae;
   VAELossConfig vae_loss;
-  core::UNetOptions model;
+  ModelConfig model;
   core::DiffusionOptions diffusion;
   TrainLoopConfig train;
   LDMTrainConfig ldm;
@@ -150,5 +165,10 @@ void register_config(Config& config, ConfigRegistry& registry);
 
 // Cross-key checks after all values are set; throws UsageError naming the keys.
 void validate_config(const Config& config);
+
+// The one rule of the batch layout: SECTION.batch_size must be divisible by SECTION.grad_accum
+// times the number of ranks (every rank takes the same number of samples per micro-batch).
+// Throws UsageError naming both keys and a batch size that would do.
+void check_batch_layout(const TrainLoopConfig& loop, int64_t world);
 
 }  // namespace lf::launch

@@ -56,13 +56,6 @@ std::string ConfigRegistry::join_choices(const std::vector<std::string>& names) 
   return join(names, "|");
 }
 
-std::string ConfigRegistry::bad_choice(const std::string& key, const std::string& value,
-                                       const std::vector<std::string>& names) {
-  std::string hint = closest_match(value, names);
-  return str(key, " = '", value, "': expected one of ", join(names, ", "),
-             hint.empty() ? "" : str(" (did you mean '", hint, "'?)"));
-}
-
 void ConfigRegistry::add_custom(const std::string& key, const std::string& type,
                                 const std::string& range, const std::string& default_value,
                                 const std::string& doc, std::function<void(const std::string&)> set,
@@ -136,7 +129,7 @@ void ConfigRegistry::add_choice(const std::string& key, std::string* field,
                    *field = v;
                    return;
                  }
-               throw UsageError(bad_choice(key, v, choices));
+               throw UsageError(bad_choice_message(key, v, choices));
              },
              [field]() { return *field; });
 }
@@ -194,13 +187,12 @@ std::string ConfigRegistry::unknown_key_message(const std::string& key, const st
                           : str("; did you mean '", hint, "'?"));
 }
 
-std::string ConfigRegistry::to_ini(const std::vector<std::string>& sections) const {
+std::string ConfigRegistry::to_ini(const std::vector<std::string>& keys) const {
   std::string out, current;
   for (const auto& key : order_) {
     auto dot = key.find('.');
     std::string section = key.substr(0, dot);
-    if (!sections.empty() && std::find(sections.begin(), sections.end(), section) == sections.end())
-      continue;
+    if (!keys.empty() && std::find(keys.begin(), keys.end(), key) == keys.end()) continue;
     if (section != current) {
       out += str(out.empty() ? "" : "\n", "[", section, "]\n");
       current = section;

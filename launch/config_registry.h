@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/util/enum_table.h"
+
 namespace lf::launch {
 
 // A usage or config error: main() exits with code 2 for these (and for std::invalid_argument
@@ -41,30 +43,18 @@ class ConfigRegistry {
                   const std::string& doc);
   void add_int_list(const std::string& key, std::vector<int64_t>* field, int64_t lo, int64_t hi,
                     size_t min_len, size_t max_len, const std::string& doc);
-  // An enum with its spelling table.
+  // An enum, spelled as its table says (the table outlives the registry: tables are statics).
   template <class E>
-  void add_enum(const std::string& key, E* field, std::vector<std::pair<std::string, E>> table,
-                const std::string& doc) {
-    std::vector<std::string> names;
-    std::string def;
-    for (auto& [n, v] : table) {
-      names.push_back(n);
-      if (v == *field) def = n;
-    }
-    add_custom(key, "choice", join_choices(names), def, doc,
-               [key, field, table, names](const std::string& value) {
-                 for (auto& [n, v] : table)
-                   if (n == value) {
-                     *field = v;
-                     return;
-                   }
-                 throw UsageError(bad_choice(key, value, names));
+  void add_enum(const std::string& key, E* field, const EnumTable<E>& table, const std::string& doc) {
+    add_custom(key, "choice", join_choices(table.names()), table.name(*field), doc,
+               [key, field, &table](const std::string& value) {
+                 try {
+                   *field = table.parse(value, key);
+                 } catch (const std::invalid_argument& e) {
+                   throw UsageError(e.what());
+                 }
                },
-               [field, table]() {
-                 for (auto& [n, v] : table)
-                   if (v == *field) return n;
-                 return std::string("?");
-               });
+               [field, &table]() { return table.name(*field); });
   }
   // The general form: set parses and stores (throws UsageError), get prints the value.
   void add_custom(const std::string& key, const std::string& type, const std::string& range,
@@ -80,13 +70,12 @@ class ConfigRegistry {
 
   std::vector<std::string> keys() const { return order_; }
   const KeyInfo& info(const std::string& key) const { return entries_.at(key).info; }
-  // The resolved config as INI text (sections in registration order) and as JSON.
-  std::string to_ini(const std::vector<std::string>& sections = {}) const;
+  // The resolved config as INI text (sections in registration order; only `keys` when given,
+  // every key otherwise), loadable back with --config, and as JSON.
+  std::string to_ini(const std::vector<std::string>& keys = {}) const;
   nlohmann::json to_json() const;
 
   static std::string join_choices(const std::vector<std::string>& names);
-  static std::string bad_choice(const std::string& key, const std::string& value,
-                                const std::vector<std::string>& names);
 
  private:
   struct Entry {

@@ -6,21 +6,16 @@
 
 namespace lf::launch {
 
-at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion, const at::Tensor& ids,
+at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& o,
                             const std::function<void(int64_t, int64_t)>& progress) {
   at::NoGradGuard no_grad;
-  bool was_training = model->is_training();
-  model->eval();
-  auto param = model->parameters().front();
+  bool was_training = model.is_training();
+  model.eval();
+  auto param = model.parameters().front();
   auto opts = param.options().requires_grad(false);
-  const int64_t num_classes = model->options().num_classes;
+  const int64_t num_classes = model.num_classes();
   const int64_t n = ids.size(0);
-  auto spacing = o.spacing == "leading" ? core::Spacing::kLeading
-                 : o.spacing == "linspace" ? core::Spacing::kLinspace : core::Spacing::kTrailing;
-  std::vector<int64_t> ts;
-  if (o.sampler == "ddim" || o.steps < diffusion.timesteps())
-    ts = core::sampling_timesteps(diffusion.timesteps(), std::min(o.steps, diffusion.timesteps()), spacing);
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
@@ -33,18 +28,16 @@ at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion,
     if (num_classes > 0) {
       at::Tensor y = labels.narrow(0, begin, len).to(param.device(), at::kLong);
       core::ConditionalModel cond = [&model](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& yy) {
-        return model->forward(xt, t, yy);
+        return model.forward(xt, t, yy);
       };
       denoiser = core::classifier_free_guidance(cond, y, num_classes, o.guidance);
     } else {
-      denoiser = [&model](const at::Tensor& xt, const at::Tensor& t) { return model->forward(xt, t); };
+      denoiser = [&model](const at::Tensor& xt, const at::Tensor& t) { return model.forward(xt, t); };
     }
-    at::Tensor z = o.sampler == "ddpm" ? core::ddpm_sample(diffusion, denoiser, x, noise, {}, ts)
-                                       : core::ddim_sample(diffusion, denoiser, x, ts, o.eta, noise);
-    out.push_back(z);
+    out.push_back(objective.sample(denoiser, x, o.sampler, o.steps, o.spacing, o.eta, noise));
     if (progress) progress(begin + len, n);
   }
-  if (was_training) model->train();
+  if (was_training) model.train();
   return out.empty() ? at::empty({0}) : at::cat(out);
 }
 

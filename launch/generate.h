@@ -1,6 +1,6 @@
 // Generating latents with a trained denoiser: sample i starts from noise keyed by (seed, i)
 // and every stochastic sampler step draws keyed noise too, so the same seed gives the same
-// images at any batch size and a different seed different ones (DESIGN.md invariant 2).
+// images at any batch size and a different seed different ones (docs/design.md, invariant 2).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -8,26 +8,27 @@
 #include <string>
 #include <vector>
 
-#include "core/diffusion.h"
+#include "core/denoiser.h"
 #include "core/sampler.h"
-#include "core/unet.h"
+#include "launch/ldm_objective.h"
 
 namespace lf::launch {
 
 struct GenerateOptions {
-  std::string sampler = "ddim";  // ddim|ddpm
+  core::SamplerKind sampler = core::SamplerKind::kDDIM;
   int64_t steps = 50;
   double eta = 0.0;
-  std::string spacing = "trailing";
+  core::Spacing spacing = core::Spacing::kTrailing;
   double guidance = 1.0;  // classifier-free guidance scale (1: conditional model alone)
   uint64_t seed = 0;
   int64_t batch_size = 256;
 };
 
 // Latents [N, c, h, w] for sample ids `ids` (int64 [N]) with `labels` (int64 [N], ignored
-// when the model is unconditional). Runs without autograd on the model's device and dtype;
+// when the model is unconditional) with options.sampler, which must fit the objective
+// (UsageError otherwise). Runs without autograd on the model's device and dtype;
 // `progress(done, total)` is called after each batch. Blocks.
-at::Tensor generate_latents(core::UNet& model, const core::Diffusion& diffusion, const at::Tensor& ids,
+at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& options,
                             const std::function<void(int64_t, int64_t)>& progress = {});
 

@@ -26,26 +26,29 @@ at::ScalarType g_autocast_dtype = at::kBFloat16;
 
 }  // namespace
 
-std::string to_string(Precision p) {
+const EnumTable<Precision>& precisions() {
+  static const EnumTable<Precision> table = {
+      {"f32", Precision::kF32}, {"f64", Precision::kF64}, {"bf16", Precision::kBF16}, {"f16", Precision::kF16}};
+  return table;
+}
+
+std::string describe(Precision p) {
   switch (p) {
-    case Precision::kF32: return "f32";
-    case Precision::kF64: return "f64";
     case Precision::kBF16: return "bf16 autocast";
     case Precision::kF16: return "f16 autocast + loss scaling";
+    default: return precisions().name(p);
   }
-  return "?";
 }
 
 Precision resolve_precision(const std::string& value, at::Device device, const std::string& key) {
   bool cuda = device.is_cuda();
   if (value == "auto") return cuda ? Precision::kBF16 : Precision::kF32;
-  if (value == "f32") return Precision::kF32;
-  if (value == "f64") {
-    if (cuda) throw std::invalid_argument(str(key, " = f64 is for CPU exactness tests; use f32, bf16 or f16 on CUDA"));
-    return Precision::kF64;
-  }
-  if (!cuda) throw std::invalid_argument(str(key, " = ", value, " needs a CUDA device; on CPU use f32 or f64"));
-  return value == "bf16" ? Precision::kBF16 : Precision::kF16;
+  Precision p = precisions().parse(value, key);
+  if (p == Precision::kF64 && cuda)
+    throw std::invalid_argument(str(key, " = f64 is for CPU exactness tests; use f32, bf16 or f16 on CUDA"));
+  if ((p == Precision::kBF16 || p == Precision::kF16) && !cuda)
+    throw std::invalid_argument(str(key, " = ", value, " needs a CUDA device; on CPU use f32 or f64"));
+  return p;
 }
 
 bool decide_in_memory(const std::string& value, int64_t cache_bytes) {

@@ -8,10 +8,14 @@
 #include <string>
 #include <vector>
 
+#include "core/util/enum_table.h"
+
 namespace lf::launch {
 
 enum class Precision { kF32, kF64, kBF16, kF16 };
-std::string to_string(Precision p);
+const EnumTable<Precision>& precisions();  // "f32", "f64", "bf16", "f16" (the keys also take "auto")
+// For logs: "f32", "bf16 autocast", "f16 autocast + loss scaling".
+std::string describe(Precision p);
 
 // "auto" -> bf16 on CUDA, f32 on CPU; f64 only on CPU; bf16/f16 only on CUDA. Throws
 // std::invalid_argument naming `key` otherwise.

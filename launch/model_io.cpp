@@ -34,21 +34,65 @@ core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::str
   }
 }
 
+nlohmann::json to_json(const core::DenoiserOptions& o) {
+  if (o.kind == core::DenoiserKind::kUNet) {
+    nlohmann::json j = to_json(o.unet);
+    j["kind"] = "unet";
+    return j;
+  }
+  const core::DiTOptions& d = o.dit;
+  return {{"kind", "dit"},         {"in_channels", d.in_channels}, {"out_channels", d.out_channels},
+          {"patch_size", d.patch_size}, {"depth", d.depth},           {"width", d.width},
+          {"heads", d.heads},           {"mlp_ratio", d.mlp_ratio},   {"num_classes", d.num_classes}};
+}
+
+core::DenoiserOptions denoiser_options_from_json(const nlohmann::json& j, const std::string& where) {
+  core::DenoiserOptions o;
+  try {
+    o.kind = core::denoiser_kinds().parse(j.value("kind", std::string("unet")), where + ": model.kind");
+    if (o.kind == core::DenoiserKind::kUNet) {
+      o.unet = unet_options_from_json(j, where);
+      return o;
+    }
+    core::DiTOptions& d = o.dit;
+    d.in_channels = j.at("in_channels");
+    d.out_channels = j.at("out_channels");
+    d.patch_size = j.at("patch_size");
+    d.depth = j.at("depth");
+    d.width = j.at("width");
+    d.heads = j.at("heads");
+    d.mlp_ratio = j.at("mlp_ratio");
+    d.num_classes = j.at("num_classes");
+    o.validate();
+    return o;
+  } catch (const nlohmann::json::exception& e) {
+    throw std::invalid_argument(str(where, ": model options: ", e.what()));
+  }
+}
+
 nlohmann::json to_json(const core::DiffusionOptions& o) {
-  return {{"schedule", core::to_string(o.schedule)}, {"timesteps", o.timesteps},
-          {"prediction", core::to_string(o.prediction)}, {"loss_weighting", core::to_string(o.weighting)},
-          {"min_snr_gamma", o.min_snr_gamma}, {"offset_noise", o.offset_noise}};
+  return {{"objective", core::to_string(o.objective)}, {"schedule", core::to_string(o.schedule)},
+          {"timesteps", o.timesteps}, {"prediction", core::to_string(o.prediction)},
+          {"loss_weighting", core::to_string(o.weighting)}, {"min_snr_gamma", o.min_snr_gamma},
+          {"offset_noise", o.offset_noise}, {"t_sampling", core::to_string(o.t_sampling)},
+          {"t_mean", o.t_mean}, {"t_std", o.t_std}};
 }
 
 core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, const std::string& where) {
   try {
     core::DiffusionOptions o;
-    o.schedule = core::schedule_kind_from_string(j.at("schedule").get<std::string>());
+    o.schedule = core::schedule_kinds().parse(j.at("schedule").get<std::string>(), where + ": diffusion.schedule");
     o.timesteps = j.at("timesteps");
-    o.prediction = core::prediction_from_string(j.at("prediction").get<std::string>());
-    o.weighting = core::loss_weighting_from_string(j.at("loss_weighting").get<std::string>());
+    o.prediction = core::predictions().parse(j.at("prediction").get<std::string>(), where + ": diffusion.prediction");
+    o.weighting = core::loss_weightings().parse(j.at("loss_weighting").get<std::string>(), where + ": diffusion.loss_weighting");
     o.min_snr_gamma = j.at("min_snr_gamma");
     o.offset_noise = j.at("offset_noise");
+    // Checkpoints written before the flow objective existed are DDPM ones.
+    o.objective = core::objectives().parse(j.value("objective", std::string("ddpm")), where + ": diffusion.objective");
+    o.t_sampling =
+        core::time_samplings().parse(j.value("t_sampling", std::string("uniform")), where + ": diffusion.t_sampling");
+    o.t_mean = j.value("t_mean", 0.0);
+    o.t_std = j.value("t_std", 1.0);
     o.validate();
     return o;
   } catch (const nlohmann::json::exception& e) {

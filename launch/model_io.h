@@ -6,12 +6,16 @@
 #include <string>
 
 #include "core/diffusion.h"
-#include "core/unet.h"
+#include "core/denoiser_options.h"
 
 namespace lf::launch {
 
 nlohmann::json to_json(const core::UNetOptions& o);
 core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::string& where);
+// {"kind": "unet"|"dit", ...the chosen network's options}; a checkpoint without "kind" (written
+// before the DiT existed) holds a UNet's.
+nlohmann::json to_json(const core::DenoiserOptions& o);
+core::DenoiserOptions denoiser_options_from_json(const nlohmann::json& j, const std::string& where);
 nlohmann::json to_json(const core::DiffusionOptions& o);
 core::DiffusionOptions diffusion_options_from_json(const nlohmann::json& j, const std::string& where);
 

@@ -9,6 +9,7 @@
 #include "distributed/logging.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/rank_context.h"
+#include "distributed/rank_layout.h"
 #ifdef LF_WITH_NCCL
 #include "distributed/cuda/nccl_communicator.h"
 #endif
@@ -21,11 +22,11 @@ bool cuda_usable() { return torch::cuda::is_available(); }
 
 }  // namespace
 
-Runtime::Runtime(const std::string& device, const DistConfig& dist) {
+Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key) {
   info_ = dist::discover_rank_info();
   if (device == "cuda" && !cuda_usable())
-    throw std::invalid_argument("train.device = cuda, but this build or machine has no CUDA device "
-                                "(use device=cpu or auto)");
+    throw std::invalid_argument(str(device_key, " = cuda, but this build or machine has no CUDA device (set ",
+                                    device_key, " = cpu or auto)"));
   bool use_cuda = device == "cuda" || (device == "auto" && cuda_usable());
   if (use_cuda) {
     int n = static_cast<int>(torch::cuda::device_count());
@@ -49,6 +50,12 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist) {
       throw std::invalid_argument("multi-rank training on CUDA needs a build with NCCL (LF_NCCL=ON)");
     comm_ = std::move(mpi_comm);
 #endif
+    heartbeat_ = std::make_unique<dist::Heartbeat>(cpu_comm());
+    const auto places = dist::gather_layout(cpu_comm(), info_, dist::rank_context().host, at::get_num_threads());
+    if (info_.rank == 0) {
+      LOG(INFO) << dist::describe_layout(places);
+      for (const std::string& problem : dist::check_layout(places)) LOG(WARNING) << problem;
+    }
   } else {
     dist::set_rank_context({0, 1, dist::local_host_name()});
     comm_ = std::make_unique<dist::LocalCommunicator>();
@@ -57,6 +64,7 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist) {
 }
 
 Runtime::~Runtime() {
+  heartbeat_.reset();
   cpu_comm_.reset();
   comm_.reset();
   mpi_.reset();

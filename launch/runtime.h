@@ -7,6 +7,7 @@
 #include <string>
 
 #include "distributed/communicator.h"
+#include "distributed/heartbeat.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_info.h"
 #include "launch/config.h"
@@ -16,9 +17,11 @@ namespace lf::launch {
 class Runtime {
  public:
   // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
-  // SERIALIZED at least) and builds the communicator (NCCL for CUDA when built with it).
-  // `device` is auto|cpu|cuda. Collective when world > 1.
-  Runtime(const std::string& device, const DistConfig& dist);
+  // SERIALIZED at least), builds the communicator (NCCL for CUDA when built with it), starts
+  // the heartbeat (timeouts name a silent host) and logs the ranks per host on rank 0.
+  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
+  // Collective when world > 1.
+  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
   ~Runtime();
 
   int rank() const { return info_.rank; }
@@ -36,6 +39,7 @@ class Runtime {
   std::unique_ptr<dist::MPIRuntime> mpi_;
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Communicator> cpu_comm_;
+  std::unique_ptr<dist::Heartbeat> heartbeat_;
   at::Device device_{at::kCPU};
 };
 

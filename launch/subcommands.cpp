@@ -10,6 +10,16 @@ int run_sample(const Invocation& inv);
 int run_eval(const Invocation& inv);
 int run_train_classifier(const Invocation& inv);
 
+namespace {
+
+std::vector<std::string> vae_train_reads() {
+  std::vector<std::string> r = {"data", "vae_train", "dist"};
+  r.insert(r.end(), kVAEArchKeys.begin(), kVAEArchKeys.end());
+  return r;
+}
+
+}  // namespace
+
 const std::vector<Subcommand>& subcommands() {
   static const std::vector<Subcommand> table = {
       {"vae train", "train the autoencoder (AutoencoderKL) on images (MPI ranks)",
@@ -18,7 +28,7 @@ const std::vector<Subcommand>& subcommands() {
        "ranks. Writes RUN_DIR/vae (diffusers AutoencoderKL layout), reconstructions.png and PSNR/SSIM on\n"
        "held-out images. Exit codes as for train.",
        {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of vae_train.run_dir (fresh if none); or a checkpoint dir"}},
-       {"data", "vae", "vae_train", "dist"},
+       vae_train_reads(),
        run_vae_train},
       {"encode", "precompute the latent cache of a dataset (MPI ranks or a Slurm job array)",
        "[--config FILE] [--task-index K --task-count N | --finalize] [--section.key=VALUE ...]",
@@ -29,15 +39,15 @@ const std::vector<Subcommand>& subcommands() {
         {"task-count", true, "N", "number of job-array tasks"},
         {"finalize", false, "", "only verify the shards and write manifest.json (after a job array)"},
         {"no-finalize", false, "", "do not finalize (array tasks)"}},
-       {"data", "cache", "vae", "dist"},
+       {"data", "cache", "vae.kind", "vae.weights", "dist"},
        run_encode},
       {"train", "train the latent diffusion model on a latent cache (MPI ranks)",
        "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
-       "Trains the class-conditional (or unconditional) UNet on cache.dir with the diffusion objective,\n"
+       "Trains the class-conditional (or unconditional) UNet or DiT on cache.dir with the DDPM or flow objective,\n"
        "data-parallel over the ranks of mpirun or srun. Exit codes: 0 done, 75 checkpointed after\n"
        "SIGUSR1 (requeue me), 143 checkpointed after SIGTERM, 1 failure, 2 usage/config error.",
        {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"}},
-       {"cache", "vae", "model", "diffusion", "train", "dist"},
+       {"cache", "vae.kind", "vae.weights", "model", "diffusion", "train", "dist"},
        run_train},
       {"sample", "generate images from a trained checkpoint (grid.png + samples.h5)",
        "[--config FILE] [--sample.checkpoint=PATH] [--section.key=VALUE ...]",
@@ -45,7 +55,7 @@ const std::vector<Subcommand>& subcommands() {
        "weights by default), decodes them with the VAE the checkpoint records, writes grid.png (one row\n"
        "per class) and samples.h5. Sample i's noise is keyed by (sample.seed, i).",
        {},
-       {"sample"},
+       {"sample", "train.run_dir", "vae.weights"},
        run_sample},
       {"eval", "measure a VAE (PSNR, SSIM) and samples (FD against the test split, class accuracy)",
        "[--config FILE] [--eval.samples=samples.h5] [--section.key=VALUE ...]",
@@ -53,7 +63,7 @@ const std::vector<Subcommand>& subcommands() {
        "classifier's 128-wide features against the test split, with its floor (as many real training\n"
        "images), and the class accuracy of class-conditional samples; writes metrics.json.",
        {},
-       {"data", "vae", "eval"},
+       {"data", "vae.kind", "vae.weights", "eval", "sample.checkpoint", "sample.out_dir", "train.run_dir"},
        run_eval},
       {"eval train-classifier", "train the evaluation classifier (a fixed recipe) on the labelled data",
        "[--config FILE] [--eval.classifier=PATH]",

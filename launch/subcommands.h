@@ -1,18 +1,18 @@
-// The table of subcommands; each lives in its own cmd_*.cpp. A subcommand whose issue has not
-// landed is simply absent from this table (and from --help).
+// The table of subcommands; each lives in its own cmd_*.cpp and declares the config sections and
+// keys it reads: its --help and --print-config list exactly those, and it can read nothing else
+// (config_view.h).
 #pragma once
 #include <string>
 #include <vector>
 
 #include "launch/args.h"
-#include "launch/config.h"
+#include "launch/config_view.h"
 
 namespace lf::launch {
 
 struct Invocation {
   const ParsedArgs& args;
-  Config& config;
-  const ConfigRegistry& registry;
+  const ConfigView& config;
 };
 
 struct Subcommand {
@@ -21,7 +21,7 @@ struct Subcommand {
   std::string usage;        // after "latentforge NAME"
   std::string description;  // a paragraph for NAME --help
   std::vector<FlagSpec> flags;
-  std::vector<std::string> sections;  // config sections listed by NAME --help
+  std::vector<std::string> reads;  // config sections ("train") and single keys ("vae.weights")
   int (*run)(const Invocation&);
 };
 

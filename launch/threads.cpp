@@ -8,20 +8,15 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <thread>
+
+#include "distributed/rank_info.h"
 
 namespace lf::launch {
 
 namespace {
-
-int env_int(const char* name, int fallback) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return fallback;
-  char* end = nullptr;
-  long x = std::strtol(v, &end, 10);
-  return (end && *end == '\0' && x > 0) ? static_cast<int>(x) : fallback;
-}
 
 int cores_available() {
   cpu_set_t set;
@@ -36,14 +31,14 @@ int cores_available() {
 }  // namespace
 
 int ranks_on_this_node() {
-  int n = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 0);
-  if (n > 0) return n;
-  // SLURM_TASKS_PER_NODE looks like "2(x3),1"; the first count is this node's in the common case.
-  if (const char* t = std::getenv("SLURM_STEP_TASKS_PER_NODE")) return std::max(1, std::atoi(t));
-  if (const char* t = std::getenv("SLURM_TASKS_PER_NODE")) {
-    if (std::getenv("SLURM_STEP_ID")) return std::max(1, std::atoi(t));
+  // The launcher's count (distributed/rank_info.h: mpirun's local size, or Slurm's tasks on
+  // this node of an uneven step like "2(x3),1"); inconsistent variables are reported later,
+  // by the runtime, with the full message.
+  try {
+    return std::max(1, dist::discover_rank_info().local_size);
+  } catch (const std::exception&) {
+    return 1;
   }
-  return 1;
 }
 
 int default_threads() {
@@ -56,6 +51,19 @@ int openblas_threads() {
   using GetFn = int (*)();
   auto fn = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
   return fn ? fn() : -1;
+}
+
+int choose_threads(const std::string* flag, const char* omp_num_threads) {
+  auto parse = [](const std::string& text, const std::string& what) {
+    char* end = nullptr;
+    long n = std::strtol(text.c_str(), &end, 10);
+    if (text.empty() || !end || *end != '\0' || n < 1 || n > 1024)
+      throw std::invalid_argument(what + " = '" + text + "': expected an integer in [1, 1024]");
+    return static_cast<int>(n);
+  };
+  if (flag) return parse(*flag, "--threads");
+  if (omp_num_threads && *omp_num_threads) return parse(omp_num_threads, "OMP_NUM_THREADS");
+  return default_threads();
 }
 
 void set_threads(int n) {

@@ -27,7 +27,7 @@ DTYPES = {
     "I8": "i1", "U8": "u1", "BOOL": "?",
 }
 FILES = ("model.safetensors", "ema.safetensors", "optimizer.safetensors")
-MAX_HEADER = 100 << 20  # bound what we read before trusting it (DESIGN.md invariant 5)
+MAX_HEADER = 100 << 20  # bound what we read before trusting it (docs/design.md, invariant 5)
 
 
 class FormatError(Exception):

@@ -22,6 +22,9 @@
 # small CPU box is allowed. Extra mpirun options: LF_MPIRUN_ARGS.
 # A rank that fails makes mpirun end the others; mpirun forwards SIGUSR1/SIGTERM to the ranks
 # (checkpoint + exit 75 / 143, as under Slurm) and exits with the first failing rank's code.
+# A host that stops answering (cut off, frozen, dead): the other ranks abort at their collective
+# deadline, and each leaves a reaper that ends mpirun or orted should they still wait for that
+# host 10 s later (docs/cluster.md, "When a host fails"); mpirun then exits with 137.
 set -euo pipefail
 N="" HOSTFILE="" PER_NODE="" IFACE=""
 while [ $# -gt 0 ]; do

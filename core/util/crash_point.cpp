@@ -1,4 +1,4 @@
-// Named crash points (see crash_point.h).
+// Named crash and pause points (see crash_point.h).
 #include "core/util/crash_point.h"
 
 #include <csignal>
@@ -11,8 +11,32 @@
 #include <unistd.h>
 
 namespace lf {
+namespace {
+
+// True when LF_PAUSE_AT names `name`: "NAME" (every hit), or "NAME:K" and this is the point's
+// K-th hit, counting from 1.
+bool pause_requested(const char* name) {
+  const char* spec = std::getenv("LF_PAUSE_AT");
+  if (!spec || !*spec) return false;
+  std::string s(spec);
+  long want = 0;
+  auto colon = s.find(':');
+  if (colon != std::string::npos) {
+    want = std::strtol(s.c_str() + colon + 1, nullptr, 10);
+    s.resize(colon);
+  }
+  if (s != name) return false;
+  static std::mutex mu;
+  static std::map<std::string, long> hits;
+  std::lock_guard<std::mutex> lock(mu);
+  const long n = ++hits[s];
+  return want <= 0 || n == want;
+}
+
+}  // namespace
 
 void crash_point(const char* name) {
+  pause_point(name);  // every crash point is a pause point too
   const char* spec = std::getenv("LF_CRASH_AT");
   if (!spec || !*spec) return;
   std::string s(spec);
@@ -32,6 +56,13 @@ void crash_point(const char* name) {
   std::fflush(stderr);
   ::kill(::getpid(), SIGKILL);
   ::_exit(137);
+}
+
+void pause_point(const char* name) {
+  if (!pause_requested(name)) return;
+  std::fprintf(stderr, "LF_PAUSE_AT: stopping the process at pause point '%s'\n", name);
+  std::fflush(stderr);
+  ::kill(::getpid(), SIGSTOP);
 }
 
 }  // namespace lf

@@ -1,6 +1,8 @@
 // Durable file operations (see fs.h).
 #include "core/util/fs.h"
 
+#include "core/util/crash_point.h"
+
 #include <fcntl.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -36,13 +38,19 @@ void fsync_path(const std::string& path) {
     throw std::runtime_error(str(path, ": fsync failed: ", std::strerror(err)));
 }
 
-void atomic_write_file(const std::string& path, const std::string& content) {
+void atomic_write_file(const std::string& path, const std::string& content, const char* crash_point_name) {
   const std::string tmp = temp_sibling(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw std::runtime_error(str(tmp, ": cannot create: ", std::strerror(errno)));
   size_t off = 0;
+  bool crash_checked = crash_point_name == nullptr;
   while (off < content.size()) {
-    ssize_t n = ::write(fd, content.data() + off, content.size() - off);
+    if (!crash_checked && off >= content.size() / 2) {
+      crash_point(crash_point_name);
+      crash_checked = true;
+    }
+    const size_t chunk = crash_checked ? content.size() - off : content.size() / 2 - off;
+    ssize_t n = ::write(fd, content.data() + off, std::max<size_t>(chunk, 1));
     if (n < 0) {
       if (errno == EINTR) continue;
       int err = errno;
@@ -50,8 +58,10 @@ void atomic_write_file(const std::string& path, const std::string& content) {
       ::unlink(tmp.c_str());
       throw std::runtime_error(str(tmp, ": write failed: ", std::strerror(err)));
     }
+    // At most half at a time while the crash point is pending, so it fires mid-file.
     off += static_cast<size_t>(n);
   }
+  if (!crash_checked) crash_point(crash_point_name);
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());

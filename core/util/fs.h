@@ -8,7 +8,9 @@ namespace lf {
 
 // Writes `content` to `path` atomically: a reader sees the old file or the whole new one.
 // Blocks until the data and the rename are on disk. Throws std::runtime_error naming the file.
-void atomic_write_file(const std::string& path, const std::string& content);
+// `crash_point_name` (crash_point.h) fires with half of the temporary file written, so a test
+// can kill the process in the middle of the write.
+void atomic_write_file(const std::string& path, const std::string& content, const char* crash_point_name = nullptr);
 
 // fsync of a file or a directory (so a rename inside it is durable).
 void fsync_path(const std::string& path);

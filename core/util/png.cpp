@@ -2,11 +2,18 @@
 // the project lives here.
 #include "core/util/png.h"
 
+#include <algorithm>
 #include <stdexcept>
+#include <vector>
 
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
 #include <stb_image_write.h>
+// stb_easy_font is header-only with static functions (some unused here).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#include <stb_easy_font.h>
+#pragma GCC diagnostic pop
 
 #include "core/util/fs.h"
 #include "core/util/strings.h"
@@ -73,8 +80,46 @@ at::Tensor make_grid(const at::Tensor& images, int64_t nrow, int64_t pad, int pa
   return grid;
 }
 
-void write_png_grid(const std::string& path, const at::Tensor& images, int64_t nrow) {
-  write_png(path, make_grid(images, nrow));
+at::Tensor label_grid_rows(const at::Tensor& grid, const std::vector<std::string>& labels, int64_t cell_height,
+                           int64_t pad) {
+  if (labels.empty()) return grid;
+  const int64_t scale = std::max<int64_t>(1, cell_height / 32);
+  const int64_t rows = std::max<int64_t>(1, (grid.size(1) - pad) / std::max<int64_t>(1, cell_height + pad));
+  std::vector<std::string> text;
+  int64_t width = 0;
+  for (size_t r = 0; r < labels.size() && static_cast<int64_t>(r) < rows; ++r) {
+    std::string t = labels[r];
+    for (char& ch : t)
+      if (ch < 32 || ch > 126) ch = '?';
+    width = std::max<int64_t>(width, stb_easy_font_width(t.data()));
+    text.push_back(std::move(t));
+  }
+  const int64_t margin = width * scale + 4 * scale;
+  at::Tensor out = at::zeros({grid.size(0), grid.size(1), grid.size(2) + margin}, grid.options());
+  out.narrow(2, margin, grid.size(2)).copy_(grid);
+  at::Tensor canvas = out.narrow(2, 0, margin);
+  // stb_easy_font emits axis-aligned quads (4 vertices of 16 bytes: x, y, z floats + colour).
+  std::vector<char> quads(64 * 1024);
+  for (size_t r = 0; r < text.size(); ++r) {
+    const int64_t top = pad + static_cast<int64_t>(r) * (cell_height + pad) + (cell_height - 7 * scale) / 2;
+    const int n = stb_easy_font_print(0, 0, text[r].data(), nullptr, quads.data(), static_cast<int>(quads.size()));
+    for (int q = 0; q < n; ++q) {
+      const float* v = reinterpret_cast<const float*>(quads.data() + q * 64);
+      const float x0 = std::min(v[0], v[8]), x1 = std::max(v[0], v[8]);
+      const float y0 = std::min(v[1], v[9]), y1 = std::max(v[1], v[9]);
+      const int64_t px0 = 2 * scale + static_cast<int64_t>(x0) * scale, px1 = 2 * scale + static_cast<int64_t>(x1) * scale;
+      const int64_t py0 = top + static_cast<int64_t>(y0) * scale, py1 = top + static_cast<int64_t>(y1) * scale;
+      const int64_t cx0 = std::max<int64_t>(0, px0), cx1 = std::min<int64_t>(margin, px1);
+      const int64_t cy0 = std::max<int64_t>(0, py0), cy1 = std::min<int64_t>(out.size(1), py1);
+      if (cx1 > cx0 && cy1 > cy0) canvas.narrow(1, cy0, cy1 - cy0).narrow(2, cx0, cx1 - cx0).fill_(255);
+    }
+  }
+  return out;
+}
+
+void write_png_grid(const std::string& path, const at::Tensor& images, int64_t nrow,
+                    const std::vector<std::string>& row_labels) {
+  write_png(path, label_grid_rows(make_grid(images, nrow), row_labels, images.size(2)));
 }
 
 }  // namespace lf

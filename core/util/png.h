@@ -2,6 +2,7 @@
 // images in [-1, 1] becomes one PNG, written atomically.
 #pragma once
 #include <string>
+#include <vector>
 
 #include <ATen/ATen.h>
 
@@ -21,7 +22,15 @@ void write_png(const std::string& path, const at::Tensor& image);
 at::Tensor make_grid(const at::Tensor& images, int64_t nrow = 8, int64_t pad = 2,
                      int pad_value = 0);
 
-// write_png(path, make_grid(images, nrow)).
-void write_png_grid(const std::string& path, const at::Tensor& images, int64_t nrow = 8);
+// A grid made by make_grid(..., pad) with `labels[r]` written to the left of row r (cells
+// `cell_height` pixels high): white text (stb_easy_font, scaled with the cells) in a black
+// margin as wide as the longest label. Labels past the last row are ignored; bytes outside
+// printable ASCII are drawn as '?'. No labels: the grid itself.
+at::Tensor label_grid_rows(const at::Tensor& grid, const std::vector<std::string>& labels, int64_t cell_height,
+                           int64_t pad = 2);
+
+// write_png(path, make_grid(images, nrow)), with `row_labels` (e.g. class names) on the left.
+void write_png_grid(const std::string& path, const at::Tensor& images, int64_t nrow = 8,
+                    const std::vector<std::string>& row_labels = {});
 
 }  // namespace lf

@@ -215,20 +215,20 @@ TEST(Diffusion, OptionsValidateAndNamesRoundTrip) {
                std::invalid_argument);
 
   for (auto p : {Prediction::kEps, Prediction::kV, Prediction::kX0}) {
-    EXPECT_EQ(prediction_from_string(to_string(p)), p);
+    EXPECT_EQ(predictions().parse(to_string(p), "diffusion.prediction"), p);
   }
   for (auto w : {LossWeighting::kUniform, LossWeighting::kMinSNR}) {
-    EXPECT_EQ(loss_weighting_from_string(to_string(w)), w);
+    EXPECT_EQ(loss_weightings().parse(to_string(w), "diffusion.loss_weighting"), w);
   }
   try {
-    prediction_from_string("epsilon");
+    predictions().parse("epsilon", "diffusion.prediction");
     ADD_FAILURE() << "no exception";
   } catch (const std::invalid_argument& e) {
-    EXPECT_NE(std::string(e.what()).find("'epsilon' is unknown; expected one of eps, v, x0"),
+    EXPECT_NE(std::string(e.what()).find("diffusion.prediction = 'epsilon': expected one of eps, v, x0"),
               std::string::npos)
         << e.what();
   }
-  EXPECT_THROW(loss_weighting_from_string("minsnr"), std::invalid_argument);
+  EXPECT_THROW(loss_weightings().parse("minsnr", "diffusion.loss_weighting"), std::invalid_argument);
 }
 
 }  // namespace

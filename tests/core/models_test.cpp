@@ -72,10 +72,10 @@ TEST(PatchDiscriminator, ValidateNamesEveryBadField) {
   o = DiscriminatorOptions();
   o.norm_groups = 0;
   expect_error(o, {"discriminator.norm_groups = 0"});
-  EXPECT_EQ(discriminator_norm_from_string("none"), DiscriminatorNorm::kNone);
-  EXPECT_EQ(to_string(discriminator_norm_from_string("group")), "group");
-  ExpectThrowContains<std::invalid_argument>([] { discriminator_norm_from_string("batch"); },
-                                             {"\"batch\" is unknown", "BatchNorm is not offered"});
+  EXPECT_EQ(discriminator_norms().parse("none", "norm"), DiscriminatorNorm::kNone);
+  EXPECT_EQ(to_string(discriminator_norms().parse("group", "norm")), "group");
+  ExpectThrowContains<std::invalid_argument>([] { discriminator_norms().parse("batch", "discriminator.norm"); },
+                                             {"discriminator.norm = 'batch'", "expected one of group, none"});
 }
 
 TEST(GANLosses, HingeAndAdaptiveWeightMatchClosedForms) {

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/test_util.h"
+
 namespace lf::core::test {
 
 // A fresh directory under $LF_TEST_TMP (or /tmp), removed at scope exit.
@@ -36,22 +38,7 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-// Runs fn, expects an exception of type E whose message contains every part.
-template <class E>
-void ExpectThrowContains(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-  } catch (const E& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' not in message:\n" << msg;
-    return;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type; message: " << e.what();
-    return;
-  }
-  ADD_FAILURE() << "no exception thrown; expected one containing '" << parts.front() << "'";
-}
+using lf::testing::ExpectThrowContains;
 
 // Max |a - b| and the first index where |a - b| > tol, for failure messages.
 inline std::string describe_difference(const at::Tensor& a, const at::Tensor& b, double tol) {

@@ -130,10 +130,10 @@ TEST(NoiseSchedule, SnrGathersAtTimesteps) {
 
 TEST(NoiseSchedule, NamesRoundTripAndBadInputIsNamed) {
   for (auto kind : {ScheduleKind::kLinear, ScheduleKind::kScaledLinear, ScheduleKind::kCosine}) {
-    EXPECT_EQ(schedule_kind_from_string(to_string(kind)), kind);
+    EXPECT_EQ(schedule_kinds().parse(to_string(kind), "diffusion.schedule"), kind);
   }
   try {
-    schedule_kind_from_string("cosin");
+    schedule_kinds().parse("cosin", "diffusion.schedule");
     ADD_FAILURE() << "no exception";
   } catch (const std::invalid_argument& e) {
     std::string msg = e.what();

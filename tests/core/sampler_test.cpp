@@ -72,7 +72,7 @@ TEST(Sampler, TimestepsMatchDiffusersSpacing) {
   }
   for (auto s : {Spacing::kLeading, Spacing::kTrailing, Spacing::kLinspace}) {
     EXPECT_EQ(sampling_timesteps(50, 50, s), all_steps(50)) << to_string(s);
-    EXPECT_EQ(spacing_from_string(to_string(s)), s);
+    EXPECT_EQ(spacings().parse(to_string(s), "sample.spacing"), s);
     EXPECT_EQ(sampling_timesteps(1000, 1, s).size(), 1u);
   }
   try {
@@ -84,7 +84,7 @@ TEST(Sampler, TimestepsMatchDiffusersSpacing) {
         << e.what();
   }
   EXPECT_THROW(sampling_timesteps(100, 0, Spacing::kLeading), std::invalid_argument);
-  EXPECT_THROW(spacing_from_string("uniform"), std::invalid_argument);
+  EXPECT_THROW(spacings().parse("uniform", "sample.spacing"), std::invalid_argument);
 }
 
 TEST(Sampler, DDIMWithEtaZeroIsDeterministicAndDrawsNoNoise) {
@@ -97,9 +97,9 @@ TEST(Sampler, DDIMWithEtaZeroIsDeterministicAndDrawsNoNoise) {
   auto ts = sampling_timesteps(1000, 20, Spacing::kLeading);
   auto x_T = keyed_normal(1, stream_id(Stream::kSampleInit), 0, at::arange(6, at::kLong), {2, 3});
   std::vector<std::pair<int64_t, int64_t>> calls;
-  auto a = ddim_sample(d, denoiser, x_T, ts, 0.0, noise,
+  auto a = ddim_sample(d, denoiser, x_T, ts, noise, 0.0,
                        [&](int64_t done, int64_t total) { calls.emplace_back(done, total); });
-  auto b = ddim_sample(d, denoiser, x_T.clone(), ts, 0.0, noise);
+  auto b = ddim_sample(d, denoiser, x_T.clone(), ts, noise, 0.0);
   EXPECT_TRUE(at::equal(a, b));
   EXPECT_EQ(a.sizes(), x_T.sizes());
   ASSERT_EQ(calls.size(), 20u);
@@ -134,8 +134,8 @@ TEST(Sampler, DDIMWithEtaOneIsDDPMGivenTheSameNoise) {
     };
     auto x_T = keyed_normal(5, stream_id(Stream::kSampleInit), 0, idx, {3});
     for (const auto& ts : {all_steps(100), sampling_timesteps(100, 13, Spacing::kTrailing)}) {
-      auto ddim = ddim_sample(d, denoiser, x_T, ts, 1.0, noise);
-      auto ddpm = ddpm_sample(d, denoiser, x_T, noise, {}, ts);
+      auto ddim = ddim_sample(d, denoiser, x_T, ts, noise, 1.0);
+      auto ddpm = ddpm_sample(d, denoiser, x_T, ts, noise);
       EXPECT_LT((ddim - ddpm).abs().max().item<double>(), 1e-10) << ts.size() << " steps";
     }
   }
@@ -153,7 +153,7 @@ TEST(Sampler, DDIMRecoversGaussianData) {
     const double ac_T = ac_at(d, ts[0]), v_T = ac_T * s * s + 1 - ac_T;
     auto z = keyed_normal(3, stream_id(Stream::kSampleInit), 0, at::arange(n, at::kLong), {4});
     auto x_T = mu * std::sqrt(ac_T) + z * std::sqrt(v_T);
-    auto x0 = ddim_sample(d, gaussian_denoiser(d, mu, s), x_T, ts, 0.0, {});
+    auto x0 = ddim_sample(d, gaussian_denoiser(d, mu, s), x_T, ts, {}, 0.0);
     // For Gaussian data each DDIM step is linear: x_prev - a' mu = (x - a mu) c / v with
     // c = a a' s^2 + sigma sigma', v = a^2 s^2 + sigma^2. So x_0 - mu = f (x_T - a_T mu) exactly.
     double f = 1.0;
@@ -191,7 +191,7 @@ TEST(Sampler, DDPMMatchesTheLinearGaussianRecursion) {
     return recorded.back();
   };
   auto x_T = keyed_normal(9, stream_id(Stream::kSampleInit), 0, idx, {4});
-  auto out = ddpm_sample(d, gaussian_denoiser(d, mu, s), x_T, noise);
+  auto out = ddpm_sample(d, gaussian_denoiser(d, mu, s), x_T, {}, noise);
   ASSERT_EQ(recorded.size(), 999u);  // no noise at the last step
   auto x = x_T;
   for (int64_t t = 999; t >= 0; --t) {
@@ -215,7 +215,7 @@ TEST(Sampler, DDPMRecoversGaussianData) {
   auto noise = [&](int64_t) { return at::randn({n, 4}, gen, at::kFloat).to(at::kDouble); };
   const double ac_T = ac_at(d, 999), v_T = ac_T * s * s + 1 - ac_T;
   auto x_T = mu * std::sqrt(ac_T) + at::randn({n, 4}, gen, at::kDouble) * std::sqrt(v_T);
-  auto x0 = ddpm_sample(d, gaussian_denoiser(d, mu, s), x_T, noise);
+  auto x0 = ddpm_sample(d, gaussian_denoiser(d, mu, s), x_T, {}, noise);
   // The variance the recursion above predicts (0.981 s^2: DDPM's fixed beta~ variance is not
   // the exact reverse variance) is within 3% of s^2; the samples within 5 standard errors.
   double var = v_T;
@@ -238,10 +238,10 @@ TEST(Sampler, ClippingBoundsThePredictedX0) {
   Diffusion d(options_for(Prediction::kX0, 100));
   auto denoiser = [](const at::Tensor& x, const at::Tensor&) { return x * 10.0; };
   auto x_T = keyed_normal(2, 7, 0, at::arange(32, at::kLong), {4});
-  auto clipped = ddim_sample(d, denoiser, x_T, sampling_timesteps(100, 10, Spacing::kLeading), 0.0,
-                             {}, {}, 1.0);
+  auto clipped = ddim_sample(d, denoiser, x_T, sampling_timesteps(100, 10, Spacing::kLeading), {},
+                             0.0, {}, 1.0);
   EXPECT_LE(clipped.abs().max().item<double>(), 1.0);
-  auto free = ddim_sample(d, denoiser, x_T, sampling_timesteps(100, 10, Spacing::kLeading), 0.0, {});
+  auto free = ddim_sample(d, denoiser, x_T, sampling_timesteps(100, 10, Spacing::kLeading), {}, 0.0);
   EXPECT_GT(free.abs().max().item<double>(), 1.0);
 }
 
@@ -293,20 +293,20 @@ TEST(Sampler, RejectsBadTimestepsAndOutputs) {
     }
     return std::string("<no exception>");
   };
-  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {50, 60}, 0.0, {}); })
+  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {50, 60}, {}, 0.0); })
                 .find("strictly descending, but position 1 holds 60 after 50"),
             std::string::npos);
-  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {100, 50}, 0.0, {}); })
+  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {100, 50}, {}, 0.0); })
                 .find("timestep 100 at position 0 is outside [0, 100)"),
             std::string::npos);
   EXPECT_NE(message([&] {
               ddim_sample(d, [](const at::Tensor& x, const at::Tensor&) { return x.sum(1); }, x,
-                          {50, 0}, 0.0, {});
+                          {50, 0}, {}, 0.0);
             }).find("the denoiser returned shape [2]"),
             std::string::npos);
-  EXPECT_NE(message([&] { ddpm_sample(d, ok, x, {}); }).find("needs noise but no noise function"),
+  EXPECT_NE(message([&] { ddpm_sample(d, ok, x, {}, {}); }).find("needs noise but no noise function"),
             std::string::npos);
-  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {50}, -1.0, {}); }).find("eta is -1"),
+  EXPECT_NE(message([&] { ddim_sample(d, ok, x, {50}, {}, -1.0); }).find("eta is -1"),
             std::string::npos);
 }
 

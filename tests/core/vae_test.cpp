@@ -133,14 +133,14 @@ TEST(VAE, ValidateNamesEveryBadField) {
   expect_error(o, {"vae.norm_groups = 0 (must be >= 1)"});
   o = VAEOptions();
   o.scaling_factor = 0.0;
-  expect_error(o, {"vae.scaling_factor = 0 (must be finite and > 0)"});
+  expect_error(o, {"scaling_factor = 0 (must be finite and > 0)"});
   o.scaling_factor = std::nan("");
-  expect_error(o, {"vae.scaling_factor = nan"});
+  expect_error(o, {"scaling_factor = nan"});
   o = VAEOptions();
   o.sample_size = 30;
-  expect_error(o, {"vae.sample_size = 30 is not a multiple of the downsampling factor 4"});
+  expect_error(o, {"sample_size = 30 is not a multiple of the downsampling factor 4"});
   o.sample_size = 0;
-  expect_error(o, {"vae.sample_size = 0 (must be >= 1)"});
+  expect_error(o, {"sample_size = 0 (must be >= 1)"});
   ExpectThrowContains<std::invalid_argument>([] { VAE bad(VAEOptions{0}); }, {"vae.in_channels = 0"});
 }
 
@@ -179,10 +179,10 @@ TEST(VAELoss, CombinesReconstructionAndWeightedKL) {
   VAELoss l2 = vae_loss(x, r, post, ReconLoss::kL2, 2.0);
   EXPECT_NEAR(l2.recon.item<double>(), (0.25 + 0 + 1 + 4) / 4.0, 1e-12);
   EXPECT_NEAR(l2.total.item<double>(), 5.25 / 4 + 2.0 * kl_mean, 1e-12);
-  EXPECT_EQ(recon_loss_from_string("l1"), ReconLoss::kL1);
-  EXPECT_EQ(to_string(recon_loss_from_string("l2")), "l2");
-  ExpectThrowContains<std::invalid_argument>([] { recon_loss_from_string("lpips"); },
-                                             {"\"lpips\"", "expected l1 or l2"});
+  EXPECT_EQ(recon_losses().parse("l1", "vae_train.recon_loss"), ReconLoss::kL1);
+  EXPECT_EQ(to_string(recon_losses().parse("l2", "vae_train.recon_loss")), "l2");
+  ExpectThrowContains<std::invalid_argument>([] { recon_losses().parse("lpips", "vae_train.recon_loss"); },
+                                             {"vae_train.recon_loss = 'lpips'", "expected one of l1, l2"});
 }
 
 // 8 smooth images (4x4 random fields upsampled), 150 Adam steps: the reconstruction MSE of

@@ -279,11 +279,9 @@ TEST(CacheEncode, BadEncoderOutputIsNamed) {
 TEST(H5py, DocSnippetReadsTheCache) {
   if (std::system("/usr/bin/python3 -c 'import h5py, numpy' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
-  // The repository root: $LF_SOURCE_DIR, else two levels above this source file.
+  // The repository root: $LF_SOURCE_DIR, else the one CMake compiled in.
   const char* env = std::getenv("LF_SOURCE_DIR");
-  const std::string src_dir = env && *env ? std::string(env)
-                                          : fs::path(__FILE__).parent_path().parent_path()
-                                                .parent_path().string();
+  const std::string src_dir = env && *env ? std::string(env) : std::string(LF_SOURCE_DIR_FALLBACK);
   std::string doc = slurp(src_dir + "/docs/cache.md");
   std::smatch match;
   ASSERT_TRUE(std::regex_search(doc, match,

@@ -12,6 +12,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include "tests/test_util.h"
 #include "core/util/png.h"
 #include "data/encode.h"
 #include "data/source.h"
@@ -138,15 +139,6 @@ inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
-// The message of the exception `f` throws, or "(no exception)".
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "(no exception)";
-}
+using lf::testing::error_of;
 
 }  // namespace lf::data::testing

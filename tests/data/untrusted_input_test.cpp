@@ -260,7 +260,7 @@ TEST(ManifestUntrusted, WrongTypedFieldsNameTheFileTheFieldAndTheType) {
       {[](auto& j) { j["skipped"] = {1}; }, "field 'skipped[0]' is an integer (1), expected an object"},
       {[](auto& j) { j["flip"] = 0; }, "field 'flip' is an integer (0), expected true or false"},
       {[](auto& j) { j["label_names"] = {"a", 2}; }, "field 'label_names' has entry 1 = 2, expected a string"},
-      {[](auto& j) { j["store"] = "both"; }, "field 'store' is \"both\", expected \"moments\" or \"sample\""},
+      {[](auto& j) { j["store"] = "both"; }, "field 'store' is \"both\", expected one of moments, sample"},
       {[](auto& j) { j["latent_shape"] = {4, 8}; }, "field 'latent_shape' is [4,8], expected [C, H, W]"},
       {[](auto& j) { j.erase("latent_stats"); }, "field 'latent_stats' is missing"},
       {[](auto& j) { j = nlohmann::json::array(); }, "the document is an array ([]), expected an object"},

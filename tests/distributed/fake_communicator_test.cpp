@@ -1,5 +1,6 @@
 // The in-process fake: collectives with values known by construction, and injected faults
 // (a throwing rank, an absent rank, a slow rank) that end every rank in bounded time.
+#include "tests/test_util.h"
 #include "distributed/fake_communicator.h"
 
 #include <gtest/gtest.h>
@@ -15,9 +16,7 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration_cast<Seconds>(Clock::now() - t).count();
 }
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using lf::testing::contains;
 
 void expect_all_ok(const std::vector<std::string>& errors) {
   for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;

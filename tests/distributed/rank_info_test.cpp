@@ -5,6 +5,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace lf::dist {
 namespace {
@@ -33,6 +34,20 @@ TEST(RankInfo, NoLauncherIsASingleProcess) {
   EXPECT_EQ(info.source, "none");
 }
 
+TEST(RankInfo, TorchrunWorldIsRefusedWithTheLaunchToUse) {
+  std::string e = error_of({{"WORLD_SIZE", "4"}, {"RANK", "2"}, {"LOCAL_RANK", "2"}});
+  EXPECT_NE(e.find("WORLD_SIZE=4 (RANK=2)"), std::string::npos) << e;
+  EXPECT_NE(e.find("torchrun or accelerate"), std::string::npos) << e;
+  EXPECT_NE(e.find("mpirun -np 4 latentforge"), std::string::npos) << e;
+  EXPECT_NE(e.find("srun --ntasks=4"), std::string::npos) << e;
+  // A world of one is a single process; an MPI or Slurm world wins over torchrun's variables.
+  EXPECT_EQ(discover_rank_info(env_of({{"WORLD_SIZE", "1"}, {"RANK", "0"}})).world_size, 1);
+  const RankInfo info = discover_rank_info(
+      env_of({{"WORLD_SIZE", "2"}, {"OMPI_COMM_WORLD_RANK", "1"}, {"OMPI_COMM_WORLD_SIZE", "2"}}));
+  EXPECT_EQ(info.world_size, 2);
+  EXPECT_EQ(info.source, "mpirun");
+}
+
 TEST(RankInfo, ReadsMpirun) {
   const RankInfo info = discover_rank_info(env_of(
       {{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "8"}, {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}));
@@ -49,6 +64,52 @@ TEST(RankInfo, ReadsSlurm) {
   EXPECT_EQ(info.world_size, 6);
   EXPECT_EQ(info.local_rank, 2);
   EXPECT_EQ(info.source, "slurm");
+}
+
+TEST(RankInfo, LocalSizeFromMpirun) {
+  const RankInfo info = discover_rank_info(env_of({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                                                   {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
+                                                   {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
+  EXPECT_EQ(info.local_size, 2);
+  EXPECT_EQ(discover_rank_info(env_of({})).local_size, 1);
+  // Unknown: what is certain, local rank + 1.
+  EXPECT_EQ(discover_rank_info(env_of({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                                       {"OMPI_COMM_WORLD_LOCAL_RANK", "1"}}))
+                .local_size,
+            2);
+  const std::string error = error_of({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+                                      {"OMPI_COMM_WORLD_LOCAL_RANK", "2"}, {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}});
+  EXPECT_NE(error.find("OMPI_COMM_WORLD_LOCAL_RANK=2 is not a local rank of 2 on this node"), std::string::npos)
+      << error;
+}
+
+TEST(RankInfo, LocalSizeFromSlurmsTasksPerNodeAtThisNode) {
+  // srun -n 7 over 4 nodes as Slurm spreads it: 2(x3),1; node 3 runs one task.
+  std::map<std::string, std::string> vars = {{"SLURM_JOB_ID", "7"}, {"SLURM_STEP_ID", "0"},
+                                             {"SLURM_PROCID", "6"}, {"SLURM_NTASKS", "7"},
+                                             {"SLURM_LOCALID", "0"}, {"SLURM_NODEID", "3"},
+                                             {"SLURM_STEP_TASKS_PER_NODE", "2(x3),1"}};
+  EXPECT_EQ(discover_rank_info(env_of(vars)).local_size, 1);
+  vars["SLURM_NODEID"] = "1";
+  EXPECT_EQ(discover_rank_info(env_of(vars)).local_size, 2);
+  vars["SLURM_NODEID"] = "4";
+  EXPECT_NE(error_of(vars).find("SLURM_NODEID=4 but SLURM_STEP_TASKS_PER_NODE='2(x3),1' lists 4 node(s)"),
+            std::string::npos)
+      << error_of(vars);
+}
+
+TEST(RankInfo, ParsesTaskCountsPerNode) {
+  EXPECT_EQ(parse_tasks_per_node("K", "2(x3),1"), (std::vector<int>{2, 2, 2, 1}));
+  EXPECT_EQ(parse_tasks_per_node("K", "4"), (std::vector<int>{4}));
+  EXPECT_EQ(parse_tasks_per_node("K", "1,3(x2)"), (std::vector<int>{1, 3, 3}));
+  for (const char* bad : {"", "x", "2(x)", "2(3)", "2(x3", ",", "-1", "2(x3),"}) {
+    try {
+      parse_tasks_per_node("SLURM_STEP_TASKS_PER_NODE", bad);
+      ADD_FAILURE() << "accepted '" << bad << "'";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("SLURM_STEP_TASKS_PER_NODE='"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(RankInfo, BothAgreeing) {

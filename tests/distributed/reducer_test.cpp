@@ -2,6 +2,7 @@
 // gradients equal the full-batch gradient in f64, param.grad() are views of the buckets (also
 // after grads were reset to undefined), accumulation syncs once, unused parameters do not
 // hang, plan mismatches and absent or failing ranks end every rank with a named error.
+#include "tests/test_util.h"
 #include "distributed/reducer.h"
 
 #include <gtest/gtest.h>
@@ -27,9 +28,7 @@ constexpr uint64_t kSeed = 100;
 // ~1 KB: the test model's 3.2 KB of f64 parameters make two buckets.
 constexpr double kSmallBucketMB = 1000.0 / (1024.0 * 1024.0);
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using lf::testing::contains;
 
 // One model per rank, each with its own initial values (rank 0's are the reference).
 std::vector<torch::nn::Sequential> models_per_rank(int world) {

@@ -1,5 +1,6 @@
 // The watchdog thread, deadline polling, the check macro's message and the MPI thread-level
 // check: the pieces of failure handling that need no peers.
+#include "tests/test_util.h"
 #include "distributed/watchdog.h"
 
 #include <gtest/gtest.h>
@@ -15,9 +16,7 @@
 namespace lf::dist {
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using lf::testing::contains;
 
 TEST(Watchdog, FiresForAnArmedSectionPastItsDeadline) {
   std::mutex mutex;

@@ -159,6 +159,13 @@ wait_for_step() {
 }
 
 # last_checkpoint_step RUN_DIR: the newest step-* directory's step.
+# wait_stopped PID LOG: until PID has stopped itself at its LF_PAUSE_AT point (fail after 60 s,
+# printing LOG).
+wait_stopped() {
+  for _ in $(seq 1 1200); do [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = T ] && return 0; sleep 0.05; done
+  cat "$2" >&2; fail "$2: the run never reached its pause point"
+}
+
 last_checkpoint_step() {
   local d
   d=$(ls -1 "$1/checkpoints" | grep '^step-' | sort | tail -n 1)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariant 6 for `train`: config errors exit 2 before any work, naming the key,
+# docs/design.md, invariant 6 for `train`: config errors exit 2 before any work, naming the key,
 # the value and what was expected; a corrupted checkpoint is refused naming the file.
 source "$(dirname "${BASH_SOURCE[0]}")/train_common.bash"
 setup train_config_errors
@@ -23,7 +23,7 @@ expect_error "$T/unknown" 2 "unknown config key 'train.batch_sise'" "did you mea
 
 echo "== batch not divisible by ranks x grad_accum -> 2, naming both"
 train_np2 "$T/indivisible" --train.batch_size=6 --train.grad_accum=2 --train.steps=1
-expect_error "$T/indivisible" 2 "train.batch_size = 6 must be divisible by ranks x train.grad_accum = 2 x 2"
+expect_error "$T/indivisible" 2 "train.batch_size = 6 must be divisible by train.grad_accum = 2 times the number of ranks \\(2\\)" "e.g. train.batch_size = 8"
 
 echo "== a run dir with checkpoints and no --resume -> 2"
 run_ok "$T/run" "one step" --train.steps=1

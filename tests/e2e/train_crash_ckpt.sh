@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariant 3: a process killed (SIGKILL) at each named point of a checkpoint write
+# docs/design.md, invariant 3: a process killed (SIGKILL) at each named point of a checkpoint write
 # leaves the previous checkpoint valid; `--resume auto` picks it and the finished run is
 # bitwise equal to one never interrupted, with one metrics record per step.
 source "$(dirname "${BASH_SOURCE[0]}")/train_common.bash"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariant 6: an exception on one rank ends the whole mpirun job within seconds
+# docs/design.md, invariant 6: an exception on one rank ends the whole mpirun job within seconds
 # (not after a collective timeout), non-zero, and the output names that rank and its message.
 # The failure is injected with LF_DEBUG_THROW_AT_STEP / LF_DEBUG_THROW_RANK (ldm_trainer.cpp).
 # A rank killed outright in the middle of a checkpoint write ends the job as fast, and the

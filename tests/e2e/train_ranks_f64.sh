@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariants 1-2: in float64, 2 ranks x B/2 give the same parameters, AdamW moments
+# docs/design.md, invariants 1-2: in float64, 2 ranks x B/2 give the same parameters, AdamW moments
 # and EMA as 1 rank x B after N steps (to ~1e-10: only the order of the gradient sums
 # differs), with and without gradient accumulation; and two negative controls that break the
 # invariant on purpose (LF_DEBUG_SUM_GRADS, LF_DEBUG_RANK_NOISE) must make the comparison fail.

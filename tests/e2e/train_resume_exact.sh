@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariant 2: on the same ranks and threads, 2N steps straight and N steps, stop,
+# docs/design.md, invariant 2: on the same ranks and threads, 2N steps straight and N steps, stop,
 # `--resume auto` (with train.steps raised to 2N), N more give BITWISE identical parameters,
 # EMA and optimizer state, the same loss at every step, and a metrics.jsonl with one record
 # per step. Streaming reads (in_memory=false) and 2 micro-batches, across an epoch boundary.

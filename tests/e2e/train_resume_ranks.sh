@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DESIGN.md invariant 2: a checkpoint written by 2 ranks resumes on 1 rank (and one written by 1
+# docs/design.md, invariant 2: a checkpoint written by 2 ranks resumes on 1 rank (and one written by 1
 # rank on 2) and continues the same batches with the same noise: the result equals a 2-rank run
 # of the same total length to float32 tolerance (same global batch).
 source "$(dirname "${BASH_SOURCE[0]}")/train_common.bash"

@@ -72,17 +72,13 @@ run_np2_ok "$T/ref2" "2 ranks uninterrupted" "${F[@]}" --train.steps=$N
 same_checkpoints "$(ckpt "$T/ref2" $N)" "$(ckpt "$T/sig2" $N)" --exact
 metrics_steps "$T/sig2" 1 $N
 
-echo "== SIGUSR1 during start-up (after the config is printed, before the first step)"
+echo "== SIGUSR1 during start-up (the loop's start, before the cache is opened)"
 run="$T/early"
-"$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" --train.run_dir="$run" "${F[@]}" --train.steps=20 \
-  >"$run.log" 2>&1 &
+LF_PAUSE_AT=loop.start_up "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" --train.run_dir="$run" "${F[@]}" \
+  --train.steps=20 >"$run.log" 2>&1 &
 pid=$!
-deadline=$((SECONDS + 60))
-until grep -q "resolved config" "$run.log" 2>/dev/null; do
-  ((SECONDS < deadline)) || fail "the run did not start within 60 s"
-  sleep 0.01
-done
-kill -USR1 "$pid"
+wait_stopped "$pid" "$run.log"
+kill -USR1 "$pid"; kill -CONT "$pid"
 RC=0
 wait "$pid" || RC=$?
 expect_rc 75 "$run" "a run sent SIGUSR1 while starting"

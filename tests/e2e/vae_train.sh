@@ -30,14 +30,38 @@ grep -q '"adaptive_weight"' one_2/metrics.jsonl || fail "no adaptive weight in m
 
 echo "== SIGUSR1 mid-run, resume: bitwise equal to an uninterrupted run"
 vae straight --vae_train.steps=8; expect_rc 0 straight "uninterrupted run"
-"$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir=stopped --vae_train.steps=8 > stopped.log 2>&1 &
+# Paused at the end of step 3 (LF_PAUSE_AT), so the signal lands there however loaded the machine is.
+LF_PAUSE_AT=loop.step_end:3 "$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir=stopped --vae_train.steps=8 \
+  > stopped.log 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do grep -q '"step":3' stopped/metrics.jsonl 2>/dev/null && break; sleep 0.05; done
-kill -USR1 $pid
+wait_stopped $pid stopped.log
+kill -USR1 $pid; kill -CONT $pid
 RC=0; wait $pid || RC=$?
 expect_rc 75 stopped "the run stopped by SIGUSR1"
+[ -f "$(ck stopped 3)/state.json" ] || fail "no checkpoint of step 3 after SIGUSR1 at the end of step 3"
 vae stopped --vae_train.steps=8 --resume auto; expect_rc 0 stopped "the resumed run"
 $PY "$COMPARE" "$(ck stopped 8)" "$(ck straight 8)" --exact || fail "resumed run differs from the uninterrupted one"
+
+echo "== SIGUSR1 during the start-up (before the first step): checkpoint at step 1, exit 75"
+# LF_PAUSE_AT stops the process at the start of the loop's start-up (before the images are
+# loaded); the signal is delivered there, and the requeue protocol must honour it.
+LF_PAUSE_AT=loop.start_up "$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir=early --vae_train.steps=8 \
+  > early.log 2>&1 &
+pid=$!
+wait_stopped $pid early.log
+kill -USR1 $pid; kill -CONT $pid
+RC=0; wait $pid || RC=$?
+expect_rc 75 early "the run signalled during its start-up"
+[ -f "$(ck early 1)/state.json" ] || { cat early.log; fail "no checkpoint of step 1 after SIGUSR1 during the start-up"; }
+vae early --vae_train.steps=8 --resume auto; expect_rc 0 early "the run resumed after the early signal"
+$PY "$COMPARE" "$(ck early 8)" "$(ck straight 8)" --exact || fail "the early-stopped run differs from the uninterrupted one"
+
+echo "== RUN/config.ini loads back: --config RUN/config.ini --print-config is the run's resolved config"
+"$LF_BIN" vae train "${VAE_FLAGS[@]}" --vae_train.run_dir=straight --vae_train.steps=8 --print-config > printed.ini \
+  || fail "--print-config failed"
+"$LF_BIN" vae train --config straight/config.ini --print-config > reloaded.ini || fail "--config RUN/config.ini failed"
+grep -v '^#' straight/config.ini | diff - printed.ini || fail "RUN/config.ini differs from the resolved config"
+diff printed.ini reloaded.ini || fail "--config RUN/config.ini does not reproduce the resolved config"
 
 echo "== the written VAE (diffusers layout) encodes"
 [ -f straight/vae/config.json ] && grep -q AutoencoderKL straight/vae/config.json || fail "no diffusers config.json"

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <fstream>
 
+#include "tests/test_util.h"
 #include "launch/args.h"
 #include "launch/config.h"
+#include "launch/config_view.h"
 #include "launch/threads.h"
 
 namespace lf::launch {
@@ -31,13 +33,9 @@ struct Fixture {
   }
 };
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const UsageError& e) {
-    return e.what();
-  }
-  return "<no error>";
+template <class F>
+std::string error_of(F f) {
+  return lf::testing::error_of<UsageError>(f);
 }
 
 TEST(Config, FileThenCommandLineOverrides) {
@@ -122,6 +120,35 @@ TEST(Config, ResolvedIniRoundTrips) {
   Fixture b;
   b.parse({"--config", ini});
   EXPECT_EQ(a.registry.to_json(), b.registry.to_json());
+}
+
+TEST(ConfigView, ReadsOnlyWhatTheSubcommandDeclares) {
+  Fixture f;
+  f.parse({"--sample.num=7", "--train.run_dir=runs/x"});
+  ConfigView v(f.config, f.registry, {"sample", "train.run_dir"}, "sample");
+  EXPECT_EQ(v.sample().num, 7);
+  EXPECT_EQ(v.value("train.run_dir"), "runs/x");
+  std::string e = lf::testing::error_of<std::logic_error>([&] { v.train(); });
+  EXPECT_NE(e.find("sample reads the config section [train] but does not declare it"), std::string::npos) << e;
+  e = lf::testing::error_of<std::logic_error>([&] { v.value("vae.weights"); });
+  EXPECT_NE(e.find("sample reads the config key vae.weights but does not declare it"), std::string::npos) << e;
+  for (const auto& k : v.keys()) EXPECT_TRUE(k.rfind("sample.", 0) == 0 || k == "train.run_dir") << k;
+  EXPECT_NE(v.to_ini().find("[train]\nrun_dir = runs/x\n"), std::string::npos) << v.to_ini();
+  EXPECT_EQ(v.to_ini().find("steps"), v.to_ini().find("steps = 50"));  // sample.steps only, not train.steps
+  EXPECT_THROW(ConfigView(f.config, f.registry, {"sampel"}, "x"), std::logic_error);
+  EXPECT_THROW(ConfigView(f.config, f.registry, {"train.run_dri"}, "x"), std::logic_error);
+}
+
+TEST(Threads, FlagThenOmpNumThreadsThenCoresPerRank) {
+  const std::string four = "4";
+  EXPECT_EQ(choose_threads(&four, "3"), 4);             // --threads wins
+  EXPECT_EQ(choose_threads(nullptr, "3"), 3);           // then OMP_NUM_THREADS
+  EXPECT_EQ(choose_threads(nullptr, ""), default_threads());  // then cores / ranks here
+  EXPECT_EQ(choose_threads(nullptr, nullptr), default_threads());
+  const std::string zero = "0";
+  EXPECT_NE(lf::testing::error_of([&] { choose_threads(&zero, nullptr); }).find("--threads = '0'"), std::string::npos);
+  EXPECT_NE(lf::testing::error_of([&] { choose_threads(nullptr, "many"); }).find("OMP_NUM_THREADS = 'many'"),
+            std::string::npos);
 }
 
 TEST(Threads, SetsTorchAndOpenBlasTogether) {

@@ -10,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "tests/test_util.h"
 #include "core/util/fs.h"
 #include "distributed/fake_communicator.h"
 #include "distributed/local_communicator.h"
@@ -41,14 +42,7 @@ void save_ldm(CheckpointManager& m, int64_t step, const nlohmann::json& config) 
   m.save(step, {{"kind", "ldm"}, {"config", config}}, one_file(step), 0);
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+std::string message_of(const std::function<void()>& f) { return lf::testing::error_of(f); }
 
 struct SessionFixture {
   TrainLoopConfig loop;

@@ -4,6 +4,7 @@
 
 #include <thread>
 
+#include "tests/test_util.h"
 #include "distributed/agreement.h"
 #include "distributed/check.h"
 #include "distributed/mpi_runtime.h"
@@ -14,9 +15,7 @@ namespace {
 
 using testkit::test_world;
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using lf::testing::contains;
 
 // Sum over ranks r of (r + 1) = W (W + 1) / 2.
 double rank_sum(int world) { return world * (world + 1) / 2.0; }

@@ -13,6 +13,7 @@
 #include <sstream>
 #include <thread>
 
+#include "tests/test_util.h"
 #include "distributed/agreement.h"
 #include "tests/mpi/mpi_test_main.h"
 
@@ -122,9 +123,7 @@ void on_rank0(const std::string& mode, const std::function<void(const ChildJob&)
   comm->barrier(Deadline::after(Seconds(90)), "barrier after the --fail-mode=" + mode + " job");
 }
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using lf::testing::contains;
 
 TEST(JobFailure, ThrowingRankEndsTheJobWithItsMessage) {
   on_rank0("throw", [](const ChildJob& job) {

@@ -1,0 +1,267 @@
+// The one training loop (see train_loop.h). Invariants it keeps (docs/design.md): per-sample
+// draws are the trainer's, keyed by (seed, epoch, sample index), so W ranks x B/W == 1 rank x B;
+// a resumed run equals one never stopped; a checkpoint is written whole or not at all; every rank
+// stops at the same step boundary.
+#include "launch/train_loop.h"
+
+#include <glog/logging.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "core/safetensors.h"
+#include "core/state_dict.h"
+#include "core/util/crash_point.h"
+#include "core/util/fs.h"
+#include "core/util/strings.h"
+#include "launch/cli.h"
+#include "launch/config_registry.h"
+#include "launch/job.h"
+#include "launch/lr_schedule.h"
+#include "launch/model_io.h"
+
+namespace fs = std::filesystem;
+
+namespace lf::launch {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+std::string weights_file(const std::string& module) {
+  return module == "model" ? "model.safetensors" : module + ".safetensors";
+}
+std::string optimizer_file(const std::string& module) {
+  return module == "model" ? "optimizer.safetensors" : module + "_optimizer.safetensors";
+}
+
+}  // namespace
+
+struct TrainingLoop::Group {
+  TrainedModule module;
+  ParamGroup params;
+  bool active = true;  // trained at the step being made
+};
+
+void Trainer::log_values(const std::vector<double>& means, int64_t, nlohmann::json& values) {
+  std::vector<std::string> names = logged_names();
+  for (size_t i = 0; i < names.size() && i < means.size(); ++i) values[names[i]] = means[i];
+}
+
+TrainingLoop::TrainingLoop(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist, Runtime& rt,
+                           nlohmann::json config_json, std::string config_ini)
+    : kind_(kind),
+      loop_(loop),
+      dist_(dist),
+      rt_(rt),
+      session_(std::move(kind), loop, dist, rt.cpu_comm(), std::move(config_json)),
+      debug_(read_debug_switches()),
+      precision_(resolve_precision(loop.precision, rt.device(), loop.section + ".precision")),
+      param_dtype_(precision_ == Precision::kF64 ? at::kDouble : at::kFloat),
+      amp_(precision_, rt.device()),
+      config_ini_(std::move(config_ini)) {
+  check_batch_layout(loop_, rt.world());
+  if (debug_.any())
+    LOG(WARNING) << "debug switches active (results will NOT match an ordinary run):"
+                 << (debug_.sum_grads ? " LF_DEBUG_SUM_GRADS" : "") << (debug_.rank_noise ? " LF_DEBUG_RANK_NOISE" : "")
+                 << (debug_.throw_at_step >= 0 ? str(" LF_DEBUG_THROW_AT_STEP=", debug_.throw_at_step,
+                                                     " LF_DEBUG_THROW_RANK=", debug_.throw_rank)
+                                               : "");
+}
+
+TrainingLoop::~TrainingLoop() = default;
+
+uint64_t TrainingLoop::draw_seed() const {
+  return static_cast<uint64_t>(loop_.seed) + (debug_.rank_noise ? static_cast<uint64_t>(rt_.rank()) : 0);
+}
+
+void TrainingLoop::copy_eval_weights(torch::nn::Module& target) const {
+  std::vector<at::Tensor> ps;
+  for (auto& p : target.parameters()) ps.push_back(p);
+  if (loop_.ema_decay > 0) {
+    ema_->copy_to(ps);
+    return;
+  }
+  at::NoGradGuard ng;
+  const std::vector<at::Tensor>& src = groups_.front().params.params;
+  for (size_t i = 0; i < ps.size() && i < src.size(); ++i) ps[i].copy_(src[i]);
+}
+
+void TrainingLoop::make_groups(const std::vector<TrainedModule>& modules) {
+  // On 2^k ranks the reducer only sums, and the 1/W factor rides on passes that read the
+  // gradients anyway (the norm and AdamW): one pass over all gradients fewer per step, bitwise
+  // the same result, since scaling by a power of two is exact. LF_DEBUG_SUM_GRADS (the negative
+  // control of the rank-equivalence tests) sums and never scales.
+  const int64_t world = rt_.world();
+  const bool fold = world > 1 && (world & (world - 1)) == 0 && !debug_.sum_grads;
+  grad_scale_ = fold ? 1.0 / static_cast<double>(world) : 1.0;
+  const dist::GradReduction reduction =
+      debug_.sum_grads || fold ? dist::GradReduction::kSum : dist::GradReduction::kAverage;
+  groups_.clear();
+  for (const auto& m : modules) {
+    Group g;
+    g.module = m;
+    g.params = make_param_group(*m.module, loop_, m.lr, dist_, rt_, reduction);
+    groups_.push_back(std::move(g));
+  }
+  ema_ = std::make_unique<core::EMA>(groups_.front().params.named, loop_.ema_decay, loop_.ema_warmup != 0);
+}
+
+void TrainingLoop::restore(Trainer& trainer, const std::optional<std::string>& ckpt) {
+  if (!ckpt) return;
+  for (auto& g : groups_)
+    g.params.optimizer->load_state(
+        core::load_safetensors((fs::path(*ckpt) / optimizer_file(g.module.name)).string()).tensors);
+  auto e = core::load_safetensors((fs::path(*ckpt) / "ema.safetensors").string()).tensors;
+  ema_->load_state(core::NamedTensors(e.begin(), e.end()));
+  bad_steps_ = saved_state_.value("bad_steps", int64_t{0});
+}
+
+int TrainingLoop::run(Trainer& trainer, const std::string& resume) {
+  pause_point("loop.start_up");  // the stop handlers are in place (the constructor installed them)
+  trainer.open_data(*this);
+  epoch_size_ = std::max<int64_t>(1, trainer.epoch_size());
+  std::optional<std::string> ckpt = session_.resolve_resume(resume);
+  // Initialisation draws from torch's generator: the same on every rank and for any rank count.
+  at::manual_seed(static_cast<uint64_t>(loop_.seed));
+  std::vector<TrainedModule> modules = trainer.build_modules(*this);
+  int64_t start_step = 0;
+  if (ckpt) {
+    saved_state_ = CheckpointManager::read_state(*ckpt);
+    trainer.check_resume(saved_state_, *ckpt);
+    for (const auto& m : modules) load_module_weights(*m.module, (fs::path(*ckpt) / weights_file(m.name)).string());
+    start_step = saved_state_.at("step").get<int64_t>();
+    if (rt_.is_root()) LOG(INFO) << "resuming from " << *ckpt << " at step " << start_step;
+  } else if (!loop_.init_from.empty()) {
+    trainer.init_from(loop_.init_from);
+    if (rt_.is_root()) LOG(INFO) << "initialised from " << loop_.init_from << " (fine-tuning; step 0)";
+  }
+  make_groups(modules);
+  restore(trainer, ckpt);
+  if (rt_.is_root())
+    LOG(INFO) << trainer.describe() << "; " << rt_.world() << " rank(s), global batch " << loop_.batch_size << " ("
+              << loop_.grad_accum << " micro-batch(es)), " << describe(precision_) << " on " << rt_.device().str();
+  trainer.start(*this, start_step);
+
+  session_.begin(start_step, saved_state_.is_null() ? 0.0 : saved_state_.value("train_seconds", 0.0));
+  if (rt_.is_root())
+    atomic_write_file((fs::path(loop_.run_dir) / "config.ini").string(),
+                      "# The resolved config of this run (latentforge " + std::string(LF_VERSION) +
+                          "); rerun with --config config.ini\n" + config_ini_);
+  LossWindow logged(trainer.logged_names().size());
+  step_ = start_step;
+  while (step_ < loop_.steps) {
+    next_ = step_ + 1;
+    if (next_ == debug_.throw_at_step && rt_.rank() == debug_.throw_rank)
+      throw std::runtime_error(str("injected failure at step ", next_, " (LF_DEBUG_THROW_AT_STEP)"));
+    StepTimes times;
+    nlohmann::json values;
+    logged.add(step(trainer, times, values));
+    step_ = next_;
+    if (step_ % loop_.log_every == 0 || step_ == loop_.steps) {
+      trainer.log_values(logged.take_means(rt_.cpu_comm()), step_, values);
+      values["epoch"] = static_cast<double>(step_ * loop_.batch_size) / static_cast<double>(epoch_size_);
+    }
+    trainer.after_step(*this, step_, values);
+    session_.record_step(step_, loop_.steps, loop_.batch_size, times, values);
+    if (step_ != loop_.steps) trainer.periodic(*this, step_);
+
+    pause_point("loop.step_end");  // LF_PAUSE_AT=loop.step_end:K: a signal exactly after step K
+    StopRequest stop = session_.agree_stop();
+    if (step_ % loop_.ckpt_every == 0 || step_ == loop_.steps || stop != StopRequest::kNone) save(trainer);
+    if (stop != StopRequest::kNone && step_ < loop_.steps) {  // a stop at the last step just finishes
+      const int code = stop == StopRequest::kRequeue ? kExitRequeue : kExitTerminated;
+      if (rt_.is_root())
+        LOG(WARNING) << (stop == StopRequest::kRequeue ? "SIGUSR1" : "SIGTERM") << ": checkpoint of step " << step_
+                     << " written; exiting with " << code
+                     << (stop == StopRequest::kRequeue ? " (requeue me)" : " (terminated)");
+      return code;
+    }
+  }
+  if (start_step < loop_.steps) trainer.finish(*this, step_);
+  if (rt_.is_root()) LOG(INFO) << "training done at step " << step_ << "; checkpoints in " << session_.checkpoints().dir();
+  return kExitOk;
+}
+
+std::vector<double> TrainingLoop::step(Trainer& trainer, StepTimes& times, nlohmann::json& values) {
+  for (size_t i = 0; i < groups_.size(); ++i) groups_[i].active = trainer.trains(i, next_);
+  std::vector<double> logged(trainer.logged_names().size(), 0.0);
+  for (int64_t a = 0; a < loop_.grad_accum; ++a) {
+    const bool last = a + 1 == loop_.grad_accum;
+    for (auto& g : groups_)
+      if (g.active && g.params.reducer) g.params.reducer->set_sync(last);
+    trainer.micro_step(MicroStep{step_, a, last, &amp_, &times}, logged);
+  }
+  auto ts = Clock::now();
+  for (auto& g : groups_) {
+    if (!g.active || !g.params.reducer) continue;
+    g.params.reducer->set_step(step_);
+    g.params.reducer->finish_backward();
+  }
+  times.sync += since(ts);
+  auto to = Clock::now();
+  apply_update(values);
+  times.optimizer += since(to);
+  return logged;
+}
+
+bool TrainingLoop::apply_update(nlohmann::json& values) {
+  std::vector<double> norms(groups_.size(), 0.0);
+  bool finite = true;
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    if (!groups_[i].active) continue;
+    norms[i] = amp_.unscale_and_norm(groups_[i].params.params) * grad_scale_;
+    finite = finite && std::isfinite(norms[i]);
+  }
+  const double lr = learning_rate(loop_.lr, loop_.lr_schedule, loop_.warmup_steps, loop_.min_lr_ratio, next_, loop_.steps);
+  if (finite) {
+    for (size_t i = 0; i < groups_.size(); ++i) {
+      Group& g = groups_[i];
+      if (!g.active) continue;
+      core::clip_grad_norm(g.params.params, loop_.grad_clip, norms[i]);
+      // Every module follows the schedule of the loop's lr, scaled to its own peak.
+      const double module_lr = g.module.lr == loop_.lr ? lr : g.module.lr * lr / std::max(loop_.lr, 1e-30);
+      g.params.optimizer->step(module_lr, grad_scale_);
+      if (i == 0) ema_->update(g.params.params);
+    }
+    bad_steps_ = 0;
+  } else {
+    ++bad_steps_;
+    LOG(WARNING) << "step " << next_ << ": non-finite gradient (norm " << norms[0] << "), update skipped ("
+                 << bad_steps_ << " in a row)";
+    if (bad_steps_ >= loop_.max_bad_steps)
+      throw std::runtime_error(str(bad_steps_, " consecutive steps with non-finite loss or gradients (", loop_.section,
+                                   ".max_bad_steps = ", loop_.max_bad_steps, "); lower ", loop_.section,
+                                   ".lr or check the data"));
+  }
+  amp_.update(finite);
+  for (auto& g : groups_) zero_grads(g.params.params);
+  values["lr"] = lr;
+  values["grad_norm"] = norms[0];
+  values["skipped"] = !finite;
+  return finite;
+}
+
+void TrainingLoop::save(Trainer& trainer) {
+  nlohmann::json state;
+  state["samples_seen"] = step_ * loop_.batch_size;
+  state["epoch"] = static_cast<double>(step_ * loop_.batch_size) / static_cast<double>(epoch_size_);
+  state["seed"] = loop_.seed;
+  state["bad_steps"] = bad_steps_;
+  trainer.checkpoint_state(state);
+  std::vector<CheckpointFile> files;
+  uint64_t bytes = 0;
+  for (auto& g : groups_) {
+    files.push_back({weights_file(g.module.name), [&g](const std::string& p) { save_module_weights(*g.module.module, p); }});
+    files.push_back({optimizer_file(g.module.name),
+                     [&g](const std::string& p) { core::save_safetensors(p, to_cpu_map(g.params.optimizer->state())); }});
+    for (const auto& p : g.params.params) bytes += p.numel() * p.element_size() * 3;
+  }
+  files.push_back({"ema.safetensors", [this](const std::string& p) { core::save_safetensors(p, to_cpu_map(ema_->state())); }});
+  for (const auto& p : groups_.front().params.params) bytes += p.numel() * p.element_size();
+  for (auto& f : trainer.checkpoint_files()) files.push_back(std::move(f));
+  session_.save_checkpoint(step_, state, files, bytes);
+}
+
+}  // namespace lf::launch

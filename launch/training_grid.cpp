@@ -1,0 +1,45 @@
+// Training-time sample grids (see training_grid.h).
+#include "launch/training_grid.h"
+
+#include <filesystem>
+
+#include "core/util/png.h"
+#include "core/util/strings.h"
+#include "launch/checkpoint.h"
+#include "launch/generate.h"
+
+namespace fs = std::filesystem;
+
+namespace lf::launch {
+
+std::vector<std::string> class_row_labels(const std::vector<int64_t>& classes, const std::vector<std::string>& names) {
+  std::vector<std::string> out;
+  for (int64_t k : classes)
+    out.push_back(k >= 0 && k < static_cast<int64_t>(names.size()) && !names[k].empty() ? names[k] : str("class ", k));
+  return out;
+}
+
+std::string write_training_grid(core::DenoiserModule& model, const LDMObjective& objective, Autoencoder& autoencoder,
+                                const std::vector<int64_t>& latent_shape, double scale, const TrainingGridOptions& o,
+                                const std::string& run_dir, int64_t step) {
+  const int64_t num_classes = model.num_classes();
+  auto [ids, labels] = grid_labels(num_classes, o.per_class);
+  GenerateOptions g;
+  g.sampler = objective.is_flow() ? core::SamplerKind::kEuler : core::SamplerKind::kDDIM;
+  g.steps = o.steps;
+  g.guidance = o.guidance;
+  g.seed = o.seed;
+  at::Tensor z = generate_latents(model, objective, ids, labels, latent_shape, g);
+  autoencoder.to(z.device());
+  at::Tensor images = autoencoder.decode(z.to(at::kFloat) / scale).cpu();
+  std::vector<int64_t> classes;
+  for (int64_t k = 0; k < num_classes; ++k) classes.push_back(k);
+  std::vector<std::string> rows = class_row_labels(classes, o.label_names);
+  fs::create_directories(fs::path(run_dir) / "samples");
+  std::string path = (fs::path(run_dir) / "samples" / (CheckpointManager::name_for_step(step) + ".png")).string();
+  write_png_grid(path, images, o.per_class, rows);
+  write_png_grid((fs::path(run_dir) / "grid.png").string(), images, o.per_class, rows);
+  return path;
+}
+
+}  // namespace lf::launch
