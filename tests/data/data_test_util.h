@@ -1,6 +1,7 @@
 // Helpers shared by the data/ tests: scratch directories, tiny IDX and PNG writers, a
 // deterministic synthetic source and fake encoders.
 #pragma once
+#include <unistd.h>
 #include <zlib.h>
 
 #include <cstdint>
@@ -21,12 +22,20 @@ namespace lf::data::testing {
 
 namespace fs = std::filesystem;
 
-// A fresh directory under $LF_TEST_TMP (or /tmp) named after the running test.
+// A fresh directory under $LF_TEST_TMP (or /tmp) named after the running test. Outside a test
+// body (a suite's SetUpTestSuite) it is named after the suite and this process: ctest runs each
+// test of a suite as its own process, in parallel, and each runs SetUpTestSuite.
 inline std::string scratch_dir(const std::string& tag = "") {
   const char* base = std::getenv("LF_TEST_TMP");
-  const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::string name = std::string("data-") + (info ? info->test_suite_name() : "x") + "-" +
-                     (info ? info->name() : "y") + tag;
+  const auto* unit = ::testing::UnitTest::GetInstance();
+  const auto* info = unit->current_test_info();
+  const auto* suite = unit->current_test_suite();
+  std::string name = std::string("data-");
+  if (info)
+    name += std::string(info->test_suite_name()) + "-" + info->name();
+  else
+    name += std::string(suite ? suite->name() : "nosuite") + "-setup-" + std::to_string(::getpid());
+  name += tag;
   for (char& c : name)
     if (c == '/') c = '_';
   fs::path p = fs::path(base && *base ? base : "/tmp") / name;

@@ -152,7 +152,10 @@ class LoaderTest : public ::testing::Test {
     encode_shards(*src, fake_encoder(), o, 0, 1);
     finalize_cache(*dir_, o);
   }
-  static void TearDownTestSuite() { delete dir_; }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
   static std::string* dir_;
 };
 std::string* LoaderTest::dir_ = nullptr;

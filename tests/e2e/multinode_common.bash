@@ -69,6 +69,22 @@ host_pids() {
   return 0
 }
 
+# link_up LINK FROM TO: sets a host's cut link (its bridge-side veth) up again and waits until
+# host FROM reaches host TO (a TCP connect refused by TO's closed port 9, not "no route"): after
+# a cut, the hosts' neighbour entries are FAILED and the first connects fail at once, which
+# kept the next mpirun's daemons from calling back. Fails after 20 s.
+link_up() {
+  local link=$1 from=$2 to=$3 h err
+  ip link set "$link" up
+  for h in "${HOSTS[@]}"; do ip -n "$h" neigh flush all 2>/dev/null || true; done
+  for _ in $(seq 1 200); do
+    err=$(on "$from" timeout 3 bash -c "exec 3<>/dev/tcp/$to/9" 2>&1 || true)
+    [[ "$err" == *refused* ]] && return 0
+    sleep 0.1
+  done
+  fail "$from still cannot reach $to 20 s after setting $link up (last error: $err)"
+}
+
 # count_on HOST COMM: how many COMM processes run on HOST.
 count_on() { host_pids "$1" "$2" | wc -l; }
 

@@ -46,7 +46,8 @@ expect_abort "$T/cut.log" 0 "$H1" "$SILENT_H2"
 expect_abort "$(rank_log cut 2)" 2 "$H2" "$SILENT_H1"
 expect_abort "$(rank_log cut 3)" 3 "$H2" "$SILENT_H1"
 check_host_tags "$H1" "$H1" "$H2" "$H2" -- "$T/cut.log" "$(rank_log cut 2)" "$(rank_log cut 3)"
-ip link set "$LINK2" up
+link_up "$LINK2" "$H2" "$H1"
+link_up "$LINK2" "$H1" "$H2"
 
 note "== kill -STOP of $H2's ranks at step 6"
 start_training stop "$H1:2,$H2:2" 4 "${F[@]}"

@@ -12,15 +12,18 @@ make_cache
 # The stop checkpoint and the final one only; cosine decay over the run's length.
 F=(--train.lr_schedule=cosine --train.ckpt_every=100000)
 
-# signal_run RUN_DIR SIGNAL AT_STEP LAUNCH...: starts LAUNCH in the background, sends SIGNAL
-# once metrics.jsonl shows step AT_STEP, waits; RC = its exit status.
+# signal_run RUN_DIR SIGNAL K LAUNCH...: starts LAUNCH in the background, paused at the end of
+# its K-th step (LF_PAUSE_AT=loop.step_end:K: the process stops itself there), sends SIGNAL,
+# lets it go on and waits; RC = its exit status. The pause makes the signal land at that step
+# however fast or loaded the machine is (polling metrics.jsonl raced a fast machine's run).
 signal_run() {
   local run="$1" sig="$2" at="$3"
   shift 3
-  "$@" >"$run.log" 2>&1 &
+  LF_PAUSE_AT="loop.step_end:$at" "$@" >"$run.log" 2>&1 &
   local pid=$!
-  wait_for_step "$run" "$at" "$pid" 60
+  wait_stopped "$pid" "$run.log"
   kill -s "$sig" "$pid"
+  kill -CONT "$pid"
   RC=0
   wait "$pid" || RC=$?
 }
@@ -34,7 +37,7 @@ s1=$(last_checkpoint_step "$T/sig")
 grep -q "SIGUSR1: checkpoint of step $s1 written; exiting with 75" "$T/sig.log" || fail "no SIGUSR1 message for step $s1"
 ((s1 < N - 4)) || fail "SIGUSR1 took effect only at step $s1 of $N"
 echo "  stopped at step $s1"
-signal_run "$T/sig" TERM $((s1 + 2)) "${ONE[@]}" --resume auto
+signal_run "$T/sig" TERM 2 "${ONE[@]}" --resume auto  # 2 steps after the resumed step
 expect_rc 143 "$T/sig" "the resumed run sent SIGTERM"
 s2=$(last_checkpoint_step "$T/sig")
 grep -q "SIGTERM: checkpoint of step $s2 written; exiting with 143" "$T/sig.log" || fail "no SIGTERM message for step $s2"
@@ -48,17 +51,25 @@ same_losses "$T/ref" "$T/sig"
 
 echo "== 2 ranks, 12 steps: SIGUSR1 to rank 1 only"
 N=12
-"${MPIRUN[@]}" "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" --train.run_dir="$T/sig2" "${F[@]}" \
-  --train.steps=$N >"$T/sig2.log" 2>&1 &
+# Both ranks stop themselves at the end of step 3; only rank 1 gets the signal.
+LF_PAUSE_AT=loop.step_end:3 "${MPIRUN[@]}" "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" \
+  --train.run_dir="$T/sig2" "${F[@]}" --train.steps=$N >"$T/sig2.log" 2>&1 &
 mpid=$!
-wait_for_step "$T/sig2" 3 "$mpid" 60
-rank1=""
-for p in $(pgrep -P "$mpid"); do
+rank1="" ranks=()
+for _ in $(seq 1 1200); do
+  ranks=($(pgrep -P "$mpid" || true))
+  ((${#ranks[@]} == 2)) && break
+  sleep 0.05
+done
+((${#ranks[@]} == 2)) || { kill "$mpid"; fail "expected 2 ranks among mpirun's children, found: ${ranks[*]}"; }
+for p in "${ranks[@]}"; do
+  wait_stopped "$p" "$T/sig2.log"
   if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then rank1=$p; fi
 done
-[[ -n "$rank1" ]] || { kill "$mpid"; fail "could not find rank 1 among mpirun's children: $(pgrep -P "$mpid" | xargs)"; }
-echo "  mpirun is pid $mpid, rank 1 is pid $rank1"
+[[ -n "$rank1" ]] || { kill "$mpid"; fail "could not find rank 1 among mpirun's children: ${ranks[*]}"; }
+echo "  mpirun is pid $mpid, rank 1 is pid $rank1; both paused after step 3"
 kill -USR1 "$rank1"
+kill -CONT "${ranks[@]}"
 RC=0
 wait "$mpid" || RC=$?
 expect_rc 75 "$T/sig2" "mpirun after SIGUSR1 to rank 1"
