@@ -9,6 +9,7 @@
 #include "distributed/communicator.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_info.h"
+#include "distributed/watchdog.h"
 #include "launch/config.h"
 
 namespace lf::launch {
@@ -18,7 +19,9 @@ class Runtime {
   // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
   // SERIALIZED at least) and builds the communicator (NCCL for CUDA when built with it).
   // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
-  // Collective when world > 1.
+  // Collective when world > 1: MPI_Init, the communicator set-up and (in the destructor)
+  // MPI_Finalize wait for every rank, each under a watchdog with dist.timeout_s, so a peer that
+  // never starts or never ends ends the job with a message naming the phase (invariant 10).
   Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
   ~Runtime();
 
@@ -34,6 +37,8 @@ class Runtime {
 
  private:
   dist::RankInfo info_;
+  std::unique_ptr<dist::Watchdog> watchdog_;  // start-up and shut-down phases (world > 1)
+  double phase_timeout_s_ = 300.0;
   std::unique_ptr<dist::MPIRuntime> mpi_;
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Communicator> cpu_comm_;
