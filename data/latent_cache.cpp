@@ -137,23 +137,25 @@ int64_t LatentCache::sample_bytes() const {
 }
 
 void LatentCache::verify() const {
-  for (size_t i = 0; i < manifest_.shards.size(); ++i) {
-    // With the file's hash in the manifest, shard() checks it before HDF5 opens the file, and
-    // equal bytes are the data finalize verified; older manifests hash the datasets instead.
-    const ManifestShard& e = manifest_.shards[i];
-    if (check_shard_file((fs::path(dir_) / e.file).string(), e, /*hash=*/true)) {
-      shard(static_cast<int64_t>(i));  // opens it: its attributes must match the manifest
-      continue;
-    }
-    ShardReader& r = shard(static_cast<int64_t>(i));
-    std::string found = r.compute_checksum();
-    const std::string& want = manifest_.shards[i].sha256;
-    if (found != want)
-      throw std::runtime_error(lf::str(r.path(), ": checksum mismatch: the manifest expects ",
-                                       want, ", the data hash to ", found,
-                                       "; the shard is damaged: delete it, re-run encode and ",
-                                       "finalize"));
+  for (int64_t i = 0; i < num_shards(); ++i) verify_shard(i);
+}
+
+void LatentCache::verify_shard(int64_t i) const {
+  // With the file's hash in the manifest, shard() checks it before HDF5 opens the file, and
+  // equal bytes are the data finalize verified; older manifests hash the datasets instead.
+  const ManifestShard& e = manifest_.shards[static_cast<size_t>(i)];
+  if (check_shard_file((fs::path(dir_) / e.file).string(), e, /*hash=*/true)) {
+    shard(i);  // opens it: its attributes must match the manifest
+    return;
   }
+  ShardReader& r = shard(i);
+  std::string found = r.compute_checksum();
+  const std::string& want = e.sha256;
+  if (found != want)
+    throw std::runtime_error(lf::str(r.path(), ": checksum mismatch: the manifest expects ",
+                                     want, ", the data hash to ", found,
+                                     "; the shard is damaged: delete it, re-run encode and ",
+                                     "finalize"));
 }
 
 void LatentCache::check_vae(const std::string& configured_hash) const {

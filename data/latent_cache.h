@@ -49,6 +49,10 @@ class LatentCache {
 
   // Hashes every shard and compares with the manifest; throws on the first mismatch.
   void verify() const;
+  // The same for shard `i` alone (manifest order), so ranks can share the work: throws
+  // std::runtime_error naming the shard file, the expected and the found hash.
+  void verify_shard(int64_t i) const;
+  int64_t num_shards() const { return static_cast<int64_t>(manifest_.shards.size()); }
   // Throws std::invalid_argument with vae_mismatch_message() unless the manifest's VAE hash
   // equals `configured_hash`.
   void check_vae(const std::string& configured_hash) const;

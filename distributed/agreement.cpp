@@ -1,6 +1,7 @@
 // any_rank and the cross-rank equality checks behind start-up verification.
 #include "distributed/agreement.h"
 
+#include <cstring>
 #include <iomanip>
 #include <sstream>
 #include <stdexcept>
@@ -42,7 +43,7 @@ std::vector<std::vector<int64_t>> gather_values(Communicator& comm,
 
 void verify_same_on_all_ranks(Communicator& comm, const std::vector<int64_t>& values,
                               const std::vector<std::string>& names, const std::string& what,
-                              bool hex) {
+                              bool hex, const std::string& hint) {
   if (names.size() != values.size())
     throw std::invalid_argument(lf::str("verify_same_on_all_ranks(", what, "): ", values.size(),
                                     " values but ", names.size(), " names"));
@@ -52,11 +53,22 @@ void verify_same_on_all_ranks(Communicator& comm, const std::vector<int64_t>& va
       if (all[r][i] == all[0][i]) continue;
       throw std::runtime_error(lf::str(comm.tag(), " ", what, " differs between ranks: rank 0 has ",
                                    names[i], "=", format_value(all[0][i], hex), ", rank ", r,
-                                   " has ", names[i], "=", format_value(all[r][i], hex),
-                                   "; every rank must build the same model (same config and "
-                                   "code version)"));
+                                   " has ", names[i], "=", format_value(all[r][i], hex), "; ",
+                                   hint));
     }
   }
+}
+
+std::string broadcast_string(Communicator& comm, const std::string& text, int root, Deadline deadline,
+                             const std::string& what) {
+  torch::Tensor size = torch::tensor({static_cast<int64_t>(text.size())}, torch::kLong);
+  comm.broadcast(size, root, deadline, what + " (its length)");
+  const int64_t n = size.item<int64_t>();
+  if (n == 0) return std::string();
+  torch::Tensor bytes = torch::empty({n}, torch::kUInt8);
+  if (comm.rank() == root) std::memcpy(bytes.data_ptr(), text.data(), static_cast<size_t>(n));
+  comm.broadcast(bytes, root, deadline, what);
+  return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(n));
 }
 
 }  // namespace lf::dist

@@ -24,8 +24,16 @@ std::vector<std::vector<int64_t>> gather_values(Communicator& comm,
 // Checks that every rank holds the same `values` (named by `names`, same length). Throws
 // std::runtime_error on every rank when they differ, naming the first differing value, the
 // two ranks and both values, in hex when `hex` (for hashes). Collective, blocking.
+// `hint` ends the message (what to do about it).
 void verify_same_on_all_ranks(Communicator& comm, const std::vector<int64_t>& values,
                               const std::vector<std::string>& names, const std::string& what,
-                              bool hex = false);
+                              bool hex = false,
+                              const std::string& hint = "every rank must build the same model (same "
+                                                        "config and code version)");
+
+// Root's `text` on every rank (a broadcast of its length, then of its bytes), waiting until
+// `deadline`. Collective, blocking.
+std::string broadcast_string(Communicator& comm, const std::string& text, int root, Deadline deadline,
+                             const std::string& what);
 
 }  // namespace lf::dist

@@ -97,7 +97,10 @@ int run_encode(const Invocation& inv) {
   bool finalizer = finalize_only || (task_count == 0 && rt.rank() == rt.world() - 1);
   bool finalize = !no_finalize && (finalize_only || task_count == 0);
   if (finalize && finalizer) data::finalize_cache(cache.dir, eo);
-  if (rt.world() > 1) rt.comm().barrier("barrier after finalize");
+  // The finalizer hashes every shard meanwhile: the long deadline, not the collective one.
+  if (rt.world() > 1)
+    rt.comm().barrier(dist::Deadline::after(dist::Seconds(inv.config.dist().checkpoint_timeout_s)),
+                      "barrier after finalize (the last rank verifies every shard)");
   if (finalize && rt.is_root()) {
     auto m = data::Manifest::read(cache.dir + "/" + data::kManifestName);
     LOG(INFO) << "encode: cache " << cache.dir << " finalized: " << m.num_samples() << " samples in "

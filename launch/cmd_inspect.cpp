@@ -11,6 +11,7 @@
 #include "data/hdf5_util.h"
 #include "data/latent_cache.h"
 #include "launch/checkpoint.h"
+#include "launch/run_lock.h"
 #include "launch/cli.h"
 #include "launch/subcommands.h"
 
@@ -28,16 +29,18 @@ std::string shown(const nlohmann::json& j, const char* key, size_t max_chars = 8
   return v.is_string() ? excerpt(v.get<std::string>(), max_chars) : json_excerpt(v, max_chars);
 }
 
-int inspect_checkpoint(const std::string& dir) {
-  std::cout << "checkpoint " << dir << "\n";
-  nlohmann::json state;
+// Verifies first: only a well-formed state.json (checkpoint_state.h) is described. In a run
+// directory an invalid checkpoint is a warning naming it; alone it is the verdict.
+bool inspect_checkpoint(const std::string& dir, bool in_run) {
   try {
-    state = CheckpointManager::read_state(dir);
+    CheckpointManager::verify(dir);
   } catch (const std::exception& e) {
-    std::cout << "  INVALID: " << e.what() << "\n";
-    return kExitRuntime;
+    if (in_run) std::cout << "warning: skipping invalid checkpoint " << e.what() << "\n";
+    else std::cout << "checkpoint " << dir << "\n  INVALID: " << e.what() << "\n";
+    return false;
   }
-  // Shown as found (a damaged state.json may hold anything); verify() below judges it.
+  const nlohmann::json state = CheckpointManager::read_state(dir);
+  std::cout << "checkpoint " << dir << "\n";
   std::cout << "  kind " << shown(state, "kind") << ", step " << shown(state, "step") << ", epoch "
             << shown(state, "epoch") << ", world size " << shown(state, "world_size") << "\n";
   if (state.contains("vae"))
@@ -46,18 +49,34 @@ int inspect_checkpoint(const std::string& dir) {
   if (state.contains("cache"))
     std::cout << "  cache " << shown(state["cache"], "dir") << ", scale factor "
               << shown(state["cache"], "scale_factor") << "\n";
-  if (state.contains("files") && state["files"].is_object())
-    for (const auto& [name, info] : state["files"].items())
-      std::cout << "  " << excerpt(name) << "  " << shown(info, "bytes") << " bytes  sha256 "
-                << shown(info, "sha256", 16) << "\n";
+  for (const auto& [name, info] : state["files"].items())
+    std::cout << "  " << excerpt(name) << "  " << human_bytes(info["bytes"].get<double>()) << "  sha256 "
+              << shown(info, "sha256", 16) << "\n";
+  std::cout << "  verified: every file matches its checksum\n";
+  return true;
+}
+
+// A run directory: every valid checkpoint described; an invalid one (a malformed state.json,
+// a damaged file, a deletion a crash interrupted) skipped with a warning naming it, never failing
+// the listing. Exit 1 only when no checkpoint is valid. Reads only: never takes the run's lock.
+int inspect_run(const std::string& path) {
+  CheckpointManager m(path, 1, 0);
+  auto all = m.list();
+  std::cout << "run " << path << ": " << all.size() << " checkpoint(s)\n";
   try {
-    CheckpointManager::verify(dir);
-    std::cout << "  verified: every file matches its checksum\n";
-    return kExitOk;
+    if (auto holder = read_lock_record((fs::path(path) / kRunLockName).string()))
+      std::cout << "being written by " << describe(*holder) << " (" << kRunLockName << ")\n";
   } catch (const std::exception& e) {
-    std::cout << "  INVALID: " << e.what() << "\n";
-    return kExitRuntime;
+    std::cout << "warning: " << e.what() << "\n";
   }
+  std::string latest;
+  for (const auto& [step, dir] : all)
+    if (inspect_checkpoint(dir, /*in_run=*/true)) latest = dir;
+  for (const auto& e : fs::directory_iterator(m.dir()))
+    if (e.path().filename().string().rfind("abandoned-", 0) == 0)
+      std::cout << "abandoned history (not resumed, never pruned): " << e.path().string() << "\n";
+  std::cout << "newest valid: " << (latest.empty() ? std::string("none") : latest) << "\n";
+  return latest.empty() ? kExitRuntime : kExitOk;
 }
 
 }  // namespace
@@ -82,7 +101,7 @@ int run_inspect(const Invocation& inv) {
     return result.ok ? kExitOk : kExitRuntime;
   }
   if (fs::exists(fs::path(path) / "state.json") || fs::path(path).filename().string().rfind("step-", 0) == 0)
-    return inspect_checkpoint(path);
+    return inspect_checkpoint(path, /*in_run=*/false) ? kExitOk : kExitRuntime;
   if (fs::exists(fs::path(path) / core::kDiffusersWeightsName)) {
     auto vae = core::load_diffusers_vae(path);
     std::cout << "diffusers AutoencoderKL " << path << "\n"
@@ -91,16 +110,7 @@ int run_inspect(const Invocation& inv) {
                      core::read_safetensors_header((fs::path(path) / core::kDiffusersWeightsName).string()));
     return kExitOk;
   }
-  if (fs::is_directory(fs::path(path) / "checkpoints")) {
-    CheckpointManager m(path, 1, 0);
-    auto all = m.list();
-    std::cout << "run " << path << ": " << all.size() << " checkpoint(s)\n";
-    int code = kExitOk;
-    for (const auto& [step, dir] : all) code = std::max(code, inspect_checkpoint(dir));
-    auto latest = m.latest_valid();
-    std::cout << "newest valid: " << (latest ? *latest : std::string("none")) << "\n";
-    return code;
-  }
+  if (fs::is_directory(fs::path(path) / "checkpoints")) return inspect_run(path);
   throw UsageError(str("inspect: '", path, "' is neither a safetensors file, a cache (manifest.json), a checkpoint "
                        "(state.json), a run directory (checkpoints/) nor a diffusers VAE folder"));
 }

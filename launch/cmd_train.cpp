@@ -11,7 +11,7 @@ namespace lf::launch {
 int run_train(const Invocation& inv) {
   Runtime rt(inv.config.train().device, inv.config.dist());
   if (rt.is_root()) LOG(INFO) << "resolved config:\n" << inv.config.to_ini();
-  return train_ldm(inv.config, rt, inv.args.flag("resume"));
+  return train_ldm(inv.config, rt, TrainFlags{inv.args.flag("resume"), inv.args.has("break-lock")});
 }
 
 }  // namespace lf::launch

@@ -11,7 +11,7 @@ namespace lf::launch {
 int run_vae_train(const Invocation& inv) {
   Runtime rt(inv.config.vae_train().device, inv.config.dist(), "vae_train.device");
   if (rt.is_root()) LOG(INFO) << "resolved config:\n" << inv.config.to_ini();
-  return train_vae(inv.config, rt, inv.args.flag("resume"));
+  return train_vae(inv.config, rt, TrainFlags{inv.args.flag("resume"), inv.args.has("break-lock")});
 }
 
 }  // namespace lf::launch

@@ -156,8 +156,9 @@ void register_config(Config& c, ConfigRegistry& r) {
 
   r.add_float("dist.bucket_mb", &c.dist.bucket_mb, 0.001, 4096, "gradient all-reduce bucket size (MB)");
   r.add_bool("dist.overlap", &c.dist.overlap, "all-reduce buckets during backward on a communication thread");
-  r.add_float("dist.timeout_s", &c.dist.timeout_s, 1, 86400, "a collective slower than this aborts the job, naming it");
-  r.add_float("dist.checkpoint_timeout_s", &c.dist.checkpoint_timeout_s, 1, 86400 * 7, "deadline of a checkpoint write");
+  r.add_float("dist.timeout_s", &c.dist.timeout_s, 1, 86400, "a collective (or MPI start-up or shut-down) slower than this ends the job, naming it");
+  r.add_float("dist.checkpoint_timeout_s", &c.dist.checkpoint_timeout_s, 1, 86400 * 7,
+              "deadline of waits for rank 0's own work: a checkpoint write or verification, grids, evaluation");
 
   r.add_path("sample.checkpoint", &c.sample.checkpoint, "checkpoint directory, or a run dir (its newest valid checkpoint)");
   r.add_path("sample.out_dir", &c.sample.out_dir, "where grid.png and samples.h5 go (default: RUN_DIR/samples)");

@@ -116,7 +116,7 @@ struct DistConfig {
   double bucket_mb = 25.0;
   bool overlap = true;           // all-reduce buckets during backward on a communication thread
   double timeout_s = 300.0;      // a collective that takes longer aborts the job, naming it
-  double checkpoint_timeout_s = 1800.0;  // the longer deadline of a checkpoint write
+  double checkpoint_timeout_s = 1800.0;  // the longer deadline of waits for rank 0's own work (checkpoints, grids)
 };
 
 struct SampleConfig {

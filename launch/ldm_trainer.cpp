@@ -14,6 +14,7 @@
 #include "core/denoiser_options.h"
 #include "core/keyed_rng.h"
 #include "core/state_dict.h"
+#include "core/util/crash_point.h"
 #include "core/util/strings.h"
 #include "data/latent_cache.h"
 #include "data/latent_loader.h"
@@ -21,6 +22,7 @@
 #include "launch/ldm_objective.h"
 #include "launch/ldm_validation.h"
 #include "launch/model_io.h"
+#include "launch/shared_verification.h"
 #include "launch/train_loop.h"
 #include "launch/training_grid.h"
 
@@ -101,7 +103,10 @@ class LDMTrainer : public Trainer {
   explicit LDMTrainer(const ConfigView& cfg) : cfg_(cfg), objective_(cfg.diffusion()) {}
 
   void open_data(TrainingLoop& loop) override {
-    cache_ = data::LatentCache::open(cfg_.cache().dir, /*verify=*/loop.runtime().is_root());
+    const std::string dir = cfg_.cache().dir;
+    cache_ = data::LatentCache::open(dir, /*verify=*/false);
+    verify_shared(cache_->num_shards(), [&](int64_t i) { cache_->verify_shard(i); }, loop.runtime().cpu_comm(),
+                  "verification of the cache " + dir);
     const data::Manifest& manifest = cache_->manifest();
     ae_ = std::make_unique<Autoencoder>(
         Autoencoder::load(cfg_.value("vae.kind"), cfg_.value("vae.weights"), manifest.settings.image_shape.at(0)));
@@ -187,8 +192,10 @@ class LDMTrainer : public Trainer {
     }
   }
 
-  void periodic(TrainingLoop& loop, int64_t step) override {
-    if (cfg_.ldm().sample_every > 0 && step % cfg_.ldm().sample_every == 0) write_grid(loop, step);
+  bool periodic(TrainingLoop& loop, int64_t step) override {
+    if (cfg_.ldm().sample_every <= 0 || step % cfg_.ldm().sample_every != 0) return false;
+    write_grid(loop, step);  // rank 0 only
+    return true;
   }
 
   void finish(TrainingLoop& loop, int64_t step) override { write_grid(loop, step); }
@@ -239,6 +246,7 @@ class LDMTrainer : public Trainer {
 
   void write_grid(TrainingLoop& loop, int64_t step) {
     if (!loop.runtime().is_root()) return;
+    pause_point("ldm.grid");  // tests hold rank 0 here past dist.timeout_s (tests/e2e/train_waits.sh)
     auto t0 = Clock::now();
     if (!ema_model_) {
       ema_model_ = core::make_denoiser(mopt_);
@@ -276,10 +284,10 @@ class LDMTrainer : public Trainer {
 
 }  // namespace
 
-int train_ldm(const ConfigView& cfg, Runtime& rt, const std::string& resume) {
+int train_ldm(const ConfigView& cfg, Runtime& rt, const TrainFlags& flags) {
   TrainingLoop loop("ldm", cfg.train(), cfg.dist(), rt, cfg.all_to_json(), cfg.to_ini());
   LDMTrainer trainer(cfg);
-  return loop.run(trainer, resume);
+  return loop.run(trainer, flags);
 }
 
 }  // namespace lf::launch

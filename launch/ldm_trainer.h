@@ -5,11 +5,12 @@
 
 #include "launch/config_view.h"
 #include "launch/runtime.h"
+#include "launch/train_loop.h"
 
 namespace lf::launch {
 
 // Runs the whole training; returns the exit code (0, kExitRequeue or kExitTerminated).
-// `resume` is the --resume flag ("", "auto" or a checkpoint directory).
-int train_ldm(const ConfigView& config, Runtime& runtime, const std::string& resume);
+// `flags`: --resume and --break-lock.
+int train_ldm(const ConfigView& config, Runtime& runtime, const TrainFlags& flags);
 
 }  // namespace lf::launch

@@ -4,6 +4,12 @@
 #include <glog/logging.h>
 #include <torch/cuda.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <optional>
+
+#include "core/util/crash_point.h"
 #include "core/util/strings.h"
 #include "distributed/local_communicator.h"
 #include "distributed/logging.h"
@@ -20,6 +26,15 @@ namespace {
 
 bool cuda_usable() { return torch::cuda::is_available(); }
 
+// Inside MPI_Init or MPI_Finalize, MPI_Abort may wait for the very locks the hung call holds:
+// the watchdog ends this process instead, and the launcher (mpirun; srun --kill-on-bad-exit)
+// ends the others on seeing a rank exit without MPI_Finalize.
+void exit_for_phase(const std::string& message) {
+  std::fprintf(stderr, "%s\n", message.c_str());
+  std::fflush(stderr);
+  std::_Exit(1);
+}
+
 }  // namespace
 
 Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key) {
@@ -33,8 +48,16 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::s
     device_ = at::Device(at::kCUDA, static_cast<at::DeviceIndex>(dist::device_for_local_rank(info_.local_rank, n)));
   }
   if (info_.world_size > 1) {
-    mpi_ = std::make_unique<dist::MPIRuntime>(nullptr, nullptr, dist::ThreadLevel::kSerialized);
+    phase_timeout_s_ = dist.timeout_s;
+    watchdog_ = std::make_unique<dist::Watchdog>(dist::rank_tag(), exit_for_phase, dist::Seconds(0.1));
+    const dist::Seconds limit(phase_timeout_s_);
+    pause_point("runtime.mpi_init");
+    {
+      auto guard = watchdog_->arm("MPI_Init at start-up (it waits for every rank to start)", limit);
+      mpi_ = std::make_unique<dist::MPIRuntime>(nullptr, nullptr, dist::ThreadLevel::kSerialized);
+    }
     dist::set_rank_context({mpi_->rank(), mpi_->world_size(), dist::local_host_name()});
+    auto guard = watchdog_->arm("the communicator set-up at start-up (MPI_Comm_dup, NCCL init)", limit);
     auto mpi_comm = dist::MPICommunicator::world();
     mpi_comm->set_timeout(dist::Seconds(dist.timeout_s));
 #ifdef LF_WITH_NCCL
@@ -64,10 +87,18 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::s
 }
 
 Runtime::~Runtime() {
+  const bool unwinding = std::uncaught_exceptions() > 0;  // then MPIRuntime leaves MPI to abort_job
+  if (mpi_ && !unwinding) pause_point("runtime.finalize");
+  std::optional<dist::Watchdog::Guard> guard;
+  if (watchdog_ && !unwinding)
+    guard.emplace(watchdog_->arm("MPI_Finalize at the end (it waits for every rank to finish)",
+                                 dist::Seconds(phase_timeout_s_)));
   heartbeat_.reset();
   cpu_comm_.reset();
   comm_.reset();
   mpi_.reset();
+  guard.reset();
+  watchdog_.reset();
 }
 
 }  // namespace lf::launch

@@ -10,6 +10,7 @@
 #include "distributed/heartbeat.h"
 #include "distributed/mpi_runtime.h"
 #include "distributed/rank_info.h"
+#include "distributed/watchdog.h"
 #include "launch/config.h"
 
 namespace lf::launch {
@@ -20,7 +21,9 @@ class Runtime {
   // SERIALIZED at least), builds the communicator (NCCL for CUDA when built with it), starts
   // the heartbeat (timeouts name a silent host) and logs the ranks per host on rank 0.
   // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
-  // Collective when world > 1.
+  // Collective when world > 1: MPI_Init, the communicator set-up and (in the destructor)
+  // MPI_Finalize wait for every rank, each under a watchdog with dist.timeout_s, so a peer that
+  // never starts or never ends ends the job with a message naming the phase (invariant 10).
   Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
   ~Runtime();
 
@@ -36,6 +39,8 @@ class Runtime {
 
  private:
   dist::RankInfo info_;
+  std::unique_ptr<dist::Watchdog> watchdog_;  // start-up and shut-down phases (world > 1)
+  double phase_timeout_s_ = 300.0;
   std::unique_ptr<dist::MPIRuntime> mpi_;
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<dist::Communicator> cpu_comm_;

@@ -23,11 +23,12 @@ std::vector<std::string> vae_train_reads() {
 const std::vector<Subcommand>& subcommands() {
   static const std::vector<Subcommand> table = {
       {"vae train", "train the autoencoder (AutoencoderKL) on images (MPI ranks)",
-       "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
+       "[--config FILE] [--resume auto|PATH] [--break-lock] [--section.key=VALUE ...]",
        "Trains the VAE on data.source (L1/L2 + KL, optional patch discriminator), data-parallel over the\n"
        "ranks. Writes RUN_DIR/vae (diffusers AutoencoderKL layout), reconstructions.png and PSNR/SSIM on\n"
        "held-out images. Exit codes as for train.",
-       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of vae_train.run_dir (fresh if none); or a checkpoint dir"}},
+       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of vae_train.run_dir (fresh if none); or a checkpoint dir"},
+        {"break-lock", false, "", "take the run directory's lock from a job on another host that is gone (logged)"}},
        vae_train_reads(),
        run_vae_train},
       {"encode", "precompute the latent cache of a dataset (MPI ranks or a Slurm job array)",
@@ -42,11 +43,12 @@ const std::vector<Subcommand>& subcommands() {
        {"data", "cache", "vae.kind", "vae.weights", "dist"},
        run_encode},
       {"train", "train the latent diffusion model on a latent cache (MPI ranks)",
-       "[--config FILE] [--resume auto|PATH] [--section.key=VALUE ...]",
+       "[--config FILE] [--resume auto|PATH] [--break-lock] [--section.key=VALUE ...]",
        "Trains the class-conditional (or unconditional) UNet or DiT on cache.dir with the DDPM or flow objective,\n"
        "data-parallel over the ranks of mpirun or srun. Exit codes: 0 done, 75 checkpointed after\n"
        "SIGUSR1 (requeue me), 143 checkpointed after SIGTERM, 1 failure, 2 usage/config error.",
-       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"}},
+       {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"},
+        {"break-lock", false, "", "take the run directory's lock from a job on another host that is gone (logged)"}},
        {"cache", "vae.kind", "vae.weights", "model", "diffusion", "train", "dist"},
        run_train},
       {"sample", "generate images from a trained checkpoint (grid.png + samples.h5)",

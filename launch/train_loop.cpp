@@ -13,6 +13,7 @@
 #include "core/state_dict.h"
 #include "core/util/crash_point.h"
 #include "core/util/fs.h"
+#include "core/util/sha256.h"
 #include "core/util/strings.h"
 #include "launch/cli.h"
 #include "launch/config_registry.h"
@@ -34,6 +35,26 @@ std::string weights_file(const std::string& module) {
 }
 std::string optimizer_file(const std::string& module) {
   return module == "model" ? "optimizer.safetensors" : module + "_optimizer.safetensors";
+}
+
+void hash_tensors(Sha256& h, const std::vector<std::pair<std::string, at::Tensor>>& named) {
+  for (const auto& [name, t] : named) {
+    h.update(name);
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    h.update(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
+  }
+}
+
+// The modules' parameters and buffers, as loaded.
+std::string module_digest(const std::vector<TrainedModule>& modules) {
+  Sha256 h;
+  for (const auto& m : modules) {
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : m.module->named_parameters()) named.emplace_back(p.key(), p.value());
+    for (const auto& b : m.module->named_buffers()) named.emplace_back(b.key(), b.value());
+    hash_tensors(h, named);
+  }
+  return h.hex();
 }
 
 }  // namespace
@@ -118,27 +139,51 @@ void TrainingLoop::restore(Trainer& trainer, const std::optional<std::string>& c
   bad_steps_ = saved_state_.value("bad_steps", int64_t{0});
 }
 
-int TrainingLoop::run(Trainer& trainer, const std::string& resume) {
+int64_t TrainingLoop::load_weights(Trainer& trainer, const std::vector<TrainedModule>& modules,
+                                   const std::string& ckpt) {
+  saved_state_text_ = read_file((fs::path(ckpt) / "state.json").string());
+  try {
+    saved_state_ = nlohmann::json::parse(saved_state_text_);
+  } catch (const nlohmann::json::exception& e) {  // rank 0 verified it: this rank reads another file
+    throw std::runtime_error(str(ckpt, "/state.json: not valid JSON on this rank (", e.what(), ")"));
+  }
+  trainer.check_resume(saved_state_, ckpt);
+  for (const auto& m : modules) load_module_weights(*m.module, (fs::path(ckpt) / weights_file(m.name)).string());
+  const int64_t step = saved_state_.at("step").get<int64_t>();
+  if (rt_.is_root()) LOG(INFO) << "resuming from " << ckpt << " at step " << step;
+  return step;
+}
+
+std::string TrainingLoop::loaded_digest(const std::string& weights_digest) const {
+  Sha256 h;
+  h.update(saved_state_text_);
+  h.update(weights_digest);
+  for (const auto& g : groups_) hash_tensors(h, g.params.optimizer->state());
+  hash_tensors(h, ema_->state());
+  return h.hex();
+}
+
+int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
+  session_.lock_run_dir(flags.break_lock);
   pause_point("loop.start_up");  // the stop handlers are in place (the constructor installed them)
   trainer.open_data(*this);
   epoch_size_ = std::max<int64_t>(1, trainer.epoch_size());
-  std::optional<std::string> ckpt = session_.resolve_resume(resume);
+  std::optional<std::string> ckpt = session_.resolve_resume(flags.resume);
   // Initialisation draws from torch's generator: the same on every rank and for any rank count.
   at::manual_seed(static_cast<uint64_t>(loop_.seed));
   std::vector<TrainedModule> modules = trainer.build_modules(*this);
   int64_t start_step = 0;
+  std::string weights_digest;
   if (ckpt) {
-    saved_state_ = CheckpointManager::read_state(*ckpt);
-    trainer.check_resume(saved_state_, *ckpt);
-    for (const auto& m : modules) load_module_weights(*m.module, (fs::path(*ckpt) / weights_file(m.name)).string());
-    start_step = saved_state_.at("step").get<int64_t>();
-    if (rt_.is_root()) LOG(INFO) << "resuming from " << *ckpt << " at step " << start_step;
+    start_step = load_weights(trainer, modules, *ckpt);
+    weights_digest = module_digest(modules);  // before the reducer overwrites them with rank 0's
   } else if (!loop_.init_from.empty()) {
     trainer.init_from(loop_.init_from);
     if (rt_.is_root()) LOG(INFO) << "initialised from " << loop_.init_from << " (fine-tuning; step 0)";
   }
   make_groups(modules);
   restore(trainer, ckpt);
+  if (ckpt) session_.check_same_checkpoint(loaded_digest(weights_digest), *ckpt);
   if (rt_.is_root())
     LOG(INFO) << trainer.describe() << "; " << rt_.world() << " rank(s), global batch " << loop_.batch_size << " ("
               << loop_.grad_accum << " micro-batch(es)), " << describe(precision_) << " on " << rt_.device().str();
@@ -165,7 +210,8 @@ int TrainingLoop::run(Trainer& trainer, const std::string& resume) {
     }
     trainer.after_step(*this, step_, values);
     session_.record_step(step_, loop_.steps, loop_.batch_size, times, values);
-    if (step_ != loop_.steps) trainer.periodic(*this, step_);
+    if (step_ != loop_.steps && trainer.periodic(*this, step_))
+      session_.wait_for_root(str("the wait for rank 0's sample grid or evaluation at step ", step_));
 
     pause_point("loop.step_end");  // LF_PAUSE_AT=loop.step_end:K: a signal exactly after step K
     StopRequest stop = session_.agree_stop();
@@ -179,7 +225,10 @@ int TrainingLoop::run(Trainer& trainer, const std::string& resume) {
       return code;
     }
   }
-  if (start_step < loop_.steps) trainer.finish(*this, step_);
+  if (start_step < loop_.steps) {
+    trainer.finish(*this, step_);
+    session_.wait_for_root("the wait for rank 0's final grid and evaluation at the end of training");
+  }
   if (rt_.is_root()) LOG(INFO) << "training done at step " << step_ << "; checkpoints in " << session_.checkpoints().dir();
   return kExitOk;
 }

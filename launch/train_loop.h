@@ -70,15 +70,24 @@ class Trainer {
   // After optimizer step `step`, before its metrics record: collective extras such as a
   // validation loss (every rank calls it).
   virtual void after_step(TrainingLoop& loop, int64_t step, nlohmann::json& values) {}
-  // After the record of a step that is not the last: rank 0's grids and evaluations.
-  virtual void periodic(TrainingLoop& loop, int64_t step) {}
+  // After the record of a step that is not the last: rank 0's grids and evaluations. Returns
+  // whether this step had such rank-0-only work (the same answer on every rank): the loop then
+  // waits for rank 0 under dist.checkpoint_timeout_s, never under the next collective's deadline.
+  virtual bool periodic(TrainingLoop& loop, int64_t step) { return false; }
   // Fields of its own in a checkpoint's state.json, and files of its own.
   virtual void checkpoint_state(nlohmann::json& state) const {}
   virtual std::vector<CheckpointFile> checkpoint_files() { return {}; }
   // Samples per epoch (the epoch counter in state.json and the metrics).
   virtual int64_t epoch_size() const = 0;
-  // After the last step, when this run trained at least one step (final grid, evaluation).
+  // After the last step, when this run trained at least one step (final grid, evaluation: the
+  // loop waits for rank 0 afterwards under dist.checkpoint_timeout_s).
   virtual void finish(TrainingLoop& loop, int64_t step) {}
+};
+
+// The command-line flags of `train` and `vae train` that the loop reads.
+struct TrainFlags {
+  std::string resume;       // --resume: "", "auto" or a checkpoint directory
+  bool break_lock = false;  // --break-lock: take the run directory's lock from another host
 };
 
 class TrainingLoop {
@@ -91,9 +100,9 @@ class TrainingLoop {
                nlohmann::json config_json, std::string config_ini);
   ~TrainingLoop();
 
-  // Trains; returns kExitOk, kExitRequeue or kExitTerminated. `resume` is --resume ("", "auto"
-  // or a checkpoint directory).
-  int run(Trainer& trainer, const std::string& resume);
+  // Trains; returns kExitOk, kExitRequeue or kExitTerminated. Rank 0 first takes the run
+  // directory's lock (run_lock.h; refused: UsageError naming the holder).
+  int run(Trainer& trainer, const TrainFlags& flags);
 
   // For the trainer's hooks.
   const TrainLoopConfig& config() const { return loop_; }
@@ -113,6 +122,11 @@ class TrainingLoop {
  private:
   struct Group;
   void restore(Trainer& trainer, const std::optional<std::string>& checkpoint);
+  // Loads the checkpoint's weights into `modules`; returns its step.
+  int64_t load_weights(Trainer& trainer, const std::vector<TrainedModule>& modules, const std::string& checkpoint);
+  // SHA-256 (hex) of what was loaded: state.json's bytes, the weights as read (before the
+  // reducer broadcasts rank 0's), the optimizer and EMA state.
+  std::string loaded_digest(const std::string& weights_digest) const;
   void make_groups(const std::vector<TrainedModule>& modules);
   // One optimizer step (micro-batches, sync, update); returns the logged local values.
   std::vector<double> step(Trainer& trainer, StepTimes& times, nlohmann::json& values);
@@ -135,6 +149,7 @@ class TrainingLoop {
   int64_t next_ = 0;
   int64_t bad_steps_ = 0;
   nlohmann::json saved_state_;
+  std::string saved_state_text_;
   int64_t epoch_size_ = 1;
   std::string config_ini_;
 };

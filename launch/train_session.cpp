@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "core/util/strings.h"
+#include "distributed/agreement.h"
 #include "launch/config_registry.h"
 
 namespace fs = std::filesystem;
@@ -48,59 +49,113 @@ TrainSession::TrainSession(std::string kind, const TrainLoopConfig& loop, const 
   install_stop_handlers();
 }
 
+void TrainSession::lock_run_dir(bool break_lock) {
+  if (comm_.rank() != 0) return;
+  lock_ = RunDirLock::acquire(loop_.run_dir, loop_.section + ".run_dir", break_lock,
+                              kind_ == "vae" ? "latentforge vae train" : "latentforge train");
+}
+
+namespace {
+
+std::string without_trailing_slash(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  return p;
+}
+
+bool same_folder(const std::string& a, const std::string& b) {
+  std::error_code ec1, ec2;
+  fs::path ca = fs::weakly_canonical(without_trailing_slash(a), ec1);
+  fs::path cb = fs::weakly_canonical(without_trailing_slash(b), ec2);
+  return !ec1 && !ec2 && ca == cb;
+}
+
+}  // namespace
+
+std::string TrainSession::choose_checkpoint(const std::string& flag) {
+  for (const auto& line : checkpoints_.recover()) LOG(WARNING) << line;
+  std::string chosen;
+  if (flag.empty()) {
+    if (!checkpoints_.list().empty())
+      throw UsageError(str(loop_.run_dir, " already holds checkpoints; pass --resume auto to continue it, "
+                           "or choose another run_dir"));
+    return chosen;
+  }
+  if (flag == "auto") {
+    std::vector<std::string> warnings;
+    auto latest = checkpoints_.latest_valid(&warnings);
+    for (const auto& w : warnings) LOG(WARNING) << w;
+    if (!latest) {
+      LOG(INFO) << "--resume auto: no valid checkpoint in " << checkpoints_.dir() << ", starting fresh";
+      return chosen;
+    }
+    chosen = *latest;
+  } else {
+    if (!fs::is_directory(flag)) throw UsageError(str("--resume ", flag, ": not a checkpoint directory"));
+    try {
+      CheckpointManager::verify(flag);
+    } catch (const std::runtime_error& e) {
+      throw UsageError(str("--resume ", flag, ": ", e.what()));
+    }
+    chosen = without_trailing_slash(flag);
+  }
+  auto state = CheckpointManager::read_state(chosen);  // verified: kind and step are well-formed
+  if (state["kind"].get<std::string>() != kind_)
+    throw UsageError(str(chosen, " is a '", state["kind"].get<std::string>(), "' checkpoint, not '", kind_, "'"));
+  check_frozen_keys(state.value("config", nlohmann::json::object()), config_json_, frozen_keys_for(kind_), chosen);
+  // The history being resumed is the run's from now on: a later --resume auto must not jump
+  // to checkpoints of the abandoned one (docs/cli.md, "Resuming").
+  const int64_t step = state["step"].get<int64_t>();
+  const bool ours = same_folder(fs::path(chosen).parent_path().string(), checkpoints_.dir());
+  for (const auto& moved : checkpoints_.abandon_after(ours ? step : -1))
+    LOG(WARNING) << "resuming " << chosen << " at step " << step
+                 << ": moved a later checkpoint aside (not in the history being resumed) to " << moved;
+  return chosen;
+}
+
 std::optional<std::string> TrainSession::resolve_resume(const std::string& flag) {
-  // Rank 0 decides; the others receive the step (-1: fresh) and reconstruct the path.
-  int64_t step = -1;
+  // Rank 0 decides and sends the path itself: ranks that rebuilt it from the step could load
+  // another folder than the one rank 0 verified.
+  int64_t status = -1;  // -2: refused, -1: fresh, 1: resume
   std::string error;
   std::string chosen;
   if (comm_.rank() == 0) {
     try {
-      if (flag.empty()) {
-        if (!checkpoints_.list().empty())
-          throw UsageError(str(loop_.run_dir, " already holds checkpoints; pass --resume auto to continue it, "
-                               "or choose another run_dir"));
-      } else if (flag == "auto") {
-        std::vector<std::string> warnings;
-        auto latest = checkpoints_.latest_valid(&warnings);
-        for (const auto& w : warnings) LOG(WARNING) << w;
-        if (latest) chosen = *latest;
-        else LOG(INFO) << "--resume auto: no valid checkpoint in " << checkpoints_.dir() << ", starting fresh";
-      } else {
-        if (!fs::is_directory(flag))
-          throw UsageError(str("--resume ", flag, ": not a checkpoint directory"));
-        try {
-          CheckpointManager::verify(flag);
-        } catch (const std::runtime_error& e) {
-          throw UsageError(str("--resume ", flag, ": ", e.what()));
-        }
-        chosen = flag;
-      }
-      if (!chosen.empty()) {
-        auto state = CheckpointManager::read_state(chosen);
-        if (state.value("kind", std::string()) != kind_)
-          throw UsageError(str(chosen, " is a '", state.value("kind", std::string("?")), "' checkpoint, not '", kind_,
-                               "'"));
-        check_frozen_keys(state.value("config", nlohmann::json::object()), config_json_, frozen_keys_for(kind_),
-                          chosen);
-        step = state.at("step").get<int64_t>();
-      }
+      chosen = choose_checkpoint(flag);
+      status = chosen.empty() ? -1 : 1;
     } catch (const std::exception& e) {
       error = e.what();
-      step = -2;
+      status = -2;
     }
   }
-  at::Tensor t = at::tensor({step}, at::kLong);
-  comm_.broadcast(t, 0, "broadcast of the resume decision");
-  step = t.item<int64_t>();
-  if (step == -2) {
+  if (comm_.world_size() > 1) {
+    const auto deadline = dist::Deadline::after(dist::Seconds(dist_.checkpoint_timeout_s));
+    at::Tensor t = at::tensor({status}, at::kLong);
+    comm_.broadcast(t, 0, deadline, "broadcast of the resume decision (rank 0 verifies the checkpoint)");
+    status = t.item<int64_t>();
+    chosen = dist::broadcast_string(comm_, chosen, 0, deadline, "broadcast of the checkpoint to resume");
+  }
+  if (status == -2) {
     if (comm_.rank() == 0) throw UsageError(error);
     throw std::runtime_error("rank 0 refused to resume (see its message)");
   }
-  if (step < 0) return std::nullopt;
-  if (comm_.rank() == 0) return chosen;
-  // Other ranks: the same directory on the shared file system.
-  if (flag != "auto" && !flag.empty()) return flag;
-  return (fs::path(checkpoints_.dir()) / CheckpointManager::name_for_step(step)).string();
+  if (status < 0) return std::nullopt;
+  return chosen;
+}
+
+void TrainSession::check_same_checkpoint(const std::string& digest, const std::string& checkpoint) {
+  if (comm_.world_size() == 1) return;
+  std::vector<int64_t> words(4, 0);
+  for (size_t i = 0; i < words.size(); ++i)
+    words[i] = static_cast<int64_t>(std::stoull(digest.substr(16 * i, 16), nullptr, 16));
+  dist::verify_same_on_all_ranks(comm_, words, {"sha256[0:16]", "sha256[16:32]", "sha256[32:48]", "sha256[48:64]"},
+                                 str("what was loaded from ", checkpoint), /*hex=*/true,
+                                 "every rank must load the checkpoint rank 0 verified: the ranks read different "
+                                 "files under that path (a node-local run directory, or one written meanwhile)");
+}
+
+void TrainSession::wait_for_root(const std::string& what) {
+  if (comm_.world_size() == 1) return;
+  comm_.barrier(dist::Deadline::after(dist::Seconds(dist_.checkpoint_timeout_s)), what);
 }
 
 void TrainSession::begin(int64_t start_step, double prior_seconds) {

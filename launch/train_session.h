@@ -1,10 +1,11 @@
-// What `train` and `vae train` share around their optimizer steps: the run directory and its
-// checkpoints, resuming (--resume auto|PATH) with every rank agreeing on the checkpoint,
-// the keys a resume may not change, stop signals agreed at step boundaries, timing,
+// What `train` and `vae train` share around their optimizer steps: the run directory (its lock)
+// and its checkpoints, resuming (--resume auto|PATH) with every rank loading the checkpoint rank 0
+// chose, the keys a resume may not change, stop signals agreed at step boundaries, timing,
 // progress lines with rate and ETA, and metrics.jsonl (rank 0).
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "launch/checkpoint.h"
 #include "launch/config.h"
 #include "launch/metrics.h"
+#include "launch/run_lock.h"
 #include "launch/signals.h"
 
 namespace lf::launch {
@@ -39,10 +41,29 @@ class TrainSession {
   TrainSession(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist,
                dist::Communicator& cpu_comm, nlohmann::json config_json);
 
+  // Rank 0 takes the run directory's lock (run_lock.h) — before any work, so a second writer is
+  // refused at once; UsageError naming the holder when refused. Released when the session ends.
+  // Other ranks: nothing.
+  void lock_run_dir(bool break_lock);
+
   // --resume: "" (start fresh; refuse a run dir that already has checkpoints), "auto" (the newest
-  // valid checkpoint or fresh), or a checkpoint directory. All ranks agree (rank 0 decides).
-  // Returns the checkpoint to load, after checking its kind and frozen keys.
+  // valid checkpoint or fresh), or a checkpoint directory. Rank 0 decides: it first completes an
+  // interrupted checkpoint replacement (CheckpointManager::recover), then, resuming at step N,
+  // moves the run's checkpoints later than N aside (abandon_after), so a later `--resume auto`
+  // follows this history. Every rank receives rank 0's chosen path (collective, under
+  // dist.checkpoint_timeout_s: rank 0 hashes the checkpoint meanwhile). Returns the checkpoint to
+  // load, after checking its kind and frozen keys.
   std::optional<std::string> resolve_resume(const std::string& flag);
+
+  // After every rank loaded `checkpoint`: compares `digest` (a SHA-256 in hex of what this rank
+  // loaded) across ranks with one collective; throws std::runtime_error on every rank naming the
+  // two ranks and both values when they differ (ranks that read different files would otherwise
+  // continue with different optimizer or EMA state, silently).
+  void check_same_checkpoint(const std::string& digest, const std::string& checkpoint);
+
+  // Waits (a barrier under dist.checkpoint_timeout_s) for rank 0's own work — a sample grid, an
+  // evaluation — so that no collective with the step deadline waits for it. `what` names it.
+  void wait_for_root(const std::string& what);
 
   // Opens metrics.jsonl (rank 0) dropping records after `start_step` and starts the training
   // clock at `prior_seconds` (a resumed run's state.json "train_seconds").
@@ -70,12 +91,16 @@ class TrainSession {
   CheckpointManager& checkpoints() { return checkpoints_; }
 
  private:
+  // Rank 0's part of resolve_resume: the checkpoint folder, or "" to start fresh.
+  std::string choose_checkpoint(const std::string& flag);
+
   std::string kind_;
   TrainLoopConfig loop_;
   DistConfig dist_;
   dist::Communicator& comm_;
   nlohmann::json config_json_;
   CheckpointManager checkpoints_;
+  std::unique_ptr<RunDirLock> lock_;
   MetricsWriter metrics_;
   std::chrono::steady_clock::time_point window_start_;
   int64_t window_steps_ = 0;

@@ -169,9 +169,10 @@ class VAETrainer : public Trainer {
     }
   }
 
-  void periodic(TrainingLoop& loop, int64_t step) override {
-    if (lc_.eval_every > 0 && step % lc_.eval_every == 0 && loop.runtime().is_root())
-      loop.session().write_metrics(evaluate(loop, step, false));
+  bool periodic(TrainingLoop& loop, int64_t step) override {
+    if (lc_.eval_every <= 0 || step % lc_.eval_every != 0) return false;
+    if (loop.runtime().is_root()) loop.session().write_metrics(evaluate(loop, step, false));
+    return true;
   }
 
   void finish(TrainingLoop& loop, int64_t step) override {
@@ -236,10 +237,10 @@ class VAETrainer : public Trainer {
 
 }  // namespace
 
-int train_vae(const ConfigView& cfg, Runtime& rt, const std::string& resume) {
+int train_vae(const ConfigView& cfg, Runtime& rt, const TrainFlags& flags) {
   TrainingLoop loop("vae", cfg.vae_train(), cfg.dist(), rt, cfg.all_to_json(), cfg.to_ini());
   VAETrainer trainer(cfg);
-  return loop.run(trainer, resume);
+  return loop.run(trainer, flags);
 }
 
 }  // namespace lf::launch

@@ -8,9 +8,10 @@
 
 #include "launch/config_view.h"
 #include "launch/runtime.h"
+#include "launch/train_loop.h"
 
 namespace lf::launch {
 
-int train_vae(const ConfigView& config, Runtime& runtime, const std::string& resume);
+int train_vae(const ConfigView& config, Runtime& runtime, const TrainFlags& flags);
 
 }  // namespace lf::launch

@@ -33,13 +33,16 @@ std::string fresh_dir(const std::string& name) {
   return dir.string();
 }
 
-std::vector<CheckpointFile> one_file(int64_t step) {
-  return {{"w.bin", [step](const std::string& p) { std::ofstream(p) << "weights " << step; }}};
+// A checkpoint as TrainSession::save_checkpoint writes it: kind and config in state.json, and
+// the files every 'ldm' checkpoint has.
+std::vector<CheckpointFile> ldm_files(int64_t step) {
+  std::vector<CheckpointFile> files;
+  for (const char* f : {"model.safetensors", "optimizer.safetensors", "ema.safetensors"})
+    files.push_back({f, [step](const std::string& p) { std::ofstream(p) << "weights " << step; }});
+  return files;
 }
-
-// A checkpoint as TrainSession::save_checkpoint writes it: kind and config in state.json.
-void save_ldm(CheckpointManager& m, int64_t step, const nlohmann::json& config) {
-  m.save(step, {{"kind", "ldm"}, {"config", config}}, one_file(step), 0);
+std::string save_ldm(CheckpointManager& m, int64_t step, const nlohmann::json& config) {
+  return m.save(step, {{"kind", "ldm"}, {"config", config}}, ldm_files(step), 0);
 }
 
 std::string message_of(const std::function<void()>& f) { return lf::testing::error_of(f); }
@@ -85,15 +88,100 @@ TEST(TrainSession, ResumePathMustBeAValidCheckpointOfThisKind) {
   std::string msg = message_of([&] { f.session().resolve_resume(f.loop.run_dir + "/nowhere"); });
   EXPECT_NE(msg.find("not a checkpoint directory"), std::string::npos) << msg;
 
-  std::ofstream(dir + "/w.bin", std::ios::app) << "!";
+  std::ofstream(dir + "/ema.safetensors", std::ios::app) << "!";
   msg = message_of([&] { f.session().resolve_resume(dir); });
-  EXPECT_NE(msg.find("w.bin"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ema.safetensors"), std::string::npos) << msg;
   EXPECT_NE(msg.find("--resume " + dir), std::string::npos) << msg;
 
   CheckpointManager vae(fresh_dir("path_vae"), 5, 0);
-  std::string vae_dir = vae.save(1, {{"kind", "vae"}, {"config", f.config}}, one_file(1), 0);
+  std::string vae_dir = vae.save(1, {{"kind", "vae"}, {"config", f.config}}, ldm_files(1), 0);
   msg = message_of([&] { f.session().resolve_resume(vae_dir); });
   EXPECT_NE(msg.find("'vae' checkpoint, not 'ldm'"), std::string::npos) << msg;
+}
+
+TEST(TrainSession, ResumingAnOlderCheckpointAbandonsTheLaterHistoryForAuto) {
+  SessionFixture f("abandon");
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  std::string two = save_ldm(m, 2, f.config);
+  for (int64_t s : {4, 6}) save_ldm(m, s, f.config);
+  EXPECT_EQ(*f.session().resolve_resume(two), two);
+  // A requeue passes --resume auto: it must continue from step 2's history, not jump to 6.
+  EXPECT_EQ(*f.session().resolve_resume("auto"), two);
+  std::vector<std::string> moved;
+  for (const auto& e : fs::directory_iterator(m.dir())) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("abandoned-", 0) != 0) continue;
+    for (const auto& inner : fs::directory_iterator(e.path())) moved.push_back(inner.path().filename().string());
+  }
+  std::sort(moved.begin(), moved.end());
+  EXPECT_EQ(moved, (std::vector<std::string>{"step-00000004", "step-00000006"}));
+  // Another run's checkpoint: every checkpoint of this run is another history.
+  SessionFixture other("abandon_other");
+  CheckpointManager om(other.loop.run_dir, 5, 0);
+  save_ldm(om, 1, other.config);
+  EXPECT_EQ(*other.session().resolve_resume(two), two);
+  EXPECT_TRUE(om.list().empty());
+  EXPECT_FALSE(other.session().resolve_resume("auto").has_value());
+}
+
+TEST(TrainSession, ResumeAutoSkipsAMalformedStateJsonInsteadOfFailing) {
+  SessionFixture f("malformed");
+  CheckpointManager m(f.loop.run_dir, 5, 0);
+  std::string one = save_ldm(m, 1, f.config);
+  std::string two = save_ldm(m, 2, f.config);
+  auto state = nlohmann::json::parse(read_file(two + "/state.json"));
+  state["kind"] = 7;  // resolve_resume once threw a JSON type error for the whole run here
+  std::ofstream(two + "/state.json", std::ios::trunc) << state.dump();
+  EXPECT_EQ(*f.session().resolve_resume("auto"), one);
+  std::ofstream(two + "/state.json", std::ios::trunc) << "not json";
+  EXPECT_EQ(*f.session().resolve_resume("auto"), one);
+}
+
+// Rank 0 sends the folder it chose: a rank whose own view would rebuild another path (here its
+// run_dir has a newer checkpoint of its own) loads rank 0's.
+TEST(TrainSession, EveryRankResumesTheFolderRankZeroChose) {
+  const std::string base = fresh_dir("ranks");
+  nlohmann::json config = {{"model.channels", "16"}};
+  std::vector<std::string> chosen(2);
+  auto world = dist::FakeWorld::create(2);
+  auto errors = world->run([&](dist::Communicator& comm) {
+    TrainLoopConfig loop;
+    loop.run_dir = base + "/view" + std::to_string(comm.rank());
+    CheckpointManager m(loop.run_dir, 5, 0);
+    save_ldm(m, 1, config);
+    if (comm.rank() == 1) save_ldm(m, 3, config);
+    TrainSession session("ldm", loop, DistConfig{}, comm, config);
+    chosen[comm.rank()] = session.resolve_resume("auto").value_or("");
+  });
+  for (const auto& e : errors) EXPECT_EQ(e, "");
+  EXPECT_EQ(chosen[0], base + "/view0/checkpoints/step-00000001");
+  EXPECT_EQ(chosen[1], chosen[0]);
+}
+
+TEST(TrainSession, RanksThatLoadedDifferentContentFailNamingBothRanksAndDigests) {
+  const std::string base = fresh_dir("digest");
+  const std::string same(64, 'a');
+  std::string differ = same;
+  differ[20] = 'b';
+  for (bool equal : {true, false}) {
+    auto world = dist::FakeWorld::create(2);
+    auto errors = world->run([&](dist::Communicator& comm) {
+      TrainLoopConfig loop;
+      loop.run_dir = base;
+      TrainSession session("ldm", loop, DistConfig{}, comm, nlohmann::json::object());
+      session.check_same_checkpoint(comm.rank() == 1 && !equal ? differ : same, "RUN/checkpoints/step-00000004");
+    });
+    for (const auto& e : errors) {
+      if (equal) {
+        EXPECT_EQ(e, "");
+        continue;
+      }
+      EXPECT_TRUE(lf::testing::contains(e, "what was loaded from RUN/checkpoints/step-00000004 differs between ranks"))
+          << e;
+      EXPECT_TRUE(lf::testing::contains(e, "rank 0 has sha256[16:32]=aaaaaaaaaaaaaaaa, rank 1 has "
+                                           "sha256[16:32]=aaaabaaaaaaaaaaa")) << e;
+    }
+  }
 }
 
 TEST(TrainSession, FrozenKeyChangeIsNamedButStepsMayGrow) {
@@ -170,7 +258,7 @@ TEST(Checkpoint, CrashedWritersTemporaryDirsGoEvenWhenNothingIsPruned) {
   CheckpointManager m(fresh_dir("leftover"), 3, 0);
   fs::create_directories(fs::path(m.dir()) / ".tmp-step-00000002-999999999");
   std::ofstream(m.dir() + "/.tmp-step-00000002-999999999/model.safetensors") << "half";
-  m.save(1, {}, one_file(1), 0);  // keep_last 3: nothing to prune
+  save_ldm(m, 1, nlohmann::json::object());  // keep_last 3: nothing to prune
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(m.dir())) names.push_back(e.path().filename().string());
   EXPECT_EQ(names, std::vector<std::string>{"step-00000001"});

@@ -1,0 +1,44 @@
+// Shared verification (see shared_verification.h).
+#include "launch/shared_verification.h"
+
+#include <cstring>
+#include <stdexcept>
+#include <vector>
+
+#include "core/util/strings.h"
+#include "distributed/agreement.h"
+
+namespace lf::launch {
+
+void verify_shared(int64_t count, const std::function<void(int64_t)>& verify_one, dist::Communicator& comm,
+                   const std::string& what) {
+  const int rank = comm.rank();
+  const int world = comm.world_size();
+  int64_t failed = -1;
+  std::string message;
+  for (int64_t i = rank; i < count && failed < 0; i += world) {
+    try {
+      verify_one(i);
+    } catch (const std::exception& e) {
+      failed = i;
+      message = e.what();
+    }
+  }
+  if (world == 1) {
+    if (failed >= 0) throw std::runtime_error(message);
+    return;
+  }
+  // Every rank gathers every rank's message, so whichever rank ends the job first prints the
+  // finder's own words (the first ending rank's message is the one a launcher shows).
+  constexpr int64_t kMessageBytes = 1024;
+  at::Tensor mine = at::zeros({kMessageBytes}, at::kByte);
+  std::memcpy(mine.data_ptr(), message.data(), std::min<size_t>(message.size(), kMessageBytes - 1));
+  const at::Tensor all = comm.all_gather(mine, str(what, " (each rank checked its share)"));
+  std::vector<std::string> messages(static_cast<size_t>(world));
+  for (int r = 0; r < world; ++r) messages[r] = std::string(static_cast<const char*>(all[r].contiguous().data_ptr()));
+  for (int r = 0; r < world; ++r)
+    if (!messages[r].empty())
+      throw std::runtime_error(str(what, ": rank ", r, " found: ", messages[r]));
+}
+
+}  // namespace lf::launch
