@@ -17,9 +17,12 @@ class Runtime {
  public:
   // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
   // SERIALIZED at least) and builds the communicator (NCCL for CUDA when built with it).
-  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
-  // Collective when world > 1.
-  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
+  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors):
+  // cuda without a usable GPU throws std::invalid_argument saying why (exit 2). Stages that
+  // exchange only CPU tensors (encode, sample, eval) pass `device_collectives` = false: comm()
+  // is then MPI whatever the device, and no NCCL is needed. Collective when world > 1.
+  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device",
+          bool device_collectives = true);
   ~Runtime();
 
   int rank() const { return info_.rank; }
