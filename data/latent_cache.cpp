@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/util/progress.h"
 #include "core/util/strings.h"
 #include "data/encode.h"
 #include "data/half_convert.h"
@@ -112,9 +113,22 @@ int64_t LatentCache::sample_bytes() const {
 }
 
 void LatentCache::verify() const {
+  constexpr double kMB = 1024.0 * 1024.0;
+  std::vector<double> mb(manifest_.shards.size(), 0.0);
+  double total = 0;
+  for (size_t i = 0; i < mb.size(); ++i) {
+    std::error_code ec;
+    auto bytes = fs::file_size(fs::path(dir_) / manifest_.shards[i].file, ec);
+    mb[i] = ec ? 0.0 : static_cast<double>(bytes) / kMB;
+    total += mb[i];
+  }
+  Progress progress(lf::str("verify ", dir_), static_cast<int64_t>(std::ceil(total)), "MB");
+  double done = 0;
   for (size_t i = 0; i < manifest_.shards.size(); ++i) {
     ShardReader& r = shard(static_cast<int64_t>(i));
     std::string found = r.compute_checksum();
+    done += mb[i];
+    progress.update(static_cast<int64_t>(std::ceil(done)));
     const std::string& want = manifest_.shards[i].sha256;
     if (found != want)
       throw std::runtime_error(lf::str(r.path(), ": checksum mismatch: the manifest expects ",

@@ -46,7 +46,9 @@ class LatentCache {
   // Bytes one sample occupies in the latent datasets (all of them, flip included).
   int64_t sample_bytes() const;
 
-  // Hashes every shard and compares with the manifest; throws on the first mismatch.
+  // Hashes every shard and compares with the manifest; throws on the first mismatch. Shows a
+  // progress meter (MB hashed, rate, ETA) on stderr: at the start of `train` this reads the
+  // whole cache.
   void verify() const;
   // Throws std::invalid_argument with vae_mismatch_message() unless the manifest's VAE hash
   // equals `configured_hash`.
