@@ -128,7 +128,7 @@ int run_sample(const Invocation& inv) {
     g.seed += static_cast<uint64_t>(rt.rank());
     LOG(WARNING) << "LF_DEBUG_RANK_NOISE: sample noise keyed by sample.seed + rank (breaks invariant 2 on purpose)";
   }
-  g.autocast = dev.is_cuda();
+  g.autocast = dev.autocasts();
 
   SampleParts parts(out_dir, ChunkPlan{n, s.chunk_size}, job_description(m, s, classes, dev));
   const std::vector<int64_t> todo = agree_on_todo(rt, parts);

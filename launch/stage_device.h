@@ -48,6 +48,8 @@ class StageDevice {
   // "cuda:0, bf16 autocast" / "cpu, f32", for logs.
   std::string describe() const;
 
+  // Whether autocast() lowers precision (bf16/f16 on CUDA).
+  bool autocasts() const { return is_cuda() && (precision_ == Precision::kBF16 || precision_ == Precision::kF16); }
   // Enables bf16/f16 autocast on CUDA until the guard goes (no-op otherwise).
   MixedPrecision::Guard autocast() const { return amp_.autocast(); }
 

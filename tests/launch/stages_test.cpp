@@ -245,6 +245,7 @@ TEST(StageDevice, CpuPipelineIsThePlainLoopInOrder) {
   StageDevice dev = stage_device(at::Device(at::kCPU), "auto", "eval.precision");
   EXPECT_EQ(dev.precision(), Precision::kF32);
   EXPECT_EQ(dev.describe(), "cpu, f32");
+  EXPECT_FALSE(dev.autocasts());
   std::vector<int64_t> loaded, consumed;
   dev.pipeline(
       4, [&](int64_t k) { loaded.push_back(k); return at::full({2}, k, at::kDouble); },
