@@ -104,42 +104,58 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
   const int64_t count = std::min(o.shard_size, source.size() - begin);
   const std::string tmp = temp_sibling(path);
   std::unique_ptr<ShardWriter> writer;
-  try {
-    for (int64_t b = begin; b < begin + count; b += o.batch_size) {
-      const int64_t e = std::min(b + o.batch_size, begin + count);
-      SourceBatch sb = source.get(b, e);
-      at::Tensor indices = at::arange(b, e, at::kLong);
-      std::map<std::string, at::Tensor> latents;
-      auto run = [&](const at::Tensor& images, bool flipped) {
-        EncodedBatch eb = encode(images, indices, flipped);
-        const std::string sfx = flipped ? "_flip" : "";
-        if (o.store == StoreKind::kMoments) {
-          if (!eb.mean.defined() || !eb.logvar.defined())
-            throw std::invalid_argument(lf::str("the encoder returned no mean/logvar for samples ", b,
-                                            "..", e - 1, " but cache.store = moments"));
-          latents["mean" + sfx] = eb.mean;
-          latents["logvar" + sfx] = eb.logvar;
-        } else {
-          if (!eb.latent.defined())
-            throw std::invalid_argument(lf::str("the encoder returned no latent for samples ", b,
-                                            "..", e - 1, " but cache.store = sample"));
-          latents["latent" + sfx] = eb.latent;
-        }
-      };
-      run(sb.images, false);
-      // Horizontal flip = reversing the width axis of NCHW.
-      if (o.flip) run(sb.images.flip({3}), true);
-      if (!writer) {
-        const at::Tensor& first = latents.begin()->second;
-        if (first.dim() != 4)
-          throw std::invalid_argument(lf::str("the encoder returned a latent of shape ",
-                                          first.sizes(), ", expected [n, c, h, w]"));
-        settings.latent_shape = {first.size(1), first.size(2), first.size(3)};
-        writer = std::make_unique<ShardWriter>(tmp, settings, i, begin, count);
+  // One batch in flight: batch k is handed to the encoder before batch k-1 is waited for and
+  // written (on a GPU the device encodes k while the host writes k-1 and reads k+1).
+  struct Pending {
+    int64_t b = 0, e = 0;
+    at::Tensor labels, indices;
+    std::vector<std::pair<bool, EncodedBatch>> encoded;  // (flipped, result)
+  };
+  auto write_pending = [&](Pending& p) {
+    std::map<std::string, at::Tensor> latents;
+    for (auto& [flipped, eb] : p.encoded) {
+      if (eb.wait) eb.wait();
+      const std::string sfx = flipped ? "_flip" : "";
+      if (o.store == StoreKind::kMoments) {
+        if (!eb.mean.defined() || !eb.logvar.defined())
+          throw std::invalid_argument(lf::str("the encoder returned no mean/logvar for samples ", p.b, "..", p.e - 1,
+                                              " but cache.store = moments"));
+        latents["mean" + sfx] = eb.mean;
+        latents["logvar" + sfx] = eb.logvar;
+      } else {
+        if (!eb.latent.defined())
+          throw std::invalid_argument(lf::str("the encoder returned no latent for samples ", p.b, "..", p.e - 1,
+                                              " but cache.store = sample"));
+        latents["latent" + sfx] = eb.latent;
       }
-      writer->write(latents, sb.labels, indices);
-      if (progress) progress->add(e - b);
     }
+    if (!writer) {
+      const at::Tensor& first = latents.begin()->second;
+      if (first.dim() != 4)
+        throw std::invalid_argument(lf::str("the encoder returned a latent of shape ", first.sizes(),
+                                            ", expected [n, c, h, w]"));
+      settings.latent_shape = {first.size(1), first.size(2), first.size(3)};
+      writer = std::make_unique<ShardWriter>(tmp, settings, i, begin, count);
+    }
+    writer->write(latents, p.labels, p.indices);
+    if (progress) progress->add(p.e - p.b);
+  };
+  try {
+    std::optional<Pending> previous;
+    for (int64_t b = begin; b < begin + count; b += o.batch_size) {
+      Pending current;
+      current.b = b;
+      current.e = std::min(b + o.batch_size, begin + count);
+      SourceBatch sb = source.get(b, current.e);
+      current.labels = sb.labels;
+      current.indices = at::arange(b, current.e, at::kLong);
+      current.encoded.emplace_back(false, encode(sb.images, current.indices, false));
+      // Horizontal flip = reversing the width axis of NCHW.
+      if (o.flip) current.encoded.emplace_back(true, encode(sb.images.flip({3}), current.indices, true));
+      if (previous) write_pending(*previous);
+      previous = std::move(current);
+    }
+    if (previous) write_pending(*previous);
     writer->finish();
     writer.reset();
     crash_point("encode.shard_written");

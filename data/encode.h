@@ -38,9 +38,13 @@ struct EncodeOptions {
 };
 
 // What the encoder returns for n images: `mean` and `logvar` [n, c, h, w] (store = moments)
-// or `latent` [n, c, h, w] (store = sample); float tensors on any device.
+// or `latent` [n, c, h, w] (store = sample); float tensors on any device. An encoder that
+// computes asynchronously (on a GPU) sets `wait`, which blocks until the tensors hold their
+// values: the engine calls it only after handing the encoder the next batch, so reading,
+// encoding and writing overlap.
 struct EncodedBatch {
   at::Tensor mean, logvar, latent;
+  std::function<void()> wait = {};
 };
 
 // The encoder: images [n, C, H, W] in [-1, 1] with their global sample indices int64 [n];

@@ -8,6 +8,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "core/util/progress.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
 #include "data/encode.h"
@@ -137,7 +138,27 @@ int64_t LatentCache::sample_bytes() const {
 }
 
 void LatentCache::verify() const {
-  for (int64_t i = 0; i < num_shards(); ++i) verify_shard(i);
+  const std::vector<double> mb = shard_file_mb();
+  double total = 0;
+  for (double m : mb) total += m;
+  Progress progress(lf::str("verify ", dir_), static_cast<int64_t>(std::ceil(total)), "MB");
+  double done = 0;
+  for (int64_t i = 0; i < num_shards(); ++i) {
+    verify_shard(i);
+    done += mb[static_cast<size_t>(i)];
+    progress.update(static_cast<int64_t>(std::ceil(done)));
+  }
+}
+
+std::vector<double> LatentCache::shard_file_mb() const {
+  constexpr double kMB = 1024.0 * 1024.0;
+  std::vector<double> mb(manifest_.shards.size(), 0.0);
+  for (size_t i = 0; i < mb.size(); ++i) {
+    std::error_code ec;
+    auto bytes = fs::file_size(fs::path(dir_) / manifest_.shards[i].file, ec);
+    mb[i] = ec ? 0.0 : static_cast<double>(bytes) / kMB;
+  }
+  return mb;
 }
 
 void LatentCache::verify_shard(int64_t i) const {

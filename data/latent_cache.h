@@ -47,11 +47,15 @@ class LatentCache {
   // Bytes one sample occupies in the latent datasets (all of them, flip included).
   int64_t sample_bytes() const;
 
-  // Hashes every shard and compares with the manifest; throws on the first mismatch.
+  // Hashes every shard and compares with the manifest; throws on the first mismatch. Shows a
+  // progress meter (MB hashed, rate, ETA) on stderr: at the start of `train` this reads the
+  // whole cache.
   void verify() const;
   // The same for shard `i` alone (manifest order), so ranks can share the work: throws
   // std::runtime_error naming the shard file, the expected and the found hash.
   void verify_shard(int64_t i) const;
+  // Each shard file's size in MB (manifest order; 0 for a missing file), for progress meters.
+  std::vector<double> shard_file_mb() const;
   int64_t num_shards() const { return static_cast<int64_t>(manifest_.shards.size()); }
   // Throws std::invalid_argument with vae_mismatch_message() unless the manifest's VAE hash
   // equals `configured_hash`.

@@ -85,4 +85,8 @@ void Autoencoder::to(at::Device device) {
   if (vae_) (*vae_)->to(device);
 }
 
+void Autoencoder::to(at::Device device, at::ScalarType dtype) {
+  if (vae_) (*vae_)->to(device, dtype);
+}
+
 }  // namespace lf::launch

@@ -38,6 +38,8 @@ class Autoencoder {
   at::Tensor decode(const at::Tensor& latents, int64_t batch = 256) const;
 
   void to(at::Device device);
+  // Parameters to `dtype` (float32, or float64 for f64 exactness runs) on `device`.
+  void to(at::Device device, at::ScalarType dtype);
   const core::VAE& vae() const { return *vae_; }
 
  private:

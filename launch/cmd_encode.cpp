@@ -1,6 +1,9 @@
 // `latentforge encode`: the latent precompute job. Shards are dealt out to the ranks of an
 // MPI job (or picked by --task-index/--task-count in a Slurm job array); after a barrier the
 // last rank verifies every shard and writes manifest.json (or `encode --finalize` does).
+// The VAE runs on cache.device (the local rank's GPU with auto) under cache.precision; on a
+// GPU the images go up through pinned memory and the latents come back while the next batch
+// encodes (launch/stage_device.h).
 #include <glog/logging.h>
 
 #include "core/keyed_rng.h"
@@ -10,6 +13,7 @@
 #include "launch/autoencoder.h"
 #include "launch/data_source.h"
 #include "launch/runtime.h"
+#include "launch/stage_device.h"
 #include "launch/subcommands.h"
 
 namespace lf::launch {
@@ -53,7 +57,8 @@ int run_encode(const Invocation& inv) {
   if (task_count > 0 && task_index >= task_count)
     throw UsageError(str("--task-index = ", task_index, " must be below --task-count = ", task_count));
 
-  Runtime rt("cpu", inv.config.dist());
+  Runtime rt(cache.device, inv.config.dist(), "cache.device", /*device_collectives=*/false);
+  StageDevice dev = stage_device(rt.device(), cache.precision, "cache.precision");
   if (task_count > 0 && rt.world() > 1)
     throw UsageError("--task-index/--task-count are for single-process array tasks, not for an MPI job");
   auto source = open_configured_source(data_cfg);
@@ -64,24 +69,42 @@ int run_encode(const Invocation& inv) {
                          data_cfg.source, " has ", source->channels(), " (set data.color)"));
   data::EncodeOptions eo = encode_options(cache, ae);
   eo.progress = rt.is_root();
+  ae.to(dev.device(), dev.dtype());
+  if (rt.is_root() && !finalize_only) LOG(INFO) << "encode: " << rt.world() << " rank(s), VAE on " << dev.describe();
 
   if (!finalize_only) {
     const uint64_t seed = static_cast<uint64_t>(cache.seed);
     const bool sample = eo.store == data::StoreKind::kSample;
     data::EncodeFn fn = [&](const at::Tensor& images, const at::Tensor& indices, bool flipped) {
-      auto [mean, logvar] = ae.encode_moments(images, cache.encode_batch);
-      data::EncodedBatch out;
-      if (!sample) {
-        out.mean = mean;
-        out.logvar = logvar;
-      } else if (ae.is_identity()) {
-        out.latent = mean;
-      } else {
-        at::Tensor eps = core::keyed_normal(seed, core::stream_id(core::Stream::kPosterior), flipped ? 1 : 0, indices,
-                                            mean.sizes().slice(1), mean.options());
-        out.latent = mean + at::exp(0.5 * logvar) * eps;
+      at::Tensor x = dev.upload(images);
+      at::Tensor mean, logvar;
+      {
+        auto autocast = dev.autocast();
+        std::tie(mean, logvar) = ae.encode_moments(x, cache.encode_batch);
       }
-      return out;
+      mean = mean.to(dev.dtype());
+      logvar = logvar.to(dev.dtype());
+      std::vector<at::Tensor> out;
+      if (!sample) {
+        out = {mean, logvar};
+      } else if (ae.is_identity()) {
+        out = {mean};
+      } else {
+        // Keyed by (cache.seed, index, flipped), drawn on the device: the same bits as on the CPU.
+        at::Tensor eps = core::keyed_normal(seed, core::stream_id(core::Stream::kPosterior), flipped ? 1 : 0,
+                                            indices.to(dev.device()), mean.sizes().slice(1), mean.options());
+        out = {mean + at::exp(0.5 * logvar) * eps};
+      }
+      auto host = std::make_shared<HostResult>(dev.download(out));
+      data::EncodedBatch eb;
+      if (!sample) {
+        eb.mean = host->tensors[0];
+        eb.logvar = host->tensors[1];
+      } else {
+        eb.latent = host->tensors[0];
+      }
+      if (host->ready) eb.wait = [host] { host->wait(); };
+      return eb;
     };
     int rank = task_count > 0 ? static_cast<int>(task_index) : rt.rank();
     int world = task_count > 0 ? static_cast<int>(task_count) : rt.world();

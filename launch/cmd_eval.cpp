@@ -1,9 +1,10 @@
 // `latentforge eval` and `eval train-classifier`: what was learned, measured.
-// The classifier (a fixed recipe trained by LatentForge itself on the labelled training split)
-// gives 128-wide features for a Fréchet distance between generated images and the test split
-// (the FID recipe with a feature network that fits the data) and predictions for the class
-// accuracy of class-conditional samples. The floor is the FD of as many real training images
-// against the test split: FD's bias depends on N, so compare only at equal N.
+// The classifier (a fixed recipe trained by LatentForge itself on the labelled training split,
+// or a user's own in the same layout) gives features for a Fréchet distance between generated
+// images and the test split (the FID recipe with a feature network that fits the data) and
+// predictions for the class accuracy of class-conditional samples. The floor is the FD of as
+// many real training images against the test split: FD's bias depends on N, so compare only at
+// equal N. `eval` runs on eval.device and on any number of ranks (launch/eval_sets.h).
 #include <glog/logging.h>
 
 #include <chrono>
@@ -22,10 +23,11 @@
 #include "data/samples_file.h"
 #include "launch/autoencoder.h"
 #include "launch/data_source.h"
+#include "launch/eval_sets.h"
 #include "launch/lr_schedule.h"
 #include "launch/model_io.h"
+#include "launch/runtime.h"
 #include "launch/subcommands.h"
-#include "launch/vae_evaluation.h"
 
 namespace fs = std::filesystem;
 
@@ -41,34 +43,12 @@ constexpr double kClassifierLr = 2e-3;
 
 at::Tensor all_images(const data::Source& s) { return s.get(0, s.size()).images; }
 
-core::Classifier load_classifier(const std::string& path) {
-  if (!fs::exists(path))
-    throw std::invalid_argument(str("eval.classifier = '", path, "': not found; train it once with "
-                                    "`latentforge eval train-classifier` (same data.source)"));
-  auto content = core::load_safetensors(path);
-  core::ClassifierOptions o;
-  try {
-    o.in_channels = std::stoll(content.metadata.at("in_channels"));
-    o.num_classes = std::stoll(content.metadata.at("num_classes"));
-    o.width = std::stoll(content.metadata.at("width"));
-    o.feature_dim = std::stoll(content.metadata.at("feature_dim"));
-  } catch (const std::exception&) {
-    throw std::invalid_argument(str(path, ": not a LatentForge classifier (metadata in_channels, num_classes, width, "
-                                    "feature_dim missing)"));
-  }
-  core::Classifier c(o);
-  load_module_weights_from_map(*c, content.tensors, path);
-  c->eval();
-  return c;
-}
-
-// Features [N, D] and logits [N, K] in batches, without autograd.
+// Features [N, D] and logits [N, K] in batches, without autograd (the classifier's own test).
 std::pair<at::Tensor, at::Tensor> run_classifier(core::Classifier& c, const at::Tensor& images, int64_t batch) {
   at::NoGradGuard g;
   std::vector<at::Tensor> fs_, ls;
   for (int64_t i = 0; i < images.size(0); i += batch) {
-    at::Tensor x = images.narrow(0, i, std::min(batch, images.size(0) - i)).to(at::kFloat);
-    at::Tensor f = c->features(x);
+    at::Tensor f = c->features(images.narrow(0, i, std::min(batch, images.size(0) - i)).to(at::kFloat));
     fs_.push_back(f);
     ls.push_back(c->head->forward(f));
   }
@@ -83,7 +63,12 @@ double accuracy(const at::Tensor& logits, const at::Tensor& labels) {
 
 int run_train_classifier(const Invocation& inv) {
   const DataConfig& data_cfg = inv.config.data();
-  const EvalConfig& ec = inv.config.eval();
+  // The three [eval] keys of the recipe (declared one by one: the device keys are eval's).
+  struct {
+    std::string classifier;
+    int64_t batch_size, classifier_epochs;
+  } ec{inv.config.value("eval.classifier"), std::stoll(inv.config.value("eval.batch_size")),
+       std::stoll(inv.config.value("eval.classifier_epochs"))};
   auto train = open_configured_source(data_cfg, "train");
   auto test = open_configured_source(data_cfg, "test");
   if (train->num_classes() == 0)
@@ -137,60 +122,111 @@ int run_train_classifier(const Invocation& inv) {
   return 0;
 }
 
+namespace {
+
+// Where `sample` with the same config wrote samples.h5: sample.out_dir, else the samples/
+// folder of the run sample.checkpoint names (or of train.run_dir).
+std::string default_samples_path(const ConfigView& config) {
+  std::string dir = config.value("sample.out_dir");
+  if (dir.empty()) {
+    const std::string checkpoint = config.value("sample.checkpoint");
+    fs::path run = checkpoint.empty() ? fs::path(config.value("train.run_dir")) : fs::path(checkpoint);
+    if (fs::exists(run / "state.json")) run = run.parent_path().parent_path();  // a checkpoint dir
+    dir = (run / "samples").string();
+  }
+  return (fs::path(dir) / "samples.h5").string();
+}
+
+ImageSet source_set(const data::Source& s, int64_t n) {
+  return {n, [&s](int64_t b, int64_t e) {
+            auto batch = s.get(b, e);
+            return std::make_pair(batch.images, batch.labels);
+          }};
+}
+
+// A progress meter on rank 0 for one set ("eval test features (rank 0 of 2)").
+std::unique_ptr<Progress> set_progress(const Runtime& rt, const std::string& what, int64_t n, int64_t batch) {
+  if (!rt.is_root()) return nullptr;
+  const auto [first, last] = batches_for_rank((n + batch - 1) / batch, 0, rt.world());
+  const int64_t share = std::min(last * batch, n) - std::min(first * batch, n);
+  return std::make_unique<Progress>(rt.world() > 1 ? str("eval ", what, " (rank 0 of ", rt.world(), ")") : "eval " + what,
+                                    share, "images");
+}
+
+}  // namespace
+
 int run_eval(const Invocation& inv) {
   const DataConfig& data_cfg = inv.config.data();
   const EvalConfig& ec = inv.config.eval();
+  Runtime rt(ec.device, inv.config.dist(), "eval.device", /*device_collectives=*/false);
+  StageDevice dev = stage_device(rt.device(), ec.precision, "eval.precision");
+  dist::Communicator& comm = rt.comm();
+  const int rank = rt.rank(), world = rt.world();
   const std::string vae_kind = inv.config.value("vae.kind"), vae_weights = inv.config.value("vae.weights");
   nlohmann::json metrics = nlohmann::json::object();
   auto test = open_configured_source(data_cfg, "test");
-  at::Tensor test_images = all_images(*test);
+  if (rt.is_root()) LOG(INFO) << "eval on " << world << " rank(s), " << dev.describe();
 
   // The VAE's reconstructions of the test split.
   if (ec.vae && vae_kind == "kl" && !vae_weights.empty()) {
     Autoencoder ae = Autoencoder::load("kl", vae_weights, test->channels());
-    core::VAE vae = ae.vae();
-    int64_t n = std::min(ec.vae_images, test->size());
-    auto q = reconstruction_quality(vae, test_images.narrow(0, 0, n), ec.batch_size);
-    metrics["vae"] = {{"weights", vae_weights}, {"psnr", q.psnr}, {"ssim", q.ssim}, {"images", q.count}};
-    LOG(INFO) << "VAE " << vae_weights << ": test PSNR " << q.psnr << " dB, SSIM " << q.ssim << " (" << q.count
-              << " images)";
+    ae.to(dev.device(), dev.dtype());
+    const int64_t n = std::min(ec.vae_images, test->size());
+    auto progress = set_progress(rt, "VAE reconstructions", n, ec.batch_size);
+    ReconstructionSums q = reconstruct_set(ae, dev, source_set(*test, n), ec.batch_size, rank, world, progress.get());
+    if (progress) progress->finish();
+    q.all_reduce(comm, "all_reduce of the VAE's PSNR/SSIM sums");
+    const double psnr = q.psnr / q.count, ssim = q.ssim / q.count;
+    metrics["vae"] = {{"weights", vae_weights}, {"psnr", psnr}, {"ssim", ssim}, {"images", q.count}};
+    if (rt.is_root())
+      LOG(INFO) << "VAE " << vae_weights << ": test PSNR " << psnr << " dB, SSIM " << ssim << " (" << q.count << " images)";
   }
 
-  std::string samples = ec.samples;
-  if (samples.empty()) {
-    // Where `sample` with the same config wrote them: sample.out_dir, else the samples/ folder of
-    // the run sample.checkpoint names (or of train.run_dir).
-    std::string dir = inv.config.value("sample.out_dir");
-    if (dir.empty()) {
-      const std::string checkpoint = inv.config.value("sample.checkpoint");
-      fs::path run = checkpoint.empty() ? fs::path(inv.config.value("train.run_dir")) : fs::path(checkpoint);
-      if (fs::exists(run / "state.json")) run = run.parent_path().parent_path();  // a checkpoint dir
-      dir = (run / "samples").string();
-    }
-    samples = (fs::path(dir) / "samples.h5").string();
-  }
+  const std::string samples = ec.samples.empty() ? default_samples_path(inv.config) : ec.samples;
   if (fs::exists(samples)) {
     core::Classifier clf = load_classifier(ec.classifier);
-    auto s = data::read_samples_file(samples);
-    const int64_t n = s.images.size(0);
+    dev.prepare(*clf);
+    const data::SamplesInfo info = data::read_samples_info(samples);
+    const int64_t n = info.num;
     if (n < 2) throw std::invalid_argument(str(samples, ": ", n, " images; FD needs at least 2"));
-    at::Tensor gen = s.images.to(at::kFloat) / 127.5 - 1.0;
-    if (gen.sizes().slice(1) != test_images.sizes().slice(1))
-      throw std::invalid_argument(lf::str(samples, ": images are ", gen.sizes().slice(1), " but the test split's are ",
-                                      test_images.sizes().slice(1)));
-    auto [test_f, test_l] = run_classifier(clf, test_images, ec.batch_size);
-    auto [gen_f, gen_l] = run_classifier(clf, gen, ec.batch_size);
-    auto [mu_t, s_t] = core::feature_statistics(test_f);
-    auto [mu_g, s_g] = core::feature_statistics(gen_f);
-    double fd = core::frechet_distance(mu_g, s_g, mu_t, s_t);
+    const std::vector<int64_t> test_shape = {test->channels(), test->height(), test->width()};
+    if (info.image_shape != test_shape)
+      throw std::invalid_argument(lf::str(samples, ": images are ", at::IntArrayRef(info.image_shape),
+                                          " but the test split's are ", at::IntArrayRef(test_shape)));
+    const bool with_classes = clf->options().num_classes == test->num_classes();
+    if (!with_classes && rt.is_root())
+      LOG(WARNING) << ec.classifier << " predicts " << clf->options().num_classes << " classes but " << data_cfg.source
+                   << " has " << test->num_classes() << ": no class accuracies, FD only";
+    auto moments = [&](const std::string& what, const ImageSet& set) {
+      auto progress = set_progress(rt, what, set.size, ec.batch_size);
+      FeatureMoments m = classify_set(clf, dev, set, ec.batch_size, rank, world, progress.get());
+      if (progress) progress->finish();
+      m.all_reduce(comm, "all_reduce of the " + what + " feature sums");
+      return m;
+    };
+    FeatureMoments test_m = moments("test features", source_set(*test, test->size()));
+    FeatureMoments gen_m = moments("sample features", {n, [&samples](int64_t b, int64_t e) {
+                                                          auto part = data::read_samples_range(samples, b, e - b);
+                                                          return std::make_pair(part.images, part.labels);
+                                                        }});
     // The floor: as many real training images (evenly spread over the split) against the test split.
     auto train = open_configured_source(data_cfg, "train");
-    int64_t m = std::min(n, train->size());
-    at::Tensor pick = (at::arange(m, at::kLong) * train->size()).div(m, "floor");
-    at::Tensor real = all_images(*train).index_select(0, pick);
-    auto [real_f, real_l] = run_classifier(clf, real, ec.batch_size);
-    auto [mu_r, s_r] = core::feature_statistics(real_f);
-    double floor = core::frechet_distance(mu_r, s_r, mu_t, s_t);
+    const int64_t m = std::min(n, train->size()), train_size = train->size();
+    FeatureMoments real_m = moments("real features", {m, [&train, m, train_size](int64_t b, int64_t e) {
+                                                        std::vector<at::Tensor> images, labels;
+                                                        for (int64_t j = b; j < e; ++j) {
+                                                          const int64_t pick = j * train_size / m;
+                                                          auto one = train->get(pick, pick + 1);
+                                                          images.push_back(one.images);
+                                                          labels.push_back(one.labels);
+                                                        }
+                                                        return std::make_pair(at::cat(images), at::cat(labels));
+                                                      }});
+    auto [mu_t, s_t] = test_m.statistics();
+    auto [mu_g, s_g] = gen_m.statistics();
+    auto [mu_r, s_r] = real_m.statistics();
+    const double fd = core::frechet_distance(mu_g, s_g, mu_t, s_t);
+    const double floor = core::frechet_distance(mu_r, s_r, mu_t, s_t);
     metrics["samples"] = samples;
     metrics["num_samples"] = n;
     metrics["fd"] = fd;
@@ -198,19 +234,24 @@ int run_eval(const Invocation& inv) {
     metrics["fd_floor_num_real"] = m;
     metrics["fd_ratio"] = fd / floor;
     metrics["classifier"] = ec.classifier;
-    metrics["classifier_test_accuracy"] = accuracy(test_l, test->get(0, test->size()).labels);
-    metrics["real_class_accuracy"] = accuracy(real_l, train->get(0, train->size()).labels.index_select(0, pick));
-    bool labelled = s.labels.defined() && s.labels.numel() == n && s.labels.min().item<int64_t>() >= 0;
-    if (labelled) metrics["class_accuracy"] = accuracy(gen_l, s.labels);
-    LOG(INFO) << "eval " << samples << ": FD " << fd << " (floor " << floor << " at N = " << m << ", ratio "
-              << fd / floor << ")"
-              << (labelled ? str(", class accuracy ", metrics["class_accuracy"].get<double>() * 100, "%") : "");
+    metrics["feature_dim"] = clf->options().feature_dim;
+    const bool labelled = with_classes && gen_m.unlabelled == 0;
+    if (with_classes) {
+      metrics["classifier_test_accuracy"] = test_m.accuracy();
+      metrics["real_class_accuracy"] = real_m.accuracy();
+    }
+    if (labelled) metrics["class_accuracy"] = gen_m.accuracy();
+    if (rt.is_root())
+      LOG(INFO) << "eval " << samples << ": FD " << fd << " (floor " << floor << " at N = " << m << ", ratio "
+                << fd / floor << ")"
+                << (labelled ? str(", class accuracy ", metrics["class_accuracy"].get<double>() * 100, "%") : "");
   } else if (!metrics.contains("vae")) {
     throw std::invalid_argument(str("eval: nothing to evaluate: no samples at ", samples,
                                     " (run `latentforge sample` or set eval.samples) and no VAE (vae.weights)"));
-  } else {
+  } else if (rt.is_root()) {
     LOG(INFO) << "eval: no samples at " << samples << "; VAE metrics only";
   }
+  if (!rt.is_root()) return 0;
   std::string out = ec.out;
   if (out.empty())
     out = fs::exists(samples) ? (fs::path(samples).parent_path() / "metrics.json").string() : "metrics.json";

@@ -1,19 +1,28 @@
 // `latentforge sample`: generates images from a trained checkpoint (EMA weights by default)
 // with DDIM or DDPM (a DDPM-objective model) or Euler or Heun (a flow model) and
 // classifier-free guidance, decodes them with the checkpoint's VAE and
-// writes grid.png (one row per class, labelled with its name) and samples.h5 (images N,C,H,W uint8 + labels).
-// Sample i's noise is keyed by (sample.seed, i): batch size never changes the images.
+// writes grid.png (one row per class, labelled with its name) and samples.h5 (images N,C,H,W
+// uint8 + labels), on any number of ranks and on the device sample.device names.
+// Sample i's noise, sampler noise and label are keyed by (sample.seed, i): neither the batch
+// size nor the number of ranks changes the images (docs/design.md, invariants 2 and 9). The job
+// is written in resumable chunks (launch/sample_parts.h) that rank 0 merges.
 #include <glog/logging.h>
 
+#include <chrono>
 #include <filesystem>
 
+#include "core/util/fs.h"
 #include "core/util/png.h"
 #include "core/util/progress.h"
+#include "core/util/sha256.h"
 #include "core/util/strings.h"
-#include "data/samples_file.h"
 #include "launch/checkpoint_model.h"
 #include "launch/generate.h"
+#include "launch/runtime.h"
+#include "launch/sample_parts.h"
+#include "launch/stage_device.h"
 #include "launch/subcommands.h"
+#include "launch/train_parts.h"
 #include "launch/training_grid.h"
 
 namespace fs = std::filesystem;
@@ -42,45 +51,37 @@ std::vector<int64_t> parse_classes(const std::string& spec, int64_t num_classes)
   return out;
 }
 
-}  // namespace
+// Everything that decides the images of a job (not the batch size, the ranks or the chunk
+// files' location): a chunk made under another description is never reused.
+std::string job_description(const TrainedModel& m, const SampleConfig& s, const std::vector<int64_t>& classes,
+                            const StageDevice& dev) {
+  nlohmann::json j = {{"checkpoint_state_sha256", sha256_hex(read_file((fs::path(m.checkpoint) / "state.json").string()))},
+                      {"step", m.step}, {"use_ema", s.use_ema}, {"vae_sha256", m.autoencoder.hash()},
+                      {"sampler", core::to_string(s.sampler)}, {"steps", s.steps}, {"eta", s.eta},
+                      {"spacing", core::to_string(s.spacing)}, {"guidance", s.guidance}, {"seed", s.seed},
+                      {"classes", classes}, {"num", s.num}, {"chunk_size", s.chunk_size},
+                      {"device_type", dev.is_cuda() ? "cuda" : "cpu"}, {"precision", precisions().name(dev.precision())}};
+  return j.dump();
+}
 
-int run_sample(const Invocation& inv) {
-  const SampleConfig& s = inv.config.sample();
-  std::string ckpt_path = s.checkpoint.empty() ? inv.config.value("train.run_dir") : s.checkpoint;
-  TrainedModel m = load_trained_model(ckpt_path, s.use_ema, inv.config.value("vae.weights"));
-  const int64_t num_classes = m.model->num_classes();
-  std::vector<int64_t> classes = parse_classes(s.classes, num_classes);
-  const LDMObjective objective(m.diffusion);
-  std::string out_dir = s.out_dir;
-  if (out_dir.empty()) out_dir = (fs::path(m.checkpoint).parent_path().parent_path() / "samples").string();
-  fs::create_directories(out_dir);
+// The todo list, decided by rank 0 (which prepared parts/) and broadcast to every rank.
+std::vector<int64_t> agree_on_todo(Runtime& rt, SampleParts& parts) {
+  std::vector<int64_t> todo;
+  if (rt.is_root()) todo = parts.prepare();
+  if (rt.world() == 1) return todo;
+  at::Tensor n = at::full({1}, static_cast<int64_t>(todo.size()), at::kLong);
+  rt.comm().broadcast(n, 0, "broadcast of the number of chunks to sample");
+  at::Tensor list = rt.is_root() ? at::tensor(todo, at::kLong) : at::empty({n.item<int64_t>()}, at::kLong);
+  if (list.numel() > 0) rt.comm().broadcast(list, 0, "broadcast of the chunks to sample");
+  return std::vector<int64_t>(list.data_ptr<int64_t>(), list.data_ptr<int64_t>() + list.numel());
+}
 
-  // Sample i has class classes[i % K]: any N covers the classes evenly.
-  const int64_t n = s.num, k = static_cast<int64_t>(classes.size());
-  at::Tensor ids = at::arange(n, at::kLong);
-  at::Tensor labels = at::tensor(classes, at::kLong).index({ids % k});
-  GenerateOptions g;
-  g.sampler = s.sampler;
-  g.steps = s.steps;
-  g.eta = s.sampler == core::SamplerKind::kDDPM ? 1.0 : s.eta;
-  g.spacing = s.spacing;
-  g.guidance = s.guidance;
-  g.seed = static_cast<uint64_t>(s.seed);
-  g.batch_size = s.batch_size;
-  LOG(INFO) << "sampling " << n << " images from " << m.checkpoint << " (step " << m.step << ", "
-            << (s.use_ema ? "EMA" : "raw") << " weights): " << core::to_string(s.sampler) << " " << s.steps << " steps, guidance "
-            << s.guidance << ", seed " << s.seed << ", " << (num_classes ? str(k, " class(es)") : "unconditional");
-  Progress progress("sample", n, "images");
-  at::Tensor z = generate_latents(*m.model, objective, ids, labels, m.latent_shape, g,
-                                  [&](int64_t done, int64_t) { progress.update(done); });
-  progress.finish();
-  at::Tensor images = m.autoencoder.decode(z / m.scale_factor, s.batch_size);
-  at::Tensor u8 = ((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte);
-
-  std::string h5 = (fs::path(out_dir) / "samples.h5").string();
-  data::write_samples_file(h5, u8, num_classes > 0 ? labels : at::full({n}, -1, at::kLong), m.label_names);
-  // The grid: one row per class, up to 10 samples each.
+// The grid: one row per class, up to 10 samples each, read back from samples.h5.
+void write_grid(const std::string& samples, const std::string& grid, int64_t n, const std::vector<int64_t>& classes,
+                int64_t num_classes, const std::vector<std::string>& label_names, int64_t* per_row_out) {
+  const int64_t k = static_cast<int64_t>(classes.size());
   int64_t per_row = std::min<int64_t>(10, std::max<int64_t>(1, n / k));
+  at::Tensor images = data::read_samples_range(samples, 0, std::min(n, per_row * k)).images.to(at::kFloat) / 127.5 - 1.0;
   std::vector<at::Tensor> rows;
   for (int64_t c = 0; c < k; ++c) {
     // Fewer samples than classes leave the last rows empty (padding).
@@ -90,11 +91,127 @@ int run_sample(const Invocation& inv) {
       row = at::cat({row, at::full({per_row - row.size(0), images.size(1), images.size(2), images.size(3)}, -1.0)});
     rows.push_back(row);
   }
-  std::string grid = (fs::path(out_dir) / "grid.png").string();
-  write_png_grid(grid, at::cat(rows), per_row, num_classes > 0 ? class_row_labels(classes, m.label_names)
-                                                               : std::vector<std::string>{});
-  LOG(INFO) << "wrote " << grid << " (" << k << " row(s) x " << per_row << ") and " << h5 << " (" << n << " images)";
-  std::cout << "grid: " << grid << "\nsamples: " << h5 << std::endl;
+  write_png_grid(grid, at::cat(rows), per_row,
+                 num_classes > 0 ? class_row_labels(classes, label_names) : std::vector<std::string>{});
+  *per_row_out = per_row;
+}
+
+}  // namespace
+
+int run_sample(const Invocation& inv) {
+  const SampleConfig& s = inv.config.sample();
+  const DistConfig& dist_cfg = inv.config.dist();
+  Runtime rt(s.device, dist_cfg, "sample.device", /*device_collectives=*/false);
+  StageDevice dev = stage_device(rt.device(), s.precision, "sample.precision");
+  std::string ckpt_path = s.checkpoint.empty() ? inv.config.value("train.run_dir") : s.checkpoint;
+  TrainedModel m = load_trained_model(ckpt_path, s.use_ema, inv.config.value("vae.weights"));
+  const int64_t num_classes = m.model->num_classes();
+  std::vector<int64_t> classes = parse_classes(s.classes, num_classes);
+  const LDMObjective objective(m.diffusion);
+  objective.check_sampling(s.sampler, s.steps);
+  std::string out_dir = s.out_dir;
+  if (out_dir.empty()) out_dir = (fs::path(m.checkpoint).parent_path().parent_path() / "samples").string();
+  if (rt.is_root()) fs::create_directories(out_dir);
+  dev.prepare(*m.model);
+  m.autoencoder.to(dev.device(), dev.dtype());
+
+  const int64_t n = s.num, k = static_cast<int64_t>(classes.size());
+  const at::Tensor class_ids = at::tensor(classes, at::kLong);
+  GenerateOptions g;
+  g.sampler = s.sampler;
+  g.steps = s.steps;
+  g.eta = s.sampler == core::SamplerKind::kDDPM ? 1.0 : s.eta;
+  g.spacing = s.spacing;
+  g.guidance = s.guidance;
+  g.seed = static_cast<uint64_t>(s.seed);
+  // Negative control for the tests: per-rank seeding (what DiT does) must change the images.
+  if (read_debug_switches().rank_noise) {
+    g.seed += static_cast<uint64_t>(rt.rank());
+    LOG(WARNING) << "LF_DEBUG_RANK_NOISE: sample noise keyed by sample.seed + rank (breaks invariant 2 on purpose)";
+  }
+  g.autocast = dev.autocasts();
+
+  SampleParts parts(out_dir, ChunkPlan{n, s.chunk_size}, job_description(m, s, classes, dev));
+  const std::vector<int64_t> todo = agree_on_todo(rt, parts);
+  const std::vector<int64_t> mine = chunks_for_rank(todo, rt.rank(), rt.world());
+  const ChunkPlan& plan = parts.plan();
+  const std::vector<int64_t> image_shape = {m.autoencoder.image_channels(),
+                                            m.latent_shape[1] * m.autoencoder.downsample_factor(),
+                                            m.latent_shape[2] * m.autoencoder.downsample_factor()};
+  LOG(INFO) << "sampling " << n << " images from " << m.checkpoint << " (step " << m.step << ", "
+            << (s.use_ema ? "EMA" : "raw") << " weights): " << core::to_string(s.sampler) << " " << s.steps
+            << " steps, guidance " << s.guidance << ", seed " << s.seed << ", "
+            << (num_classes ? str(k, " class(es)") : "unconditional") << "; " << rt.world() << " rank(s) on "
+            << dev.describe() << "; " << plan.num_chunks() << " chunk(s) of " << s.chunk_size << ", "
+            << todo.size() << " to sample (" << plan.num_chunks() - static_cast<int64_t>(todo.size())
+            << " already in " << parts.dir() << ")";
+
+  int64_t my_images = 0;
+  for (int64_t c : mine) my_images += plan.count(c);
+  std::unique_ptr<Progress> progress;
+  if (rt.is_root())
+    progress = std::make_unique<Progress>(rt.world() > 1 ? str("sample (rank 0 of ", rt.world(), ")") : "sample",
+                                          my_images, "images");
+  double longest_chunk_s = 0;
+  const auto sampling_start = std::chrono::steady_clock::now();
+  for (int64_t c : mine) {
+    auto started = std::chrono::steady_clock::now();
+    const int64_t first = plan.begin(c), count = plan.count(c);
+    auto writer = parts.open_chunk(c, image_shape, m.label_names);
+    const int64_t batches = (count + s.batch_size - 1) / s.batch_size;
+    // Batch j of the chunk: ids (global sample indices) and labels (class of sample i:
+    // classes[i % K], so any N covers the classes evenly).
+    auto batch = [&](int64_t j) {
+      const int64_t b = first + j * s.batch_size;
+      at::Tensor ids = at::arange(b, std::min(b + s.batch_size, first + count), at::kLong);
+      return at::stack({ids, class_ids.index_select(0, ids % k)});
+    };
+    dev.pipeline(
+        batches, batch,
+        [&](const at::Tensor& ids_labels) {
+          GenerateOptions gb = g;
+          gb.batch_size = ids_labels.size(1);
+          at::Tensor z = generate_latents(*m.model, objective, ids_labels[0], ids_labels[1], m.latent_shape, gb);
+          at::Tensor images;
+          {
+            auto autocast = dev.autocast();
+            images = m.autoencoder.decode(z / m.scale_factor, gb.batch_size);
+          }
+          images = images.to(dev.dtype());
+          return std::vector<at::Tensor>{((images.clamp(-1, 1) + 1) * 127.5).round().to(at::kByte)};
+        },
+        [&](int64_t j, std::vector<at::Tensor>& out) {
+          at::Tensor labels = batch(j)[1];
+          if (num_classes == 0) labels.fill_(-1);
+          writer->write(j * s.batch_size, out[0], labels);
+          if (progress) progress->add(labels.size(0));
+        });
+    parts.commit_chunk(*writer);
+    longest_chunk_s = std::max(longest_chunk_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  if (progress) progress->finish();
+  if (rt.world() > 1) {
+    // Shares differ by at most one chunk, but a slower peer lags in proportion to its share:
+    // allow it our own sampling time again plus two chunks before calling it hung.
+    const double sampling_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sampling_start).count();
+    double wait_s = mine.empty() ? dist_cfg.checkpoint_timeout_s : dist_cfg.timeout_s + sampling_s + 2 * longest_chunk_s;
+    rt.comm().barrier(dist::Deadline::after(dist::Seconds(wait_s)), "barrier after sampling every chunk");
+  }
+  if (rt.is_root()) {
+    Progress merging("merge", n, "images");
+    parts.merge(image_shape, m.label_names, &merging);
+    merging.finish();
+    const std::string h5 = parts.samples_path();
+    const std::string grid = (fs::path(out_dir) / "grid.png").string();
+    int64_t per_row = 0;
+    write_grid(h5, grid, n, classes, num_classes, m.label_names, &per_row);
+    LOG(INFO) << "wrote " << grid << " (" << k << " row(s) x " << per_row << ") and " << h5 << " (" << n << " images)";
+    std::cout << "grid: " << grid << "\nsamples: " << h5 << std::endl;
+  }
+  // The ranks end together (a merge of many images outlasts the start-up/finalize deadlines).
+  if (rt.world() > 1)
+    rt.comm().barrier(dist::Deadline::after(dist::Seconds(dist_cfg.checkpoint_timeout_s)),
+                      "barrier while rank 0 merges the chunks into samples.h5");
   return 0;
 }
 

@@ -10,6 +10,15 @@ namespace {
 
 constexpr int64_t kBig = 1000000000000LL;
 
+// The device and precision keys every stage has (train, vae_train, cache for encode, sample, eval).
+void register_device_keys(const std::string& s, std::string* device, std::string* precision, ConfigRegistry& r) {
+  std::vector<std::string> precision_choices = {"auto"};
+  for (const auto& name : precisions().names()) precision_choices.push_back(name);
+  r.add_choice(s + ".precision", precision, precision_choices,
+               "auto: f32 on CPU, bf16 autocast on GPU; f64 on CPU for exactness tests");
+  r.add_choice(s + ".device", device, {"auto", "cpu", "cuda"}, "auto: CUDA when available (the local rank's GPU)");
+}
+
 void register_model(ModelConfig& m, ConfigRegistry& r) {
   core::UNetOptions& u = m.net.unet;
   core::DiTOptions& d = m.net.dit;
@@ -52,11 +61,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
   r.add_float(s + ".grad_clip", &t.grad_clip, 0.0, 1e9, "clip the global gradient norm to this (0: off)");
   r.add_float(s + ".ema_decay", &t.ema_decay, 0.0, 1.0, "EMA decay of the weights (0: EMA = weights)");
   r.add_int(s + ".ema_warmup", &t.ema_warmup, 0, 1, "1: EMA decay warms up as min(decay, (1+n)/(10+n))");
-  std::vector<std::string> precision_choices = {"auto"};
-  for (const auto& name : precisions().names()) precision_choices.push_back(name);
-  r.add_choice(s + ".precision", &t.precision, precision_choices,
-               "auto: f32 on CPU, bf16 autocast on GPU; f64 on CPU for exactness tests");
-  r.add_choice(s + ".device", &t.device, {"auto", "cpu", "cuda"}, "auto: CUDA when available");
+  register_device_keys(s, &t.device, &t.precision, r);
   r.add_path(s + ".init_from", &t.init_from, "start from these weights (fine-tuning); not a resume");
   r.add_int(s + ".log_every", &t.log_every, 1, kBig, "log a line and a metrics.jsonl record every N steps");
   r.add_int(s + ".ckpt_every", &t.ckpt_every, 1, kBig, "write a checkpoint every N steps (and at the end)");
@@ -102,6 +107,7 @@ void register_config(Config& c, ConfigRegistry& r) {
                [&c] { return c.cache.scale_factor; });
   r.add_int("cache.encode_batch", &c.cache.encode_batch, 1, 65536, "images per VAE encode call");
   r.add_int("cache.seed", &c.cache.seed, 0, (1LL << 62), "keys the latent drawn per sample when cache.store = sample");
+  register_device_keys("cache", &c.cache.device, &c.cache.precision, r);
 
   r.add_choice("vae.kind", &c.vae.kind, {"kl", "identity"}, "kl: a trained AutoencoderKL; identity: f = 1, the pixel-space baseline");
   r.add_path("vae.weights", &c.vae.weights, "the VAE: a diffusers AutoencoderKL directory (config.json + weights) or a vae.safetensors file");
@@ -173,6 +179,9 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("sample.seed", &c.sample.seed, 0, (1LL << 62), "sample i's noise is keyed by (seed, i)");
   r.add_int("sample.batch_size", &c.sample.batch_size, 1, 1 << 20, "samples per model call (does not change results)");
   r.add_bool("sample.use_ema", &c.sample.use_ema, "sample with the EMA weights");
+  r.add_int("sample.chunk_size", &c.sample.chunk_size, 1, 100000000,
+            "samples per resumable part; chunk k holds samples [k*C, (k+1)*C) (does not change results)");
+  register_device_keys("sample", &c.sample.device, &c.sample.precision, r);
 
   r.add_path("eval.classifier", &c.eval.classifier, "the feature/label network written by `eval train-classifier`");
   r.add_path("eval.samples", &c.eval.samples, "samples.h5 to evaluate (default: sample.out_dir/samples.h5)");
@@ -181,6 +190,7 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_int("eval.vae_images", &c.eval.vae_images, 1, 100000000, "test images for the VAE's PSNR/SSIM");
   r.add_int("eval.batch_size", &c.eval.batch_size, 1, 1 << 20, "images per classifier/VAE call");
   r.add_int("eval.classifier_epochs", &c.eval.classifier_epochs, 1, 1000, "epochs of the classifier recipe");
+  register_device_keys("eval", &c.eval.device, &c.eval.precision, r);
 }
 
 core::DenoiserOptions ModelConfig::resolve(int64_t channels, int64_t classes) const {

@@ -36,6 +36,8 @@ struct CacheConfig {
   std::string scale_factor = "auto";  // auto (1/std of the latents) or a number
   int64_t encode_batch = 256;
   int64_t seed = 0;  // keys the one latent drawn per sample when store = sample
+  std::string device = "auto";     // auto|cpu|cuda: where the VAE encodes
+  std::string precision = "auto";  // auto|f32|f64|bf16|f16 (auto: bf16 autocast on CUDA)
 };
 
 // Keys shared by `train` ([train]) and `vae train` ([vae_train]).
@@ -132,6 +134,9 @@ struct SampleConfig {
   int64_t seed = 0;
   int64_t batch_size = 250;
   bool use_ema = true;
+  int64_t chunk_size = 1000;       // samples per resumable part (samples/parts/chunk-*.h5)
+  std::string device = "auto";     // auto|cpu|cuda
+  std::string precision = "auto";  // auto|f32|f64|bf16|f16
 };
 
 // [eval]: the feature network and what `eval` compares.
@@ -143,6 +148,8 @@ struct EvalConfig {
   int64_t vae_images = 10000;  // test images for PSNR/SSIM
   int64_t batch_size = 500;
   int64_t classifier_epochs = 3;  // the fixed recipe of eval train-classifier
+  std::string device = "auto";     // auto|cpu|cuda
+  std::string precision = "auto";  // auto|f32|f64|bf16|f16
 };
 
 struct Config {

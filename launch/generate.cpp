@@ -3,6 +3,7 @@
 
 #include "core/keyed_rng.h"
 #include "core/util/strings.h"
+#include "launch/mixed_precision.h"
 
 namespace lf::launch {
 
@@ -19,7 +20,8 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
-    at::Tensor bid = ids.narrow(0, begin, len).to(at::kLong).contiguous();
+    // Keyed noise is drawn on the model's device (the same bits on CPU and CUDA).
+    at::Tensor bid = ids.narrow(0, begin, len).to(param.device(), at::kLong).contiguous();
     at::Tensor x = core::keyed_normal(o.seed, core::stream_id(core::Stream::kSampleInit), 0, bid, latent_shape, opts);
     core::NoiseFn noise = [&, bid](int64_t step) {
       return core::keyed_normal(o.seed, core::stream_id(core::Stream::kSampleStep), step, bid, latent_shape, opts);
@@ -27,12 +29,16 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
     core::Denoiser denoiser;
     if (num_classes > 0) {
       at::Tensor y = labels.narrow(0, begin, len).to(param.device(), at::kLong);
-      core::ConditionalModel cond = [&model](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& yy) {
-        return model.forward(xt, t, yy);
+      core::ConditionalModel cond = [&model, &o](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& yy) {
+        MixedPrecision::Guard autocast(o.autocast);
+        return model.forward(xt, t, yy).to(xt.scalar_type());
       };
       denoiser = core::classifier_free_guidance(cond, y, num_classes, o.guidance);
     } else {
-      denoiser = [&model](const at::Tensor& xt, const at::Tensor& t) { return model.forward(xt, t); };
+      denoiser = [&model, &o](const at::Tensor& xt, const at::Tensor& t) {
+        MixedPrecision::Guard autocast(o.autocast);
+        return model.forward(xt, t).to(xt.scalar_type());
+      };
     }
     out.push_back(objective.sample(denoiser, x, o.sampler, o.steps, o.spacing, o.eta, noise));
     if (progress) progress(begin + len, n);

@@ -22,6 +22,7 @@ struct GenerateOptions {
   double guidance = 1.0;  // classifier-free guidance scale (1: conditional model alone)
   uint64_t seed = 0;
   int64_t batch_size = 256;
+  bool autocast = false;  // run the denoiser under CUDA autocast (MixedPrecision's dtype)
 };
 
 // Latents [N, c, h, w] for sample ids `ids` (int64 [N]) with `labels` (int64 [N], ignored

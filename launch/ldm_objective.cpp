@@ -63,14 +63,20 @@ at::Tensor LDMObjective::per_sample_loss(const at::Tensor& out, const Noised& n)
   return is_flow() ? flow_->per_sample_loss(out, n.x0, n.noise) : ddpm_->per_sample_loss(out, n.x0, n.noise, n.t);
 }
 
-at::Tensor LDMObjective::sample(const core::Denoiser& network, at::Tensor x_T, core::SamplerKind sampler, int64_t steps,
-                                core::Spacing spacing, double eta, const core::NoiseFn& noise,
-                                const core::ProgressFn& progress) const {
+void LDMObjective::check_sampling(core::SamplerKind sampler, int64_t steps) const {
   try {
     core::check_sampler_objective(sampler, options_.objective);
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
+  if (!is_flow() && sampler == core::SamplerKind::kDDPM && steps > ddpm_->timesteps())
+    throw UsageError(str("sample.steps = ", steps, " exceeds diffusion.timesteps = ", ddpm_->timesteps()));
+}
+
+at::Tensor LDMObjective::sample(const core::Denoiser& network, at::Tensor x_T, core::SamplerKind sampler, int64_t steps,
+                                core::Spacing spacing, double eta, const core::NoiseFn& noise,
+                                const core::ProgressFn& progress) const {
+  check_sampling(sampler, steps);
   if (is_flow()) {
     // The network takes 1000 t; the solver integrates in t.
     core::Denoiser velocity = [&network](const at::Tensor& x, const at::Tensor& t) {
@@ -81,8 +87,6 @@ at::Tensor LDMObjective::sample(const core::Denoiser& network, at::Tensor x_T, c
                              progress);
   }
   const int64_t T = ddpm_->timesteps();
-  if (sampler == core::SamplerKind::kDDPM && steps > T)
-    throw UsageError(str("sample.steps = ", steps, " exceeds diffusion.timesteps = ", T));
   std::vector<int64_t> ts;
   if (sampler == core::SamplerKind::kDDIM || steps < T) ts = core::sampling_timesteps(T, std::min(steps, T), spacing);
   if (sampler == core::SamplerKind::kDDPM) return core::ddpm_sample(*ddpm_, network, std::move(x_T), ts, noise, progress);

@@ -42,6 +42,10 @@ class LDMObjective {
   // Per-sample loss [N] of the network's output.
   at::Tensor per_sample_loss(const at::Tensor& out, const Noised& n) const;
 
+  // Throws UsageError when `sampler` does not fit the objective or, for DDPM, `steps` exceeds
+  // the schedule's timesteps: sample() checks it, and a job checks it before any work.
+  void check_sampling(core::SamplerKind sampler, int64_t steps) const;
+
   // Latents from x_T with a denoiser callback that takes the network's time input, `steps`
   // sampler steps (throws UsageError when `sampler` does not fit the objective). `noise` feeds
   // the stochastic samplers (DDPM, DDIM with eta > 0). Blocks.

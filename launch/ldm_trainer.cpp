@@ -106,7 +106,7 @@ class LDMTrainer : public Trainer {
     const std::string dir = cfg_.cache().dir;
     cache_ = data::LatentCache::open(dir, /*verify=*/false);
     verify_shared(cache_->num_shards(), [&](int64_t i) { cache_->verify_shard(i); }, loop.runtime().cpu_comm(),
-                  "verification of the cache " + dir);
+                  "verification of the cache " + dir, cache_->shard_file_mb(), "MB");
     const data::Manifest& manifest = cache_->manifest();
     ae_ = std::make_unique<Autoencoder>(
         Autoencoder::load(cfg_.value("vae.kind"), cfg_.value("vae.weights"), manifest.settings.image_shape.at(0)));

@@ -11,6 +11,7 @@
 
 #include "core/util/crash_point.h"
 #include "core/util/strings.h"
+#include "distributed/cuda/torch_stream.h"
 #include "distributed/local_communicator.h"
 #include "distributed/logging.h"
 #include "distributed/mpi_communicator.h"
@@ -35,13 +36,23 @@ void exit_for_phase(const std::string& message) {
   std::_Exit(1);
 }
 
+// Why `cuda` cannot be used here: the build or the machine.
+std::string no_cuda_reason() {
+  if (!dist::torch_has_cuda_build())
+    return "this build's LibTorch is CPU-only (build against a CUDA LibTorch: docs/cluster.md, Building for GPUs)";
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  return str("no CUDA device is visible to this process (CUDA_VISIBLE_DEVICES = ",
+             visible ? str("'", visible, "'") : std::string("unset"), ")");
+}
+
 }  // namespace
 
-Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key) {
+Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key,
+                 bool device_collectives) {
   info_ = dist::discover_rank_info();
   if (device == "cuda" && !cuda_usable())
-    throw std::invalid_argument(str(device_key, " = cuda, but this build or machine has no CUDA device (set ",
-                                    device_key, " = cpu or auto)"));
+    throw std::invalid_argument(str(device_key, " = cuda, but ", no_cuda_reason(), "; set ", device_key,
+                                    " = cpu or auto"));
   bool use_cuda = device == "cuda" || (device == "auto" && cuda_usable());
   if (use_cuda) {
     int n = static_cast<int>(torch::cuda::device_count());
@@ -61,7 +72,7 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::s
     auto mpi_comm = dist::MPICommunicator::world();
     mpi_comm->set_timeout(dist::Seconds(dist.timeout_s));
 #ifdef LF_WITH_NCCL
-    if (use_cuda) {
+    if (use_cuda && device_collectives) {
       comm_ = std::make_unique<dist::NCCLCommunicator>(*mpi_comm, device_.index());
       comm_->set_timeout(dist::Seconds(dist.timeout_s));
       cpu_comm_ = std::move(mpi_comm);
@@ -69,7 +80,7 @@ Runtime::Runtime(const std::string& device, const DistConfig& dist, const std::s
       comm_ = std::move(mpi_comm);
     }
 #else
-    if (use_cuda)
+    if (use_cuda && device_collectives)
       throw std::invalid_argument("multi-rank training on CUDA needs a build with NCCL (LF_NCCL=ON)");
     comm_ = std::move(mpi_comm);
 #endif

@@ -20,11 +20,15 @@ class Runtime {
   // Discovers rank and world size; with world > 1 starts MPI (thread level MULTIPLE, or
   // SERIALIZED at least), builds the communicator (NCCL for CUDA when built with it), starts
   // the heartbeat (timeouts name a silent host) and logs the ranks per host on rank 0.
-  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors).
+  // `device` is auto|cpu|cuda, the value of the config key `device_key` (named in errors):
+  // cuda without a usable GPU throws std::invalid_argument saying why (exit 2). Stages that
+  // exchange only CPU tensors (encode, sample, eval) pass `device_collectives` = false: comm()
+  // is then MPI whatever the device, and no NCCL is needed.
   // Collective when world > 1: MPI_Init, the communicator set-up and (in the destructor)
   // MPI_Finalize wait for every rank, each under a watchdog with dist.timeout_s, so a peer that
   // never starts or never ends ends the job with a message naming the phase (invariant 10).
-  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device");
+  Runtime(const std::string& device, const DistConfig& dist, const std::string& device_key = "train.device",
+          bool device_collectives = true);
   ~Runtime();
 
   int rank() const { return info_.rank; }

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "distributed/communicator.h"
 
@@ -16,8 +17,11 @@ namespace lf::launch {
 // then agrees with the other ranks: one all-gather of each rank's first failure message
 // (collective, the communicator's deadline counted from when this rank is done). Throws
 // std::runtime_error on every rank, with the same text, when any item failed: `what` (e.g.
-// "verification of the cache runs/cache"), the lowest failing rank and its message.
+// "verification of the cache runs/cache"), the lowest failing rank and its message. Rank 0
+// shows a progress meter of its share: `weights[i]` (e.g. MB) per item, `unit` naming them;
+// without weights it counts items.
 void verify_shared(int64_t count, const std::function<void(int64_t)>& verify_one, dist::Communicator& comm,
-                   const std::string& what);
+                   const std::string& what, const std::vector<double>& weights = {},
+                   const std::string& unit = "items");
 
 }  // namespace lf::launch

@@ -35,7 +35,8 @@ const std::vector<Subcommand>& subcommands() {
        "[--config FILE] [--task-index K --task-count N | --finalize] [--section.key=VALUE ...]",
        "Encodes data.source with the VAE (vae.kind, vae.weights) into the sharded HDF5 cache at cache.dir.\n"
        "Shard i holds samples [i*S, (i+1)*S) whatever the number of processes; finished shards are\n"
-       "skipped on a re-run; the last rank verifies every shard and writes manifest.json.",
+       "skipped on a re-run; the last rank verifies every shard and writes manifest.json. The VAE runs on\n"
+       "cache.device (auto: the local rank's GPU) under cache.precision.",
        {{"task-index", true, "K", "this job-array task (0-based); encodes shards K, K+N, ..."},
         {"task-count", true, "N", "number of job-array tasks"},
         {"finalize", false, "", "only verify the shards and write manifest.json (after a job array)"},
@@ -55,24 +56,27 @@ const std::vector<Subcommand>& subcommands() {
        "[--config FILE] [--sample.checkpoint=PATH] [--section.key=VALUE ...]",
        "Samples sample.num images with DDIM or DDPM and classifier-free guidance from a checkpoint (EMA\n"
        "weights by default), decodes them with the VAE the checkpoint records, writes grid.png (one row\n"
-       "per class) and samples.h5. Sample i's noise is keyed by (sample.seed, i).",
+       "per class) and samples.h5. Sample i's noise is keyed by (sample.seed, i): any number of ranks and\n"
+       "any sample.batch_size give the same images. Runs on sample.device, in resumable chunks of\n"
+       "sample.chunk_size (a re-run of a killed job samples only the missing ones); rank 0 merges them.",
        {},
-       {"sample", "train.run_dir", "vae.weights"},
+       {"sample", "train.run_dir", "vae.weights", "dist"},
        run_sample},
       {"eval", "measure a VAE (PSNR, SSIM) and samples (FD against the test split, class accuracy)",
        "[--config FILE] [--eval.samples=samples.h5] [--section.key=VALUE ...]",
        "Reports the VAE's PSNR/SSIM on the test split and, for samples.h5, the Fréchet distance of the\n"
-       "classifier's 128-wide features against the test split, with its floor (as many real training\n"
-       "images), and the class accuracy of class-conditional samples; writes metrics.json.",
+       "classifier's features against the test split, with its floor (as many real training\n"
+       "images), and the class accuracy of class-conditional samples; writes metrics.json. Runs on\n"
+       "eval.device and on any number of ranks (the same metrics as one process).",
        {},
-       {"data", "vae.kind", "vae.weights", "eval", "sample.checkpoint", "sample.out_dir", "train.run_dir"},
+       {"data", "vae.kind", "vae.weights", "eval", "sample.checkpoint", "sample.out_dir", "train.run_dir", "dist"},
        run_eval},
       {"eval train-classifier", "train the evaluation classifier (a fixed recipe) on the labelled data",
        "[--config FILE] [--eval.classifier=PATH]",
        "Trains the small CNN whose features and predictions `eval` uses, on the training split of\n"
        "data.source, and reports its test accuracy (>= 90% expected on Fashion-MNIST).",
        {},
-       {"data", "eval"},
+       {"data", "eval.classifier", "eval.batch_size", "eval.classifier_epochs"},
        run_train_classifier},
       {"inspect", "describe and verify a safetensors file, cache, checkpoint or run directory", "PATH",
        "Lists a safetensors file's tensors (name, dtype, shape, bytes); summarises and verifies a latent\n"
