@@ -85,7 +85,7 @@ core::UNet tiny_unet() {
 TEST(StageDeviceGPU, SamplingOnTheGpuMatchesTheCpu) {
   LF_REQUIRE_CUDA();
   core::DiffusionOptions d;
-  core::Diffusion diffusion(d);
+  const LDMObjective objective(d);
   at::Tensor ids = at::arange(100, 116, at::kLong), labels = ids % 10;
   GenerateOptions g;
   g.steps = 5;
@@ -93,13 +93,13 @@ TEST(StageDeviceGPU, SamplingOnTheGpuMatchesTheCpu) {
   g.batch_size = 16;
   g.seed = 3;
   core::UNet cpu_model = tiny_unet(), gpu_model = tiny_unet();
-  at::Tensor z_cpu = generate_latents(cpu_model, diffusion, ids, labels, {4, 8, 8}, g);
+  at::Tensor z_cpu = generate_latents(*cpu_model, objective, ids, labels, {4, 8, 8}, g);
   for (const char* precision : {"f32", "bf16"}) {
     StageDevice dev = stage_device(at::Device(at::kCUDA, 0), precision, "sample.precision");
     dev.prepare(*gpu_model);
     GenerateOptions gg = g;
     gg.autocast = dev.autocasts();
-    at::Tensor z_gpu = generate_latents(gpu_model, diffusion, ids, labels, {4, 8, 8}, gg).cpu();
+    at::Tensor z_gpu = generate_latents(*gpu_model, objective, ids, labels, {4, 8, 8}, gg).cpu();
     // The keyed noise is the same bits on both devices, so only the arithmetic differs (f32 on
     // the GPU includes cuDNN's TF32 convolutions, ~1e-3 relative per layer).
     const double tol = std::string(precision) == "f32" ? 2e-2 : 0.25;
