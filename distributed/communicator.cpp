@@ -1,6 +1,8 @@
 // Work's deadline wait and Communicator's blocking forms and shared argument checks.
 #include "distributed/communicator.h"
 
+#include <cstring>
+
 #include "core/util/strings.h"
 #include "distributed/rank_context.h"
 
@@ -22,6 +24,11 @@ Work::Work(std::string what, std::string tag, Seconds default_timeout, PollPolic
       default_timeout_(default_timeout),
       poll_(poll) {}
 
+std::string Work::describe() const {
+  const std::string s = state();
+  return s.empty() ? what_ : what_ + " (" + s + ")";
+}
+
 double Work::seconds_since_issued() const {
   return std::chrono::duration_cast<Seconds>(Clock::now() - issued_at_).count();
 }
@@ -31,7 +38,7 @@ void Work::wait(Deadline deadline) {
   const double budget =
       deadline.is_never() ? -1.0
                           : std::chrono::duration_cast<Seconds>(deadline.at - issued_at_).count();
-  throw CollectiveTimeout(timeout_message(tag_, what_, seconds_since_issued(), budget));
+  throw CollectiveTimeout(timeout_message(tag_, describe(), seconds_since_issued(), budget));
 }
 
 void Work::wait() {
@@ -39,7 +46,27 @@ void Work::wait() {
   wait(Deadline{issued_at_ + std::chrono::duration_cast<Clock::duration>(default_timeout_)});
 }
 
-std::string Communicator::tag() const { return rank_tag(rank(), world_size(), host()); }
+std::string Communicator::tag() const {
+  return tag_rank_ >= 0 ? rank_tag(tag_rank_, tag_world_, host()) : rank_tag(rank(), world_size(), host());
+}
+
+std::unique_ptr<Communicator> Communicator::split_host() {
+  // Host names travel as fixed 256-byte records (longer names are cut: still distinct in
+  // practice, and every rank cuts the same way).
+  constexpr int64_t kWidth = 256;
+  torch::Tensor mine = torch::zeros({kWidth}, torch::kByte);
+  const std::string name = host().substr(0, kWidth - 1);
+  std::memcpy(mine.data_ptr(), name.data(), name.size());
+  const torch::Tensor all = all_gather(mine, "all_gather of the host names (split_host)");
+  int color = rank();
+  for (int r = 0; r < world_size(); ++r) {
+    if (torch::equal(all[r], mine)) {
+      color = r;  // the lowest rank on this host names the group
+      break;
+    }
+  }
+  return split(color, rank());
+}
 
 void Communicator::all_reduce(const torch::Tensor& tensor, ReduceOp op, const std::string& what) {
   all_reduce_async(tensor, op, what)->wait();
@@ -86,6 +113,22 @@ void Communicator::check_all_gather_out(const torch::Tensor& in, const torch::Te
               out.sizes(), ", expected ", torch::IntArrayRef(expected), " ([world_size, in...])");
 }
 
+void Communicator::check_all_to_all(const torch::Tensor& in, const torch::Tensor& out) const {
+  check_collective_tensor(in, "all_to_all");
+  check_collective_tensor(out, "all_to_all");
+  TORCH_CHECK(in.dim() >= 1 && in.size(0) == world_size(), tag(), " all_to_all: in has shape ",
+              in.sizes(), ", expected [world_size = ", world_size(), ", ...] (one block per rank)");
+  TORCH_CHECK(out.sizes() == in.sizes() && out.scalar_type() == in.scalar_type(), tag(),
+              " all_to_all: out is ", out.scalar_type(), " ", out.sizes(), ", expected in's ",
+              in.scalar_type(), " ", in.sizes());
+  TORCH_CHECK(out.data_ptr() != in.data_ptr() || in.numel() == 0, tag(),
+              " all_to_all: in and out must be different tensors");
+}
+
+void Communicator::check_color(int color) const {
+  TORCH_CHECK(color >= 0, tag(), " split: color ", color, " must be >= 0");
+}
+
 void Communicator::check_root(int root, const char* op) const {
   TORCH_CHECK(root >= 0 && root < world_size(), tag(), " ", op, ": root ", root,
               " is not a rank of a world of size ", world_size());
@@ -94,6 +137,8 @@ void Communicator::check_root(int root, const char* op) const {
 void Communicator::copy_settings_to(Communicator& other) const {
   other.timeout_ = timeout_;
   other.poll_ = poll_;
+  other.tag_rank_ = tag_rank_ >= 0 ? tag_rank_ : rank();
+  other.tag_world_ = tag_rank_ >= 0 ? tag_world_ : world_size();
 }
 
 }  // namespace lf::dist

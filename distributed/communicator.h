@@ -38,6 +38,12 @@ class Work {
   void wait();
 
   const std::string& what() const { return what_; }
+  const std::string& tag() const { return tag_; }  // the issuing communicator's tag()
+  // Where a multi-phase operation stands ("at inter-host all_to_all, phase 2/4"); "" for a
+  // single collective. Read by describe() for timeout and error messages.
+  virtual std::string state() const { return ""; }
+  // what(), with state() in parentheses when there is one.
+  std::string describe() const;
   Clock::time_point issued_at() const { return issued_at_; }
   double seconds_since_issued() const;
   Seconds default_timeout() const { return default_timeout_; }
@@ -58,24 +64,38 @@ class Communicator {
   virtual int world_size() const = 0;
   virtual std::string backend() const = 0;  // "mpi", "nccl", "fake"
   virtual std::string host() const = 0;
-  std::string tag() const;                  // "[rank r/N host]"
+  // "[rank r/N host]" with the rank and size of the job (for a sub-communicator too: messages
+  // name the process, not its rank in a group).
+  std::string tag() const;
 
   // Non-blocking collectives. Tensors must be contiguous, on this backend's device, and stay
   // untouched until the Work completes (the Work keeps them alive). `what` names the
   // operation in timeout and error messages ("all_reduce of bucket 3/7, 12.5 MB, step 41").
   // all_reduce: in place. broadcast: in place from `root`. all_gather: `out` has shape
-  // [world_size, in.sizes()...] and in's dtype. barrier: no data.
+  // [world_size, in.sizes()...] and in's dtype. all_to_all: `in` and `out` have the same
+  // shape [world_size, ...] and dtype; in[j] of rank r arrives in out[r] of rank j (MPI's
+  // Alltoall with equal blocks); a pure move of bytes, so any dtype. barrier: no data.
   virtual std::shared_ptr<Work> all_reduce_async(const torch::Tensor& tensor, ReduceOp op,
                                                  const std::string& what) = 0;
   virtual std::shared_ptr<Work> broadcast_async(const torch::Tensor& tensor, int root,
                                                 const std::string& what) = 0;
   virtual std::shared_ptr<Work> all_gather_async(const torch::Tensor& in, const torch::Tensor& out,
                                                  const std::string& what) = 0;
+  virtual std::shared_ptr<Work> all_to_all_async(const torch::Tensor& in, const torch::Tensor& out,
+                                                 const std::string& what) = 0;
   virtual std::shared_ptr<Work> barrier_async(const std::string& what) = 0;
 
   // A new communicator over the same ranks whose collectives never match this one's.
   // Collective and blocking: every rank calls it at the same point.
   virtual std::unique_ptr<Communicator> duplicate() = 0;
+
+  // Sub-communicators (MPI_Comm_split): the ranks that pass the same `color` (>= 0) form one
+  // communicator, ranked by (key, rank here). Its collectives never match this one's; its
+  // tag() still names the job's rank. Collective over this communicator and blocking.
+  virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+  // The ranks of this rank's host, ranked as here. The default groups ranks by host();
+  // MPI asks for the shared-memory domain (MPI_COMM_TYPE_SHARED). Collective, blocking.
+  virtual std::unique_ptr<Communicator> split_host();
 
   // Ends the whole job with `message` (logged with this rank's tag). MPI: MPI_Abort. The fake:
   // wakes every rank's waits with JobAborted, then throws JobAborted here.
@@ -102,12 +122,17 @@ class Communicator {
   // TORCH_CHECKs shared by implementations: defined, contiguous, root in range, out's shape.
   void check_collective_tensor(const torch::Tensor& tensor, const char* op) const;
   void check_all_gather_out(const torch::Tensor& in, const torch::Tensor& out) const;
+  void check_all_to_all(const torch::Tensor& in, const torch::Tensor& out) const;
   void check_root(int root, const char* op) const;
+  void check_color(int color) const;
+  // Timeout, poll policy and the job identity of tag() (a split() result keeps its parent's).
   void copy_settings_to(Communicator& other) const;
 
  private:
   Seconds timeout_{300.0};
   PollPolicy poll_;
+  int tag_rank_ = -1;   // the job's rank and size for tag(); -1: this communicator's own
+  int tag_world_ = -1;
 };
 
 }  // namespace lf::dist

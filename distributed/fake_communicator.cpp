@@ -1,6 +1,7 @@
 // FakeWorld / FakeCommunicator: collectives that meet in shared memory, with fault injection.
 #include "distributed/fake_communicator.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "core/util/strings.h"
@@ -8,8 +9,9 @@
 
 namespace lf::dist {
 
-// The k-th collective a rank issues on a channel meets every other rank's k-th in one Slot;
-// the last to arrive computes the result, each rank copies it out in test().
+// The k-th collective a rank issues on a channel meets every other member's k-th in one Slot;
+// the last to arrive computes the result, each rank copies it out in test() (all_to_all: the
+// result holds every rank's part, [destination, source, ...], and each takes its own).
 class FakeWork final : public Work {
  public:
   FakeWork(std::shared_ptr<FakeWorld> world, int channel, int64_t sequence, torch::Tensor output,
@@ -19,7 +21,8 @@ class FakeWork final : public Work {
         channel_(channel),
         sequence_(sequence),
         output_(std::move(output)),
-        absent_(absent) {}
+        absent_(absent),
+        rank_(comm.rank()) {}
 
   bool test() override {
     if (done_) return true;
@@ -32,9 +35,10 @@ class FakeWork final : public Work {
     FakeWorld::Slot& slot = it->second;
     if (output_.defined() && slot.result.defined()) {
       torch::NoGradGuard no_grad;
-      output_.copy_(slot.result.view(output_.sizes()));
+      const torch::Tensor mine = slot.kind == "all_to_all" ? slot.result[rank_] : slot.result;
+      output_.copy_(mine.view(output_.sizes()));
     }
-    if (++slot.taken == world_->world_size_) slots.erase(it);
+    if (++slot.taken == static_cast<int>(world_->channels_[channel_].members.size())) slots.erase(it);
     done_ = true;
     return true;
   }
@@ -45,17 +49,33 @@ class FakeWork final : public Work {
   int64_t sequence_;
   torch::Tensor output_;
   bool absent_;
+  int rank_;
   bool done_ = false;
 };
 
-std::shared_ptr<FakeWorld> FakeWorld::create(int world_size) {
+std::shared_ptr<FakeWorld> FakeWorld::create(int world_size) { return create(world_size, {}); }
+
+std::shared_ptr<FakeWorld> FakeWorld::create(int world_size, std::vector<std::string> hosts) {
   if (world_size < 1)
     throw std::invalid_argument(lf::str("FakeWorld: world size ", world_size, " must be >= 1"));
-  return std::shared_ptr<FakeWorld>(new FakeWorld(world_size));
+  if (!hosts.empty() && static_cast<int>(hosts.size()) != world_size)
+    throw std::invalid_argument(lf::str("FakeWorld: ", hosts.size(), " host names for ", world_size, " ranks"));
+  if (hosts.empty()) hosts.assign(world_size, "fake");
+  auto world = std::shared_ptr<FakeWorld>(new FakeWorld(world_size));
+  world->hosts_ = std::move(hosts);
+  return world;
 }
 
 FakeWorld::FakeWorld(int world_size) : world_size_(world_size) {
-  channels_.push_back(Channel{{}, std::vector<int64_t>(world_size, 0)});
+  std::vector<int> everyone(world_size);
+  for (int r = 0; r < world_size; ++r) everyone[r] = r;
+  add_channel_locked(std::move(everyone));
+}
+
+int FakeWorld::add_channel_locked(std::vector<int> members) {
+  const size_t n = members.size();
+  channels_.push_back(Channel{std::move(members), {}, std::vector<int64_t>(n, 0)});
+  return static_cast<int>(channels_.size()) - 1;
 }
 
 std::unique_ptr<Communicator> FakeWorld::communicator(int rank) {
@@ -75,7 +95,7 @@ void FakeWorld::abort(int rank, const std::string& message) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (aborted_) return;
   aborted_ = true;
-  abort_message_ = lf::str("job aborted by ", rank_tag(rank, world_size_, "fake"), ": ", message);
+  abort_message_ = lf::str("job aborted by ", rank_tag(rank, world_size_, hosts_.at(rank)), ": ", message);
 }
 
 bool FakeWorld::aborted() const {
@@ -119,14 +139,31 @@ int FakeWorld::channel_for_duplicate_locked(int rank, int parent) {
   const int k = duplicate_counts_[{rank, parent}]++;
   auto it = duplicates_.find({parent, k});
   if (it != duplicates_.end()) return it->second;
-  channels_.push_back(Channel{{}, std::vector<int64_t>(world_size_, 0)});
-  const int id = static_cast<int>(channels_.size()) - 1;
+  const int id = add_channel_locked(channels_[parent].members);
   duplicates_[{parent, k}] = id;
   return id;
 }
 
-FakeCommunicator::FakeCommunicator(std::shared_ptr<FakeWorld> world, int rank, int channel)
-    : world_(std::move(world)), rank_(rank), channel_(channel) {}
+int FakeWorld::channel_for_split_locked(int rank, int parent, int color,
+                                        const std::vector<int>& members) {
+  const int k = split_counts_[{rank, parent}]++;
+  auto it = splits_.find({parent, k, color});
+  if (it != splits_.end()) return it->second;
+  const int id = add_channel_locked(members);
+  splits_[{parent, k, color}] = id;
+  return id;
+}
+
+FakeCommunicator::FakeCommunicator(std::shared_ptr<FakeWorld> world, int world_rank, int channel)
+    : world_(std::move(world)), world_rank_(world_rank), channel_(channel) {
+  std::lock_guard<std::mutex> lock(world_->mutex_);
+  const std::vector<int>& members = world_->channels_.at(channel_).members;
+  const auto it = std::find(members.begin(), members.end(), world_rank_);
+  if (it == members.end())
+    throw std::logic_error(lf::str("FakeCommunicator: rank ", world_rank_, " is not a member of channel ", channel_));
+  rank_ = static_cast<int>(it - members.begin());
+  size_ = static_cast<int>(members.size());
+}
 
 std::shared_ptr<Work> FakeCommunicator::issue(const std::string& kind, const torch::Tensor& input,
                                               const torch::Tensor& output, ReduceOp op, int root,
@@ -136,7 +173,7 @@ std::shared_ptr<Work> FakeCommunicator::issue(const std::string& kind, const tor
   {
     std::lock_guard<std::mutex> lock(world_->mutex_);
     if (world_->aborted_) throw JobAborted(world_->abort_message_);
-    if (const FakeFault* f = world_->match_fault_locked(rank_, what)) {
+    if (const FakeFault* f = world_->match_fault_locked(world_rank_, what)) {
       fault = *f;
       faulted = true;
     }
@@ -162,12 +199,12 @@ std::shared_ptr<Work> FakeCommunicator::issue(const std::string& kind, const tor
     slot.open = true;
     slot.kind = kind;
     slot.what = what;
-    slot.first_rank = rank_;
+    slot.first_rank = world_rank_;
     slot.dtype = dtype;
     slot.shape = shape;
     slot.op = op;
     slot.root = root;
-    slot.inputs.resize(world_->world_size_);
+    slot.inputs.resize(size_);
   } else if (slot.kind != kind || slot.dtype != dtype || slot.shape != shape || slot.op != op ||
              slot.root != root) {
     // Real MPI would hang or corrupt memory here; the fake names both sides instead.
@@ -175,15 +212,15 @@ std::shared_ptr<Work> FakeCommunicator::issue(const std::string& kind, const tor
         tag(), " collective #", sequence, " does not match across ranks: rank ", slot.first_rank,
         " issued ", slot.kind, " '", slot.what, "' (", slot.dtype, " ",
         torch::IntArrayRef(slot.shape), ", op ", to_string(slot.op), ", root ", slot.root,
-        ") but rank ", rank_, " issued ", kind, " '", what, "' (", dtype, " ",
+        ") but rank ", world_rank_, " issued ", kind, " '", what, "' (", dtype, " ",
         torch::IntArrayRef(shape), ", op ", to_string(op), ", root ", root, ")"));
   }
   if (input.defined() && (kind != "broadcast" || rank_ == root))
     slot.inputs[rank_] = input.detach().clone();
-  if (++slot.arrived == world_->world_size_) {
+  if (++slot.arrived == size_) {
     if (kind == "all_reduce") {
       torch::Tensor sum = slot.inputs[0].clone();
-      for (int r = 1; r < world_->world_size_; ++r) {
+      for (int r = 1; r < size_; ++r) {
         if (op == ReduceOp::kSum) sum.add_(slot.inputs[r]);
         if (op == ReduceOp::kMax) sum = torch::maximum(sum, slot.inputs[r]);
         if (op == ReduceOp::kMin) sum = torch::minimum(sum, slot.inputs[r]);
@@ -191,6 +228,8 @@ std::shared_ptr<Work> FakeCommunicator::issue(const std::string& kind, const tor
       slot.result = sum;
     } else if (kind == "all_gather") {
       slot.result = torch::stack(slot.inputs);
+    } else if (kind == "all_to_all") {
+      slot.result = torch::stack(slot.inputs, 1);  // [destination, source, ...]
     } else if (kind == "broadcast") {
       slot.result = slot.inputs[root];
     }
@@ -222,6 +261,13 @@ std::shared_ptr<Work> FakeCommunicator::all_gather_async(const torch::Tensor& in
   return issue("all_gather", in, out, ReduceOp::kSum, 0, what);
 }
 
+std::shared_ptr<Work> FakeCommunicator::all_to_all_async(const torch::Tensor& in,
+                                                         const torch::Tensor& out,
+                                                         const std::string& what) {
+  check_all_to_all(in, out);
+  return issue("all_to_all", in, out, ReduceOp::kSum, 0, what);
+}
+
 std::shared_ptr<Work> FakeCommunicator::barrier_async(const std::string& what) {
   return issue("barrier", torch::Tensor(), torch::Tensor(), ReduceOp::kSum, 0, what);
 }
@@ -230,15 +276,43 @@ std::unique_ptr<Communicator> FakeCommunicator::duplicate() {
   int channel = 0;
   {
     std::lock_guard<std::mutex> lock(world_->mutex_);
-    channel = world_->channel_for_duplicate_locked(rank_, channel_);
+    channel = world_->channel_for_duplicate_locked(world_rank_, channel_);
   }
-  auto copy = std::make_unique<FakeCommunicator>(world_, rank_, channel);
+  auto copy = std::make_unique<FakeCommunicator>(world_, world_rank_, channel);
   copy_settings_to(*copy);
   return copy;
 }
 
+std::unique_ptr<Communicator> FakeCommunicator::split(int color, int key) {
+  check_color(color);
+  // Every member learns every (color, key) first, as MPI_Comm_split does, so all members of a
+  // group derive the same membership; the first to ask makes the channel.
+  const torch::Tensor all =
+      all_gather(torch::tensor({static_cast<int64_t>(color), static_cast<int64_t>(key)}, torch::kLong),
+                 lf::str("all_gather of (color, key) for split"));
+  std::vector<std::tuple<int64_t, int, int>> group;  // (key, rank here, world rank)
+  std::vector<int> members_here;
+  {
+    std::lock_guard<std::mutex> lock(world_->mutex_);
+    members_here = world_->channels_.at(channel_).members;
+  }
+  for (int r = 0; r < size_; ++r)
+    if (all[r][0].item<int64_t>() == color) group.emplace_back(all[r][1].item<int64_t>(), r, members_here[r]);
+  std::sort(group.begin(), group.end());
+  std::vector<int> members;
+  for (const auto& g : group) members.push_back(std::get<2>(g));
+  int channel = 0;
+  {
+    std::lock_guard<std::mutex> lock(world_->mutex_);
+    channel = world_->channel_for_split_locked(world_rank_, channel_, color, members);
+  }
+  auto part = std::make_unique<FakeCommunicator>(world_, world_rank_, channel);
+  copy_settings_to(*part);
+  return part;
+}
+
 void FakeCommunicator::abort(const std::string& message) {
-  world_->abort(rank_, message);
+  world_->abort(world_rank_, message);
   throw JobAborted(world_->abort_message());
 }
 

@@ -41,6 +41,15 @@ std::shared_ptr<Work> LocalCommunicator::all_gather_async(const torch::Tensor& i
   return std::make_shared<DoneWork>(what, *this);
 }
 
+std::shared_ptr<Work> LocalCommunicator::all_to_all_async(const torch::Tensor& in,
+                                                          const torch::Tensor& out,
+                                                          const std::string& what) {
+  check_all_to_all(in, out);
+  torch::NoGradGuard no_grad;
+  out.copy_(in);
+  return std::make_shared<DoneWork>(what, *this);
+}
+
 std::shared_ptr<Work> LocalCommunicator::barrier_async(const std::string& what) {
   return std::make_shared<DoneWork>(what, *this);
 }
@@ -50,6 +59,13 @@ std::unique_ptr<Communicator> LocalCommunicator::duplicate() {
   copy_settings_to(*c);
   return c;
 }
+
+std::unique_ptr<Communicator> LocalCommunicator::split(int color, int) {
+  check_color(color);
+  return duplicate();
+}
+
+std::unique_ptr<Communicator> LocalCommunicator::split_host() { return duplicate(); }
 
 void LocalCommunicator::abort(const std::string& message) { abort_job(message); }
 

@@ -1,6 +1,7 @@
 // The communicator of a job with one rank (started without mpirun or srun): every collective
-// completes at once (all-reduce and broadcast leave the tensor as it is, all-gather copies
-// it), so single-process runs need no MPI at all.
+// completes at once (all-reduce and broadcast leave the tensor as it is, all-gather and
+// all-to-all copy it; a split is another one-rank communicator), so single-process runs need
+// no MPI at all.
 #pragma once
 #include <memory>
 #include <string>
@@ -20,8 +21,12 @@ class LocalCommunicator final : public Communicator {
   std::shared_ptr<Work> broadcast_async(const torch::Tensor& tensor, int root, const std::string& what) override;
   std::shared_ptr<Work> all_gather_async(const torch::Tensor& in, const torch::Tensor& out,
                                          const std::string& what) override;
+  std::shared_ptr<Work> all_to_all_async(const torch::Tensor& in, const torch::Tensor& out,
+                                         const std::string& what) override;
   std::shared_ptr<Work> barrier_async(const std::string& what) override;
   std::unique_ptr<Communicator> duplicate() override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
+  std::unique_ptr<Communicator> split_host() override;
   [[noreturn]] void abort(const std::string& message) override;
 
  private:

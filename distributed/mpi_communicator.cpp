@@ -134,6 +134,23 @@ std::shared_ptr<Work> MPICommunicator::all_gather_async(const torch::Tensor& in,
   return std::make_shared<MPIWork>(request, std::vector<torch::Tensor>{in, out}, what, *this);
 }
 
+std::shared_ptr<Work> MPICommunicator::all_to_all_async(const torch::Tensor& in,
+                                                        const torch::Tensor& out,
+                                                        const std::string& what) {
+  check_cpu(in, "all_to_all");
+  check_cpu(out, "all_to_all");
+  check_all_to_all(in, out);
+  const int bytes = checked_count(in.numel() / world_size_ * in.element_size(), "all_to_all");
+  checked_count(in.numel() * in.element_size(), "all_to_all");
+  MPI_Request request = MPI_REQUEST_NULL;
+  {
+    auto lock = mpi_call_lock();
+    LF_MPI_CHECK(MPI_Ialltoall(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE,
+                               comm_, &request));
+  }
+  return std::make_shared<MPIWork>(request, std::vector<torch::Tensor>{in, out}, what, *this);
+}
+
 std::shared_ptr<Work> MPICommunicator::barrier_async(const std::string& what) {
   MPI_Request request = MPI_REQUEST_NULL;
   {
@@ -150,6 +167,29 @@ std::unique_ptr<Communicator> MPICommunicator::duplicate() {
     LF_MPI_CHECK(MPI_Comm_dup(comm_, &copy));
   }
   auto result = std::make_unique<MPICommunicator>(copy);
+  copy_settings_to(*result);
+  return result;
+}
+
+std::unique_ptr<Communicator> MPICommunicator::split(int color, int key) {
+  check_color(color);
+  MPI_Comm part = MPI_COMM_NULL;
+  {
+    auto lock = mpi_call_lock();
+    LF_MPI_CHECK(MPI_Comm_split(comm_, color, key, &part));
+  }
+  auto result = std::make_unique<MPICommunicator>(part);
+  copy_settings_to(*result);
+  return result;
+}
+
+std::unique_ptr<Communicator> MPICommunicator::split_host() {
+  MPI_Comm part = MPI_COMM_NULL;
+  {
+    auto lock = mpi_call_lock();
+    LF_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &part));
+  }
+  auto result = std::make_unique<MPICommunicator>(part);
   copy_settings_to(*result);
   return result;
 }

@@ -1,5 +1,6 @@
 // Communicator over MPI for CPU tensors: non-blocking MPI_Iallreduce/Ibcast/Iallgather/
-// Ibarrier whose Work is driven by MPI_Test (Open MPI 4.1 progresses only inside MPI calls).
+// Ialltoall/Ibarrier whose Work is driven by MPI_Test (Open MPI 4.1 progresses only inside MPI
+// calls); sub-communicators by MPI_Comm_split and MPI_Comm_split_type.
 #pragma once
 #include "distributed/mpi_include.h"
 
@@ -32,8 +33,13 @@ class MPICommunicator final : public Communicator {
                                         const std::string& what) override;
   std::shared_ptr<Work> all_gather_async(const torch::Tensor& in, const torch::Tensor& out,
                                          const std::string& what) override;
+  std::shared_ptr<Work> all_to_all_async(const torch::Tensor& in, const torch::Tensor& out,
+                                         const std::string& what) override;
   std::shared_ptr<Work> barrier_async(const std::string& what) override;
   std::unique_ptr<Communicator> duplicate() override;
+  std::unique_ptr<Communicator> split(int color, int key) override;
+  // MPI_Comm_split_type(MPI_COMM_TYPE_SHARED): the ranks Open MPI places on this node.
+  std::unique_ptr<Communicator> split_host() override;
   [[noreturn]] void abort(const std::string& message) override;
 
  private:

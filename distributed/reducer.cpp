@@ -20,6 +20,24 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration_cast<Seconds>(Clock::now() - t).count();
 }
 
+// Runs `f`; a failure that does not already name the operation `what` (a bucket, its
+// algorithm) is rethrown as std::runtime_error naming it. Timeouts and aborts pass as they are
+// (their messages name the operation, or come from the rank that failed).
+template <class F>
+auto with_context(const std::string& tag, const std::string& what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const CollectiveTimeout&) {
+    throw;
+  } catch (const JobAborted&) {
+    throw;
+  } catch (const std::exception& e) {
+    const std::string message = e.what();
+    if (message.find(what) != std::string::npos) throw;
+    throw std::runtime_error(lf::str(tag, " ", what, ": ", message));
+  }
+}
+
 // Whether `grad` is exactly `view` (the same memory, shape and strides), not merely another
 // tensor of the same bucket.
 bool is_view(const torch::Tensor& grad, const torch::Tensor& view) {
@@ -83,6 +101,9 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
                             static_cast<int64_t>(plan_.hash())},
                            {"shapes_hash", "plan_hash"}, "gradient bucket plan", /*hex=*/true);
 
+  // Collective: host discovery and the transport's communicators, the same on every rank.
+  transport_ = std::make_unique<BucketSync>(*comm_, options_.algorithm, options_.wire);
+
   if (options_.broadcast_from_rank0) {
     // Same initial weights everywhere (DDP's _sync_module_states). detach(): MPI writes the
     // raw storage; autograd must not see an in-place op on a leaf.
@@ -94,8 +115,13 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
     }
   }
 
-  for (const Bucket& b : plan_.buckets)
-    buffers_.push_back(torch::zeros({b.numel}, torch::TensorOptions().dtype(b.dtype).device(b.device)));
+  for (size_t k = 0; k < plan_.buckets.size(); ++k) {
+    const Bucket& b = plan_.buckets[k];
+    buffers_.push_back(torch::zeros({transport_->padded_numel(b.numel)},
+                                    torch::TensorOptions().dtype(b.dtype).device(b.device)));
+    transport_->add_bucket(buffers_.back(), b.numel, lf::str("bucket ", k + 1, "/", plan_.buckets.size()));
+    stats_.wire_bytes_per_step += transport_->wire_bytes(k);
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     const auto [bucket, slot] = plan_.location[i];
     const Bucket& b = plan_.buckets[static_cast<size_t>(bucket)];
@@ -151,7 +177,7 @@ ReducerStats Reducer::stats() const {
 }
 
 std::string Reducer::describe_bucket(size_t bucket) const {
-  return lf::str("all_reduce of bucket ", bucket + 1, "/", plan_.buckets.size(), ", ",
+  return lf::str(transport_->name(), " of bucket ", bucket + 1, "/", plan_.buckets.size(), ", ",
              human_bytes(static_cast<double>(plan_.buckets[bucket].bytes())), ", step ", step_);
 }
 
@@ -226,7 +252,11 @@ std::shared_ptr<Work> Reducer::launch_bucket(size_t bucket) {
     what = describe_bucket(bucket);
     ++stats_.bucket_all_reduces;
   }
-  return comm_->all_reduce_async(buffers_[bucket], ReduceOp::kSum, what);
+  return with_context(comm_->tag(), what, [&] { return transport_->all_reduce(bucket, what); });
+}
+
+bool Reducer::test_bucket(Work& work) {
+  return with_context(comm_->tag(), work.describe(), [&] { return work.test(); });
 }
 
 void Reducer::complete_bucket(size_t bucket) {
@@ -256,14 +286,14 @@ void Reducer::communication_loop() {
       for (size_t b : to_launch) in_flight.push_back({b, launch_bucket(b)});
       bool progressed = !to_launch.empty();
       for (auto it = in_flight.begin(); it != in_flight.end();) {
-        if (it->work->test()) {
+        if (test_bucket(*it->work)) {
           complete_bucket(it->bucket);
           it = in_flight.erase(it);
           progressed = true;
           continue;
         }
         if (it->work->seconds_since_issued() > options_.timeout_s)
-          throw CollectiveTimeout(timeout_message(comm_->tag(), it->work->what(),
+          throw CollectiveTimeout(timeout_message(comm_->tag(), it->work->describe(),
                                                   it->work->seconds_since_issued(),
                                                   options_.timeout_s));
         ++it;
@@ -337,7 +367,10 @@ void Reducer::finish_backward() {
     std::vector<std::shared_ptr<Work>> works;
     for (size_t b = 0; b < plan_.buckets.size(); ++b) works.push_back(launch_bucket(b));
     for (size_t b = 0; b < works.size(); ++b) {
-      works[b]->wait();
+      with_context(comm_->tag(), works[b]->describe(), [&] {
+        works[b]->wait();
+        return true;
+      });
       complete_bucket(b);
       finish_bucket(b);
     }

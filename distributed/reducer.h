@@ -14,7 +14,8 @@
 // with a warning the first time; that costs the copy the views exist to avoid.
 // Bucket order and plan: see bucket_plan.h. Launch order: bucket k is issued only after
 // buckets 0..k-1, so every rank issues the same all-reduces in the same order even when
-// gradients arrive in a different order.
+// gradients arrive in a different order. How a bucket travels (flat or hierarchical, f32 or
+// bf16 on the wire): bucket_sync.h.
 #pragma once
 #include <torch/csrc/autograd/function.h>
 #include <torch/torch.h>
@@ -28,6 +29,7 @@
 #include <vector>
 
 #include "distributed/bucket_plan.h"
+#include "distributed/bucket_sync.h"
 #include "distributed/communicator.h"
 
 namespace lf::dist {
@@ -50,6 +52,8 @@ struct ReducerOptions {
   double timeout_s = 300.0;             // deadline of each bucket's all-reduce, from its launch
   PollPolicy poll;                      // how the communication thread drives MPI progress
   bool broadcast_from_rank0 = true;     // copy rank 0's parameters and buffers at construction
+  AllReduceAlgorithm algorithm = AllReduceAlgorithm::kFlat;  // kAuto: hierarchical across hosts
+  GradWire wire = GradWire::kF32;       // kBF16: bf16 on the wire, f32 sums (bucket_sync.h)
 };
 
 struct ReducerStats {
@@ -60,6 +64,7 @@ struct ReducerStats {
                                    // (reset to undefined or replaced) and was copied back
   double last_wait_s = 0.0;        // time finish_backward() took on the last sync step
   double total_wait_s = 0.0;
+  WireBytes wire_bytes_per_step;   // what this rank sends per sync step (bucket_sync.h's model)
 };
 
 class Reducer {
@@ -98,10 +103,13 @@ class Reducer {
   void finish_backward();
 
   const BucketPlan& plan() const { return plan_; }
+  // The transport: the resolved algorithm, wire format and hosts.
+  const BucketSync& sync_transport() const { return *transport_; }
   ReducerStats stats() const;
   // The slice of bucket memory that param.grad() of parameter `param` should be (same shape).
   const torch::Tensor& grad_view(size_t param) const { return grad_views_.at(param); }
-  // The flat buffer of `bucket`, which the all-reduce runs on.
+  // The flat buffer of `bucket`, which the all-reduce runs on (zero-padded to whole shards for
+  // the sharded algorithms: BucketSync::padded_numel).
   const torch::Tensor& bucket_buffer(size_t bucket) const { return buffers_.at(bucket); }
 
  private:
@@ -115,6 +123,7 @@ class Reducer {
   void mark_ready(size_t param);
   void launch_ready_locked();
   std::shared_ptr<Work> launch_bucket(size_t bucket);
+  bool test_bucket(Work& work);  // work.test(), a failure named by the bucket
   void complete_bucket(size_t bucket);
   void finish_bucket(size_t bucket);  // the post-reduction scale
   std::string describe_bucket(size_t bucket) const;
@@ -130,6 +139,7 @@ class Reducer {
   std::unique_ptr<Communicator> comm_;
   ReducerOptions options_;
   BucketPlan plan_;
+  std::unique_ptr<BucketSync> transport_;
   std::vector<torch::Tensor> buffers_;  // one flat gradient buffer per bucket
 
   std::atomic<bool> sync_{true};

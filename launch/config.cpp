@@ -162,6 +162,11 @@ void register_config(Config& c, ConfigRegistry& r) {
 
   r.add_float("dist.bucket_mb", &c.dist.bucket_mb, 0.001, 4096, "gradient all-reduce bucket size (MB)");
   r.add_bool("dist.overlap", &c.dist.overlap, "all-reduce buckets during backward on a communication thread");
+  r.add_enum("dist.allreduce", &c.dist.allreduce, dist::allreduce_algorithms(),
+             "gradient all-reduce: flat over all ranks, or hierarchical (within hosts, then between them); auto: "
+             "hierarchical on several hosts with several ranks each");
+  r.add_enum("dist.grad_wire", &c.dist.grad_wire, dist::grad_wires(),
+             "format of gradients between ranks (hierarchical: between hosts): f32, or bf16 (half the bytes, f32 sums)");
   r.add_float("dist.timeout_s", &c.dist.timeout_s, 1, 86400, "a collective (or MPI start-up or shut-down) slower than this ends the job, naming it");
   r.add_float("dist.checkpoint_timeout_s", &c.dist.checkpoint_timeout_s, 1, 86400 * 7,
               "deadline of waits for rank 0's own work: a checkpoint write or verification, grids, evaluation");

@@ -11,6 +11,7 @@
 #include "core/denoiser_options.h"
 #include "core/vae.h"
 #include "data/cache_format.h"
+#include "distributed/sync_options.h"
 #include "launch/config_registry.h"
 #include "launch/lr_schedule.h"
 
@@ -117,6 +118,8 @@ struct ModelConfig {
 struct DistConfig {
   double bucket_mb = 25.0;
   bool overlap = true;           // all-reduce buckets during backward on a communication thread
+  dist::AllReduceAlgorithm allreduce = dist::AllReduceAlgorithm::kAuto;  // flat|hierarchical|auto
+  dist::GradWire grad_wire = dist::GradWire::kF32;  // bf16: half the bytes, f32 sums
   double timeout_s = 300.0;      // a collective that takes longer aborts the job, naming it
   double checkpoint_timeout_s = 1800.0;  // the longer deadline of waits for rank 0's own work (checkpoints, grids)
 };

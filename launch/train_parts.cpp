@@ -1,6 +1,8 @@
 // Shared pieces of the training loops (see train_parts.h).
 #include "launch/train_parts.h"
 
+#include <glog/logging.h>
+
 #include <algorithm>
 #include <cstdlib>
 
@@ -33,9 +35,12 @@ ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, d
     ro.timeout_s = d.timeout_s;
     ro.find_unused_parameters = true;
     ro.reduction = reduction;
+    ro.algorithm = d.allreduce;
+    ro.wire = d.grad_wire;
     std::vector<at::Tensor> buffers;
     for (const auto& b : m.buffers(true)) buffers.push_back(b);
     g.reducer = std::make_unique<dist::Reducer>(g.params, buffers, rt.comm(), ro);
+    if (rt.is_root()) LOG(INFO) << g.reducer->sync_transport().describe(d.allreduce);
   }
   g.optimizer = std::make_unique<core::AdamW>(
       g.named, core::AdamWOptions{lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});

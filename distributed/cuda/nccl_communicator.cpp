@@ -197,6 +197,30 @@ std::shared_ptr<Work> NCCLCommunicator::all_gather_async(const torch::Tensor& in
   return finish(what, {in, out});
 }
 
+std::shared_ptr<Work> NCCLCommunicator::all_to_all_async(const torch::Tensor& in,
+                                                         const torch::Tensor& out,
+                                                         const std::string& what) {
+  check_cuda_tensor(in, "all_to_all");
+  check_cuda_tensor(out, "all_to_all");
+  check_all_to_all(in, out);
+#if NCCL_VERSION_CODE >= NCCL_VERSION(2, 7, 0)
+  DeviceGuard guard(device_);
+  const size_t block = static_cast<size_t>(in.numel() / world_size_ * in.element_size());
+  const char* send = static_cast<const char*>(in.data_ptr());
+  char* recv = static_cast<char*>(out.data_ptr());
+  LF_NCCL_CHECK(ncclGroupStart());
+  for (int peer = 0; peer < world_size_; ++peer) {
+    LF_NCCL_CHECK(ncclSend(send + peer * block, block, ncclUint8, peer, comm_, stream()));
+    LF_NCCL_CHECK(ncclRecv(recv + peer * block, block, ncclUint8, peer, comm_, stream()));
+  }
+  LF_NCCL_CHECK(ncclGroupEnd());
+  return finish(what, {in, out});
+#else
+  TORCH_CHECK(false, tag(), " all_to_all needs NCCL >= 2.7 (ncclSend/ncclRecv); this build has ",
+              NCCL_MAJOR, ".", NCCL_MINOR, " (", what, ")");
+#endif
+}
+
 std::shared_ptr<Work> NCCLCommunicator::barrier_async(const std::string& what) {
   DeviceGuard guard(device_);
   LF_NCCL_CHECK(ncclAllReduce(barrier_buffer_, barrier_buffer_, 1, ncclFloat32, ncclSum, comm_,
@@ -208,6 +232,21 @@ std::unique_ptr<Communicator> NCCLCommunicator::duplicate() {
   auto copy = std::make_unique<NCCLCommunicator>(*bootstrap_, device_);
   copy_settings_to(*copy);
   return copy;
+}
+
+std::unique_ptr<Communicator> NCCLCommunicator::split(int color, int key) {
+  check_color(color);
+  std::unique_ptr<Communicator> part = bootstrap_->split(color, key);
+  auto result = std::make_unique<NCCLCommunicator>(*part, device_);
+  copy_settings_to(*result);
+  return result;
+}
+
+std::unique_ptr<Communicator> NCCLCommunicator::split_host() {
+  std::unique_ptr<Communicator> part = bootstrap_->split_host();
+  auto result = std::make_unique<NCCLCommunicator>(*part, device_);
+  copy_settings_to(*result);
+  return result;
 }
 
 void NCCLCommunicator::abort(const std::string& message) {

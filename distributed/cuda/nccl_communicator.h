@@ -38,9 +38,16 @@ class NCCLCommunicator final : public Communicator {
                                         const std::string& what) override;
   std::shared_ptr<Work> all_gather_async(const torch::Tensor& in, const torch::Tensor& out,
                                          const std::string& what) override;
+  // ncclSend/ncclRecv to and from every rank in one group (NCCL >= 2.7).
+  std::shared_ptr<Work> all_to_all_async(const torch::Tensor& in, const torch::Tensor& out,
+                                         const std::string& what) override;
   // NCCL has no barrier: an all-reduce of one device float.
   std::shared_ptr<Work> barrier_async(const std::string& what) override;
   std::unique_ptr<Communicator> duplicate() override;
+  // The bootstrap is split (MPI_Comm_split / split_type), and a new NCCL communicator is made
+  // over each part: works with every NCCL version (ncclCommSplit needs 2.18).
+  std::unique_ptr<Communicator> split(int color, int key) override;
+  std::unique_ptr<Communicator> split_host() override;
   // ncclCommAbort (so no kernel waits on a dead peer), then abort_job.
   [[noreturn]] void abort(const std::string& message) override;
 

@@ -17,6 +17,7 @@ double seconds_since(Clock::time_point t) {
 }
 
 using lf::testing::contains;
+using lf::testing::error_of;
 
 void expect_all_ok(const std::vector<std::string>& errors) {
   for (size_t r = 0; r < errors.size(); ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
@@ -169,6 +170,75 @@ TEST(FakeCommunicator, VerifySameOnAllRanksNamesBothValues) {
   for (const std::string& e : errors) {
     EXPECT_TRUE(contains(e, "rank 0 has dataset_size=40, rank 2 has dataset_size=41")) << e;
   }
+}
+
+TEST(FakeCommunicator, AllToAllDeliversBlockJOfRankRToRankJAtR) {
+  auto world = FakeWorld::create(3);
+  expect_all_ok(world->run([](Communicator& comm) {
+    const int r = comm.rank();
+    for (auto dtype : {torch::kFloat, torch::kBFloat16, torch::kLong}) {
+      // Block j of rank r holds 10 r + j (twice): rank j receives 10 s + j from each rank s.
+      torch::Tensor in = (torch::arange(3, torch::kLong) + 10 * r).repeat_interleave(2).view({3, 2}).to(dtype);
+      torch::Tensor out = torch::zeros_like(in);
+      comm.all_to_all_async(in, out, "all_to_all")->wait();
+      torch::Tensor expected = (torch::arange(3, torch::kLong) * 10 + r).repeat_interleave(2).view({3, 2}).to(dtype);
+      EXPECT_TRUE(torch::equal(out, expected)) << dtype << " rank " << r << ": " << out;
+    }
+  }));
+}
+
+TEST(FakeCommunicator, AllToAllShapeErrorsNameBothShapes) {
+  auto world = FakeWorld::create(2);
+  auto comm = world->communicator(0);
+  EXPECT_TRUE(contains(error_of([&] { comm->all_to_all_async(torch::ones({3, 2}), torch::ones({3, 2}), "x"); }),
+                       "all_to_all: in has shape [3, 2], expected [world_size = 2, ...] (one block per rank)"));
+  EXPECT_TRUE(contains(error_of([&] { comm->all_to_all_async(torch::ones({2, 2}), torch::ones({2, 3}), "x"); }),
+                       "all_to_all: out is Float [2, 3], expected in's Float [2, 2]"));
+  torch::Tensor t = torch::ones({2, 2});
+  EXPECT_TRUE(contains(error_of([&] { comm->all_to_all_async(t, t, "x"); }), "in and out must be different tensors"));
+}
+
+TEST(FakeCommunicator, SplitGroupsByColorRanksByKeyAndKeepsTheJobTag) {
+  auto world = FakeWorld::create(4);
+  std::vector<std::vector<int64_t>> members(4);
+  std::vector<std::string> tags(4);
+  expect_all_ok(world->run([&](Communicator& comm) {
+    const int r = comm.rank();
+    // Even and odd ranks, each group ranked by descending world rank (key -r).
+    std::unique_ptr<Communicator> part = comm.split(r % 2, -r);
+    EXPECT_EQ(part->world_size(), 2);
+    EXPECT_EQ(part->rank(), r < 2 ? 1 : 0) << "rank " << r;
+    torch::Tensor who = part->all_gather(torch::tensor({static_cast<int64_t>(r)}), "who");
+    for (int i = 0; i < 2; ++i) members[r].push_back(who[i][0].item<int64_t>());
+    tags[r] = part->tag();
+    // A duplicate of a part is still that part, and the parent still works.
+    std::unique_ptr<Communicator> dup = part->duplicate();
+    torch::Tensor one = torch::ones({1});
+    dup->all_reduce(one, ReduceOp::kSum, "sum");
+    EXPECT_EQ(one.item<float>(), 2.0f);
+    torch::Tensor all = torch::ones({1});
+    comm.all_reduce(all, ReduceOp::kSum, "sum");
+    EXPECT_EQ(all.item<float>(), 4.0f);
+  }));
+  EXPECT_EQ(members[0], (std::vector<int64_t>{2, 0}));
+  EXPECT_EQ(members[3], (std::vector<int64_t>{3, 1}));
+  EXPECT_EQ(tags[3], "[rank 3/4 fake]");  // the job's rank, not the rank in the group
+  auto bad = FakeWorld::create(1)->communicator(0);
+  EXPECT_TRUE(contains(error_of([&] { bad->split(-1, 0); }), "split: color -1 must be >= 0"));
+}
+
+TEST(FakeCommunicator, SplitHostGroupsTheRanksOfEachSimulatedHost) {
+  auto world = FakeWorld::create(4, {"a", "b", "a", "b"});
+  std::vector<std::vector<int64_t>> members(4);
+  expect_all_ok(world->run([&](Communicator& comm) {
+    EXPECT_EQ(comm.host(), comm.rank() % 2 ? "b" : "a");
+    std::unique_ptr<Communicator> host = comm.split_host();
+    torch::Tensor who = host->all_gather(torch::tensor({static_cast<int64_t>(comm.rank())}), "who");
+    for (int i = 0; i < host->world_size(); ++i) members[comm.rank()].push_back(who[i][0].item<int64_t>());
+  }));
+  EXPECT_EQ(members[0], (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(members[2], (std::vector<int64_t>{0, 2}));
+  EXPECT_EQ(members[1], (std::vector<int64_t>{1, 3}));
 }
 
 TEST(FakeCommunicator, BoolSumIsRejected) {

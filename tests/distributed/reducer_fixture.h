@@ -132,6 +132,10 @@ class CountingCommunicator final : public Communicator {
                                          const std::string& what) override {
     return inner_->all_gather_async(in, out, what);
   }
+  std::shared_ptr<Work> all_to_all_async(const torch::Tensor& in, const torch::Tensor& out,
+                                         const std::string& what) override {
+    return inner_->all_to_all_async(in, out, what);
+  }
   std::shared_ptr<Work> barrier_async(const std::string& what) override {
     return inner_->barrier_async(what);
   }
@@ -140,6 +144,9 @@ class CountingCommunicator final : public Communicator {
     dup->set_timeout(timeout());
     dup->set_poll_policy(poll_policy());
     return std::make_unique<CountingCommunicator>(std::move(dup), count_);
+  }
+  std::unique_ptr<Communicator> split(int color, int key) override {
+    return std::make_unique<CountingCommunicator>(inner_->split(color, key), count_);
   }
   [[noreturn]] void abort(const std::string& message) override {
     inner_->abort(message);

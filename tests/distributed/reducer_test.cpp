@@ -313,7 +313,7 @@ TEST_P(ReducerFaults, AbsentRankTimesOutNamingBucketSizeAndStep) {
     options.timeout_s = r == 0 ? 0.5 : 10.0;  // rank 0's watchdog fires first
     Reducer reducer(models[r]->parameters(), {}, comm, options);
     if (r == 0)
-      expected_what = lf::str("all_reduce of bucket 2/2, ",
+      expected_what = lf::str("flat all_reduce of bucket 2/2, ",
                               human_bytes(double(reducer.plan().buckets[1].bytes())), ", step 41");
     reducer.set_step(41);
     loss_on(models[r], r * 4, r * 4 + 4).backward();
@@ -344,7 +344,7 @@ TEST_P(ReducerFaults, ThrowingRankEndsPeersWithItsMessage) {
   });
   const double elapsed = std::chrono::duration_cast<Seconds>(Clock::now() - start).count();
   EXPECT_LT(elapsed, 5.0);
-  EXPECT_TRUE(contains(errors[1], "[rank 1/2 fake] injected fault: all_reduce 'all_reduce of bucket 1/2"))
+  EXPECT_TRUE(contains(errors[1], "[rank 1/2 fake] injected fault: all_reduce 'flat all_reduce of bucket 1/2"))
       << errors[1];
   EXPECT_TRUE(contains(errors[0], "job aborted by [rank 1/2 fake]")) << errors[0];
   EXPECT_TRUE(contains(errors[0], "injected fault")) << errors[0];
