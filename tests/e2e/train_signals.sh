@@ -55,18 +55,22 @@ N=12
 LF_PAUSE_AT=loop.step_end:3 "${MPIRUN[@]}" "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" \
   --train.run_dir="$T/sig2" "${F[@]}" --train.steps=$N >"$T/sig2.log" 2>&1 &
 mpid=$!
+# The ranks: mpirun's children running latentforge (not a child still before its exec), each
+# stopped at its pause point; rank 1 by its OMPI_COMM_WORLD_RANK.
 rank1="" ranks=()
 for _ in $(seq 1 1200); do
-  ranks=($(pgrep -P "$mpid" || true))
-  ((${#ranks[@]} == 2)) && break
+  ranks=($(pgrep -x -P "$mpid" latentforge || true))
+  stopped=0
+  for p in "${ranks[@]}"; do [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" = T ] && stopped=$((stopped + 1)); done
+  ((${#ranks[@]} == 2 && stopped == 2)) && break
   sleep 0.05
 done
-((${#ranks[@]} == 2)) || { kill "$mpid"; fail "expected 2 ranks among mpirun's children, found: ${ranks[*]}"; }
+((${#ranks[@]} == 2 && stopped == 2)) ||
+  { ps -o pid,ppid,stat,comm --ppid "$mpid" >&2; kill "$mpid"; cat "$T/sig2.log" >&2; fail "expected 2 ranks of mpirun stopped at their pause point"; }
 for p in "${ranks[@]}"; do
-  wait_stopped "$p" "$T/sig2.log"
-  if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then rank1=$p; fi
+  if grep -qxz "OMPI_COMM_WORLD_RANK=1" "/proc/$p/environ" 2>/dev/null; then rank1=$p; fi
 done
-[[ -n "$rank1" ]] || { kill "$mpid"; fail "could not find rank 1 among mpirun's children: ${ranks[*]}"; }
+[[ -n "$rank1" ]] || { for p in "${ranks[@]}"; do echo "$p: $(tr '\0' ' ' <"/proc/$p/environ" | grep -o 'OMPI_COMM_WORLD_RANK=[0-9]*')" >&2; done; kill "$mpid"; fail "could not find rank 1 among mpirun's children: ${ranks[*]}"; }
 echo "  mpirun is pid $mpid, rank 1 is pid $rank1; both paused after step 3"
 kill -USR1 "$rank1"
 kill -CONT "${ranks[@]}"
