@@ -147,7 +147,8 @@ std::pair<int, std::string> inspect(const std::string& path) {
   std::streambuf* old = std::cout.rdbuf(out.rdbuf());
   int code = -1;
   try {
-    code = run_inspect(Invocation{args, f.config, f.registry});
+    ConfigView view(f.config, f.registry, {}, "inspect");  // inspect reads no config key
+    code = run_inspect(Invocation{args, view});
   } catch (...) {
     std::cout.rdbuf(old);
     throw;

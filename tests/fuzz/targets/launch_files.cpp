@@ -7,6 +7,7 @@
 #include "launch/args.h"
 #include "launch/checkpoint.h"
 #include "launch/config.h"
+#include "launch/config_view.h"
 #include "launch/subcommands.h"
 #include "tests/fuzz/fuzz_target.h"
 
@@ -14,7 +15,7 @@ namespace lf::fuzz {
 
 void run_state_json(const uint8_t* data, size_t size, const std::string& path, const std::string& dir) {
   write_file(path, data, size);
-  // `inspect` prints whatever the file holds, then verifies: it never throws for a bad file.
+  // `inspect` verifies, then describes only a valid checkpoint: it never throws for a bad file.
   launch::Config config;
   launch::ConfigRegistry registry;
   launch::register_config(config, registry);
@@ -23,7 +24,8 @@ void run_state_json(const uint8_t* data, size_t size, const std::string& path, c
   std::ostringstream sink;
   std::streambuf* old = std::cout.rdbuf(sink.rdbuf());
   try {
-    launch::run_inspect(launch::Invocation{args, config, registry});
+    const launch::ConfigView view(config, registry, {}, "inspect");  // inspect reads no config key
+    launch::run_inspect(launch::Invocation{args, view});
   } catch (...) {
     std::cout.rdbuf(old);
     throw;
