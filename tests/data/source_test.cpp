@@ -191,7 +191,8 @@ TEST(ImageFolder, BadFilesAreNamedOrSkipped) {
   o.path = dir;
   o.resolution = 8;
   std::string err = error_of([&] { open_source(o); });
-  EXPECT_NE(err.find(dir + "/a/truncated.png: cannot decode"), std::string::npos) << err;
+  // Its IDAT chunk reaches past the end of the file: refused from the chunk walk, before stb.
+  EXPECT_NE(err.find(dir + "/a/truncated.png: truncated or corrupt PNG: chunk IDAT"), std::string::npos) << err;
   EXPECT_NE(err.find("skip_bad"), std::string::npos) << err;
   o.skip_bad = true;
   auto src = open_source(o);
@@ -203,13 +204,23 @@ TEST(ImageFolder, BadFilesAreNamedOrSkipped) {
   EXPECT_EQ(src->skipped()[2].path, dir + "/b/garbage.jpg");
   SourceBatch b = src->get(0, 2);
   EXPECT_EQ(b.labels[1].item<int64_t>(), 1);
-  // Without validation only headers are checked: the empty file is still found, the truncated
-  // PNG (valid header) fails later, at get(), naming the file.
+  // Without validation only headers (and a PNG's chunk layout) are checked: a PNG whose chunks
+  // fit but whose compressed data is garbage is found, and fails later, at get(), naming it.
+  std::string lazy_dir = scratch_dir("-lazy");
+  write_png_file(lazy_dir + "/a/good.png", pattern_image(3, 8, 8, 1));
+  std::string bad = png;
+  const size_t idat_len = (static_cast<unsigned char>(bad[33]) << 24) | (static_cast<unsigned char>(bad[34]) << 16) |
+                          (static_cast<unsigned char>(bad[35]) << 8) | static_cast<unsigned char>(bad[36]);
+  ASSERT_EQ(bad.substr(37, 4), "IDAT");  // the chunk after the 8-byte signature and IHDR's 25
+  for (size_t i = 41; i < 41 + idat_len; ++i) bad[i] = '\xff';  // not a zlib stream
+  write_bytes(lazy_dir + "/a/corrupt.png", bad, false);
+  o.path = lazy_dir;
+  o.skip_bad = false;
   o.validate = false;
   auto lazy = open_source(o);
-  EXPECT_EQ(lazy->size(), 3);
-  err = error_of([&] { lazy->get(0, 3); });
-  EXPECT_NE(err.find("truncated.png"), std::string::npos) << err;
+  EXPECT_EQ(lazy->size(), 2);
+  err = error_of([&] { lazy->get(0, 2); });
+  EXPECT_NE(err.find("corrupt.png"), std::string::npos) << err;
 }
 
 TEST(ImageFolder, MixedLayoutIsRefused) {

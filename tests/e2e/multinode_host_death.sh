@@ -64,11 +64,21 @@ grep -q "newest valid: .*step-00000002$" "$T/inspect.txt" || { cat "$T/inspect.t
 tmp=$(compgen -G "$T/died/checkpoints/.tmp-step-00000004-*" | head -n1)
 echo "  $(grep 'newest valid' "$T/inspect.txt"); step 4 only as $(basename "$tmp")"
 
-note "== --resume auto on $H2 alone (2 ranks), to step $STEPS"
-RC=0
-on "$H2" mpirun --bind-to none --mca btl self,vader,tcp -x LF_RANK_SOURCE=mpirun --host "$H2:2" -np 2 \
-  "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" "${F[@]}" --train.run_dir="$T/died" --resume auto \
-  >"$T/resumed.log" 2>&1 || RC=$?
+# The dead job's run-directory lock names $H1: from another host it is never taken over
+# silently (its holder may be alive behind a cut link), so the resume is refused until the
+# operator says the holder is gone (--break-lock).
+resume_on_h2() {
+  RC=0
+  on "$H2" mpirun --bind-to none --mca btl self,vader,tcp -x LF_RANK_SOURCE=mpirun --host "$H2:2" -np 2 \
+    "$LF_BIN" train --cache.dir="$CACHE" "${TRAIN_FLAGS[@]}" "${F[@]}" --train.run_dir="$T/died" --resume auto "$@" \
+    >"$T/resumed.log" 2>&1 || RC=$?
+}
+note "== --resume auto on $H2 alone: refused, the lock names $H1"
+resume_on_h2
+expect_rc 2 "$T/resumed" "the resume on $H2 without --break-lock"
+grep -q "is being written by host $H1, pid" "$T/resumed.log" || { tail -n 5 "$T/resumed.log" >&2; fail "the refusal does not name the lock's holder on $H1"; }
+note "== --resume auto --break-lock on $H2 alone (2 ranks), to step $STEPS"
+resume_on_h2 --break-lock
 expect_rc 0 "$T/resumed" "the resumed run on $H2"
 grep -q "resuming from .*step-00000002 at step 2" "$T/resumed.log" || fail "the resumed run did not start from step 2"
 grep -qF "ranks on 1 host: $H2 ranks 0-1 (local 0-1 of 2" "$T/resumed.log" || fail "the resumed run did not run on $H2 alone"

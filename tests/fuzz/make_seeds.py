@@ -7,6 +7,7 @@ JPEG, when present); deterministic.
     /usr/bin/python3 tests/fuzz/make_seeds.py
 """
 import gzip
+import hashlib
 import json
 import os
 import struct
@@ -101,7 +102,11 @@ def main():
     put("state_json", "state.json", json.dumps({
         "format_version": 1, "kind": "ldm", "step": 10, "epoch": 0.5, "world_size": 2,
         "vae": {"kind": "file", "sha256": "d" * 64, "weights": "vae.safetensors"},
-        "cache": {"dir": "cache", "scale_factor": 0.8}, "files": {}}, indent=2))
+        "cache": {"dir": "cache", "scale_factor": 0.8},
+        # The target writes the three files an ldm checkpoint must have, empty, into its folder
+        # (step-00000010, which `step` must name).
+        "files": {name: {"bytes": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+                  for name in ("model.safetensors", "optimizer.safetensors", "ema.safetensors")}}, indent=2))
     with open(os.path.join(os.path.dirname(ROOT), "..", "configs", "fmnist-quick.ini"), "rb") as f:
         put("ini", "fmnist-quick.ini", f.read())
     # The shard target's input drives a generator: any bytes make a file. A zero byte is every

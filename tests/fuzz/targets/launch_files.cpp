@@ -1,5 +1,6 @@
 // Fuzz targets of the launch/ readers: a checkpoint's state.json (verification and `inspect`)
 // and an INI config file (what it accepts must survive a write-read round trip).
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <stdexcept>
@@ -13,14 +14,20 @@
 
 namespace lf::fuzz {
 
-void run_state_json(const uint8_t* data, size_t size, const std::string& path, const std::string& dir) {
-  write_file(path, data, size);
+void run_state_json(const uint8_t* data, size_t size, const std::string&, const std::string& dir) {
+  // A checkpoint folder of step 10 holding the files an ldm checkpoint must have (empty), so
+  // that a state.json listing them with their sizes and hashes is a valid checkpoint.
+  const std::string ckpt = dir + "/step-00000010";
+  std::filesystem::create_directories(ckpt);
+  for (const char* name : {"model.safetensors", "optimizer.safetensors", "ema.safetensors"})
+    write_file(ckpt + "/" + name, "", 0);
+  write_file(ckpt + "/state.json", data, size);
   // `inspect` verifies, then describes only a valid checkpoint: it never throws for a bad file.
   launch::Config config;
   launch::ConfigRegistry registry;
   launch::register_config(config, registry);
   launch::ParsedArgs args;
-  args.positional = {dir};
+  args.positional = {ckpt};
   std::ostringstream sink;
   std::streambuf* old = std::cout.rdbuf(sink.rdbuf());
   try {
@@ -31,8 +38,8 @@ void run_state_json(const uint8_t* data, size_t size, const std::string& path, c
     throw;
   }
   std::cout.rdbuf(old);
-  launch::CheckpointManager::read_state(dir);
-  launch::CheckpointManager::verify(dir);
+  launch::CheckpointManager::read_state(ckpt);
+  launch::CheckpointManager::verify(ckpt);
 }
 
 void run_ini(const uint8_t* data, size_t size, const std::string& path, const std::string&) {
