@@ -8,6 +8,7 @@
 // is written in resumable chunks (launch/sample_parts.h) that rank 0 merges.
 #include <glog/logging.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -16,6 +17,7 @@
 #include "core/util/progress.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
+#include "distributed/rank_context.h"
 #include "launch/checkpoint_model.h"
 #include "launch/generate.h"
 #include "launch/runtime.h"
@@ -133,7 +135,6 @@ int run_sample(const Invocation& inv) {
 
   SampleParts parts(out_dir, ChunkPlan{n, s.chunk_size}, job_description(m, s, classes, dev));
   const std::vector<int64_t> todo = agree_on_todo(rt, parts);
-  const std::vector<int64_t> mine = chunks_for_rank(todo, rt.rank(), rt.world());
   const ChunkPlan& plan = parts.plan();
   const std::vector<int64_t> image_shape = {m.autoencoder.image_channels(),
                                             m.latent_shape[1] * m.autoencoder.downsample_factor(),
@@ -146,15 +147,29 @@ int run_sample(const Invocation& inv) {
             << todo.size() << " to sample (" << plan.num_chunks() - static_cast<int64_t>(todo.size())
             << " already in " << parts.dir() << ")";
 
-  int64_t my_images = 0;
-  for (int64_t c : mine) my_images += plan.count(c);
+  // Progress (rank 0) counts the whole job: its own images as they are written and the other
+  // ranks' chunks as they appear.
+  int64_t todo_images = 0;
+  for (int64_t c : todo) todo_images += plan.count(c);
   std::unique_ptr<Progress> progress;
   if (rt.is_root())
-    progress = std::make_unique<Progress>(rt.world() > 1 ? str("sample (rank 0 of ", rt.world(), ")") : "sample",
-                                          my_images, "images");
+    progress = std::make_unique<Progress>(rt.world() > 1 ? str("sample (", rt.world(), " ranks)") : "sample",
+                                          todo_images, "images");
+  std::vector<int64_t> mine;  // the chunks this rank claimed and sampled
+  int64_t own_done = 0;
+  auto update_progress = [&] {
+    int64_t others = 0;
+    if (rt.world() > 1)
+      for (int64_t c : todo)
+        if (std::find(mine.begin(), mine.end(), c) == mine.end() && parts.exists(c)) others += plan.count(c);
+    progress->update(own_done + others);
+  };
+  const std::string who = str("rank ", rt.rank(), " of ", rt.world(), " on ", dist::local_host_name());
   double longest_chunk_s = 0;
   const auto sampling_start = std::chrono::steady_clock::now();
-  for (int64_t c : mine) {
+  for (int64_t c : todo) {
+    if (!parts.claim(c, who)) continue;  // another rank has it
+    mine.push_back(c);
     auto started = std::chrono::steady_clock::now();
     const int64_t first = plan.begin(c), count = plan.count(c);
     auto writer = parts.open_chunk(c, image_shape, m.label_names);
@@ -184,19 +199,24 @@ int run_sample(const Invocation& inv) {
           at::Tensor labels = batch(j)[1];
           if (num_classes == 0) labels.fill_(-1);
           writer->write(j * s.batch_size, out[0], labels);
-          if (progress) progress->add(labels.size(0));
+          own_done += labels.size(0);
+          if (progress) update_progress();
         });
     parts.commit_chunk(*writer);
     longest_chunk_s = std::max(longest_chunk_s, std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
-  if (progress) progress->finish();
   if (rt.world() > 1) {
-    // Shares differ by at most one chunk, but a slower peer lags in proportion to its share:
-    // allow it our own sampling time again plus two chunks before calling it hung.
+    // Ranks claim chunks as they go, so they finish within about one chunk of each other: allow
+    // a peer our own sampling time again plus two chunks before calling it hung.
     const double sampling_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - sampling_start).count();
     double wait_s = mine.empty() ? dist_cfg.checkpoint_timeout_s : dist_cfg.timeout_s + sampling_s + 2 * longest_chunk_s;
     rt.comm().barrier(dist::Deadline::after(dist::Seconds(wait_s)), "barrier after sampling every chunk");
   }
+  if (progress) {
+    progress->update(todo_images);
+    progress->finish();
+  }
+  LOG(INFO) << "sampled " << mine.size() << " of " << todo.size() << " chunk(s) on this rank";
   if (rt.is_root()) {
     Progress merging("merge", n, "images");
     parts.merge(image_shape, m.label_names, &merging);

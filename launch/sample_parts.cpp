@@ -1,9 +1,13 @@
 // Chunks of a sampling job: plan, resume, merge (see sample_parts.h).
 #include "launch/sample_parts.h"
 
+#include <fcntl.h>
 #include <glog/logging.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +25,7 @@ namespace {
 
 constexpr const char* kJobAttribute = "latentforge.job";
 constexpr const char* kFirstAttribute = "latentforge.first_index";
+constexpr const char* kClaimsDir = "claims";
 
 // The chunk index of a file name "chunk-NNNNN.h5", or -1.
 int64_t chunk_index(const std::string& name) {
@@ -31,14 +36,6 @@ int64_t chunk_index(const std::string& name) {
 }
 
 }  // namespace
-
-std::vector<int64_t> chunks_for_rank(const std::vector<int64_t>& todo, int rank, int world) {
-  if (world < 1 || rank < 0 || rank >= world)
-    throw std::invalid_argument(str("rank ", rank, " of world ", world, ": expected 0 <= rank < world"));
-  std::vector<int64_t> mine;
-  for (size_t j = static_cast<size_t>(rank); j < todo.size(); j += static_cast<size_t>(world)) mine.push_back(todo[j]);
-  return mine;
-}
 
 SampleParts::SampleParts(std::string out_dir, ChunkPlan plan, std::string job)
     : out_dir_(std::move(out_dir)), plan_(plan), job_(std::move(job)), job_hash_(sha256_hex(job_)) {
@@ -54,6 +51,24 @@ std::string SampleParts::chunk_path(int64_t k) const {
 }
 
 std::string SampleParts::samples_path() const { return (fs::path(out_dir_) / "samples.h5").string(); }
+
+bool SampleParts::exists(int64_t k) const { return fs::exists(chunk_path(k)); }
+
+bool SampleParts::claim(int64_t k, const std::string& who) const {
+  char name[48];
+  std::snprintf(name, sizeof name, "chunk-%05lld.claim", static_cast<long long>(k));
+  const std::string path = (fs::path(dir()) / kClaimsDir / name).string();
+  const int fd = ::open(path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    if (errno == EEXIST) return false;
+    throw std::runtime_error(str(path, ": cannot create the claim of chunk ", k, ": ", std::strerror(errno)));
+  }
+  const std::string text = who + "\n";
+  const ssize_t written = ::write(fd, text.data(), text.size());  // for people reading parts/; not needed
+  (void)written;
+  ::close(fd);
+  return true;
+}
 
 bool SampleParts::is_done(int64_t k) const {
   const std::string path = chunk_path(k);
@@ -76,10 +91,12 @@ std::vector<int64_t> SampleParts::prepare() {
     if (name == "job.json") continue;
     const int64_t k = chunk_index(name);
     if (k >= 0 && k < plan_.num_chunks() && is_done(k)) continue;
-    // A temporary file of a killed run, or a chunk of another job (other seed, model, ...).
+    // A temporary file of a killed run, or a chunk of another job (other seed, model, ...);
+    // the claims of an earlier run (its unfinished chunks are to do again).
     fs::remove_all(entry.path());
-    ++stale;
+    if (name != kClaimsDir) ++stale;
   }
+  fs::create_directories(fs::path(dir()) / kClaimsDir);
   for (const auto& entry : fs::directory_iterator(out_dir_.empty() ? fs::path(".") : fs::path(out_dir_)))
     if (entry.path().filename().string().rfind("samples.h5.tmp-", 0) == 0) fs::remove(entry.path());
   if (stale > 0) LOG(INFO) << "sample: removed " << stale << " stale or unfinished file(s) from " << dir();

@@ -5,9 +5,11 @@
 // job skips the chunks already there; rank 0 then merges the chunks in order into
 // OUT/samples.h5, one chunk in memory at a time, and removes parts/.
 //
-// Which rank samples which chunk: the chunks still to do, in ascending order, dealt
-// round-robin (the j-th to rank j mod W). The images never depend on it: sample i's noise,
-// sampler noise and label are keyed by i (docs/design.md, invariant 2).
+// Which rank samples which chunk: every rank walks the chunks still to do in ascending order and
+// takes each one it can claim (a file created with O_EXCL in parts/claims/, so exactly one rank
+// gets it, also across hosts on a shared file system). A faster rank takes more chunks, and the
+// ranks finish within about one chunk of each other. The images never depend on who samples
+// what: sample i's noise, sampler noise and label are keyed by i (docs/design.md, invariant 2).
 #pragma once
 #include <ATen/ATen.h>
 
@@ -32,9 +34,6 @@ struct ChunkPlan {
   int64_t count(int64_t k) const { return std::min(chunk_size, num - begin(k)); }
 };
 
-// The j-th entry of `todo` for every j with j % world == rank.
-std::vector<int64_t> chunks_for_rank(const std::vector<int64_t>& todo, int rank, int world);
-
 class SampleParts {
  public:
   // `out_dir` holds samples.h5 and parts/; `job` is a canonical description of everything
@@ -48,11 +47,17 @@ class SampleParts {
   const std::string& job_hash() const { return job_hash_; }
 
   // Rank 0, before any rank samples: removes what a killed run left half-written (temporary
-  // files) and the parts of a different job (logged), writes parts/job.json, and returns the
-  // chunks still to do in ascending order (every finished chunk of this job is kept).
+  // files, claims) and the parts of a different job (logged), writes parts/job.json, and returns
+  // the chunks still to do in ascending order (every finished chunk of this job is kept).
   std::vector<int64_t> prepare();
   // Whether chunk k's file is there, complete, and of this job.
   bool is_done(int64_t k) const;
+  // Whether chunk k's final file exists (a rename made it: complete), without reading it.
+  bool exists(int64_t k) const;
+  // Claims chunk k for the caller (`who` is recorded in the claim, e.g. "rank 1 on node02"):
+  // true for exactly one caller per chunk and job (prepare() clears the claims of earlier runs).
+  // Throws std::runtime_error naming the file when the claim cannot be created.
+  bool claim(int64_t k, const std::string& who) const;
 
   // A writer for chunk k (commit with commit_chunk). The images of a chunk stream through it
   // batch by batch.

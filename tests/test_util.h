@@ -2,7 +2,9 @@
 #pragma once
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -10,6 +12,16 @@
 namespace lf::testing {
 
 inline bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+// A fresh, empty directory `name` under $LF_TEST_TMP (ctest sets it) or the system's temp dir.
+inline std::string fresh_dir(const std::string& name) {
+  const char* base = std::getenv("LF_TEST_TMP");
+  const std::filesystem::path dir =
+      std::filesystem::path(base && *base ? base : std::filesystem::temp_directory_path().string()) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
 
 // The message of the exception of type E (any std::exception by default) that `f` throws, or
 // "(no exception)". An exception of another type propagates (and fails the test).

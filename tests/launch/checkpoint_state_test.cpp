@@ -21,13 +21,7 @@ namespace {
 
 using lf::testing::contains;
 
-std::string fresh_dir(const std::string& name) {
-  const char* base = std::getenv("LF_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("ckpt_state_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return lf::testing::fresh_dir("ckpt_state_" + name); }
 
 // A run with valid checkpoints of steps 1 and 2; returns the manager.
 CheckpointManager two_checkpoints(const std::string& name) {

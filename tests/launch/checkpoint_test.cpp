@@ -21,13 +21,7 @@ namespace {
 
 using lf::testing::contains;
 
-std::string fresh_dir(const std::string& name) {
-  const char* base = std::getenv("LF_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("ckpt_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return lf::testing::fresh_dir("ckpt_" + name); }
 
 // The files an 'ldm' checkpoint needs, holding `tag` (so two saves of a step differ).
 std::vector<CheckpointFile> files_for(int64_t step, const std::string& tag = "") {

@@ -24,13 +24,7 @@ namespace {
 
 using lf::testing::contains;
 
-std::string fresh_dir(const std::string& name) {
-  const char* base = std::getenv("LF_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("lock_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return lf::testing::fresh_dir("lock_" + name); }
 
 LockHolder holder(const std::string& host, int64_t pid, const std::string& job = "") {
   LockHolder h;

@@ -27,39 +27,36 @@ namespace {
 
 using lf::testing::ExpectThrowContains;
 
-std::string fresh_dir(const std::string& name) {
-  const char* base = std::getenv("LF_TEST_TMP");
-  fs::path dir = fs::path(base ? base : fs::temp_directory_path().string()) / ("stages_" + name);
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir.string();
-}
+std::string fresh_dir(const std::string& name) { return lf::testing::fresh_dir("stages_" + name); }
 
 at::Tensor random_images(int64_t n, int64_t seed) {
   at::manual_seed(seed);
   return at::randint(0, 256, {n, 1, 4, 4}, at::kByte);
 }
 
-TEST(SampleChunks, EveryChunkGoesToExactlyOneRankWhateverTheWorld) {
+TEST(SampleChunks, PlanCoversTheJobAndEveryChunkIsClaimedOnce) {
   ChunkPlan plan{103, 10};
   ASSERT_EQ(plan.num_chunks(), 11);
   EXPECT_EQ(plan.begin(10), 100);
   EXPECT_EQ(plan.count(10), 3);
   EXPECT_EQ(plan.count(3), 10);
-  std::vector<int64_t> todo = {0, 2, 3, 5, 8, 9, 10};  // a resumed job: some chunks are done
-  for (int world : {1, 2, 3, 8}) {
-    std::multiset<int64_t> seen;
-    for (int r = 0; r < world; ++r) {
-      auto mine = chunks_for_rank(todo, r, world);
-      // Balanced: the shares differ by at most one chunk.
-      EXPECT_LE(mine.size(), (todo.size() + world - 1) / world);
-      EXPECT_GE(mine.size(), todo.size() / world);
-      seen.insert(mine.begin(), mine.end());
-    }
-    EXPECT_EQ(seen, std::multiset<int64_t>(todo.begin(), todo.end())) << "world " << world;
-  }
-  EXPECT_EQ(chunks_for_rank(todo, 1, 2), (std::vector<int64_t>{2, 5, 9}));
-  ExpectThrowContains<std::invalid_argument>([&] { chunks_for_rank(todo, 2, 2); }, {"rank 2 of world 2"});
+  // Three "ranks" (SampleParts objects on one directory, as on a shared file system) racing
+  // for the chunks in the same order: each chunk goes to exactly one of them.
+  const std::string out = fresh_dir("claims");
+  SampleParts rank0(out, plan, "{\"job\":1}"), rank1(out, plan, "{\"job\":1}"), rank2(out, plan, "{\"job\":1}");
+  std::vector<int64_t> todo = rank0.prepare();
+  ASSERT_EQ(todo.size(), 11u);
+  std::multiset<int64_t> seen;
+  for (int64_t k : todo)
+    for (SampleParts* p : {&rank1, &rank2, &rank0})  // the order they reach it in varies
+      if (p->claim(k, "test")) seen.insert(k);
+  EXPECT_EQ(seen, std::multiset<int64_t>(todo.begin(), todo.end()));
+  EXPECT_FALSE(rank2.claim(4, "test"));
+  // A re-run's prepare() drops the claims of the killed run: its unfinished chunks are free again.
+  todo = rank0.prepare();
+  EXPECT_EQ(todo.size(), 11u);
+  EXPECT_TRUE(rank1.claim(4, "test"));
+  EXPECT_FALSE(rank0.claim(4, "test"));
 }
 
 TEST(EvalSets, BatchesSplitContiguouslyAndCompletely) {
