@@ -33,6 +33,12 @@ require_cluster_tools() {
 # HOSTFILE. The EXIT trap removes it (and runs $ON_EXIT first, when set).
 cluster_up() {
   require_cluster_tools
+  # Each host has a /tmp of its own, so what the hosts run and share cannot live under /tmp.
+  local p
+  for p in "$LF_SOURCE_DIR" "$LF_BIN" "$LF_TEST_TMP"; do
+    [[ "$(realpath -m "$p")" != /tmp/* ]] ||
+      fail "$p is under /tmp, which every host of the test cluster has its own of: use a checkout and build outside /tmp"
+  done
   CLUSTER=$("$NETNS/up.sh" -k "$1" -o $$) || fail "cluster/netns/up.sh -k $1 failed"
   trap cluster_cleanup EXIT
   trap 'exit 130' INT
