@@ -6,29 +6,7 @@
 #
 # Environment (set by ctest, defaulted here for a manual run from the repository root):
 #   LF_BIN, LF_SOURCE_DIR, LF_TEST_TMP.
-set -euo pipefail
-
-: "${LF_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-: "${LF_BIN:=$LF_SOURCE_DIR/build/latentforge}"
-: "${LF_TEST_TMP:=$LF_SOURCE_DIR/build/test-tmp}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-unset LF_CRASH_AT LF_PAUSE_AT
-PY=/usr/bin/python3
-MPIRUN=(mpirun -np 2 --oversubscribe --bind-to none)
-
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# setup NAME: a fresh scratch directory $T.
-setup() {
-  T="$LF_TEST_TMP/$1"
-  rm -rf "$T"
-  mkdir -p "$T"
-  echo "scratch: $T"
-  [[ -x "$LF_BIN" ]] || fail "LF_BIN=$LF_BIN is not an executable (build the latentforge target)"
-}
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_env.bash"
 
 # Flags every stage of the tiny pipeline shares.
 tiny_flags() {

@@ -6,16 +6,8 @@
 # Environment (set by ctest, defaulted here for a manual run from the repository root):
 #   LF_BIN, LF_SOURCE_DIR, LF_TEST_TMP.
 
-set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/e2e_env.bash"
 
-: "${LF_SOURCE_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
-: "${LF_BIN:=$LF_SOURCE_DIR/build/latentforge}"
-: "${LF_TEST_TMP:=$LF_SOURCE_DIR/build/test-tmp}"
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
-# Debug and crash switches never leak in from the caller's environment.
-unset LF_CRASH_AT LF_DEBUG_SUM_GRADS LF_DEBUG_RANK_NOISE LF_DEBUG_THROW_AT_STEP LF_DEBUG_THROW_RANK
-
-PY=/usr/bin/python3
 COMPARE="$LF_SOURCE_DIR/tools/compare_checkpoints.py"
 
 # Run-to-run constant flags: the tiny model, batch 8, a log line and metrics record per step,
@@ -31,20 +23,6 @@ TRAIN_FLAGS=(
   --threads=1
 )
 
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
-# setup NAME: a fresh scratch directory $T for this test.
-setup() {
-  T="$LF_TEST_TMP/$1"
-  rm -rf "$T"
-  mkdir -p "$T"
-  echo "scratch: $T"
-  [[ -x "$LF_BIN" ]] || fail "LF_BIN=$LF_BIN is not an executable (build the latentforge target)"
-}
-
 # make_cache [encode flags...]: the identity-autoencoder cache at $T/cache (flags such as
 # --data.limit=N override the defaults).
 make_cache() {
@@ -52,8 +30,6 @@ make_cache() {
   "$LF_BIN" encode --vae.kind=identity --data.limit=60 --cache.dir="$CACHE" --cache.shard_size=16 \
     --cache.dtype=f32 --threads=1 "$@" >"$T/encode.log" 2>&1 || { cat "$T/encode.log"; fail "encode failed"; }
 }
-
-MPIRUN=(mpirun -np 2 --oversubscribe --bind-to none)
 
 # train RUN_DIR [flags...]: one rank, output to RUN_DIR.log; its exit status in RC.
 train() {
