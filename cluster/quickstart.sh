@@ -47,8 +47,8 @@ stage "vae train" par vae train --resume auto
 stage "encode train" par encode
 stage "encode test" par encode --data.split=test --cache.dir="$RUN/cache/test"
 stage "train" par train --resume auto
-stage "sample" one sample
-stage "eval" one eval
+stage "sample" par sample
+stage "eval" par eval
 TOTAL=$((SECONDS - START))
 echo
 echo "quickstart done in ${TOTAL} s (vae ${T[vae train]} s, encode $((T[encode train] + T[encode test])) s, train ${T[train]} s, sample ${T[sample]} s, eval ${T[eval]} s)"
