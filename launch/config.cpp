@@ -65,6 +65,9 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
   r.add_path(s + ".init_from", &t.init_from, "start from these weights (fine-tuning); not a resume");
   r.add_int(s + ".log_every", &t.log_every, 1, kBig, "log a line and a metrics.jsonl record every N steps");
   r.add_int(s + ".ckpt_every", &t.ckpt_every, 1, kBig, "write a checkpoint every N steps (and at the end)");
+  r.add_bool(s + ".async_checkpoint", &t.async_checkpoint,
+             "write checkpoints in a background thread from host copies taken at the step boundary (one in flight; "
+             "the last one and a stop's are written before exit)");
   r.add_int(s + ".keep_last", &t.keep_last, 1, 1000, "keep the last K checkpoints");
   r.add_int(s + ".milestone_every", &t.milestone_every, 0, kBig, "also keep every M-th step's checkpoint forever (0: none)");
   r.add_int(s + ".max_bad_steps", &t.max_bad_steps, 1, 1000000, "consecutive non-finite steps before the run stops");

@@ -65,6 +65,7 @@ struct TrainLoopConfig {
   std::string init_from = "";      // weights to start from (fine-tuning), not a resume
   int64_t log_every = 50;
   int64_t ckpt_every = 1000;
+  bool async_checkpoint = false;  // write checkpoints from host copies in a background thread
   int64_t keep_last = 3;
   int64_t milestone_every = 0;  // 0: none
   int64_t max_bad_steps = 20;   // consecutive non-finite steps before stopping

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "core/safetensors.h"
 #include "core/state_dict.h"
@@ -215,7 +216,9 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
 
     pause_point("loop.step_end");  // LF_PAUSE_AT=loop.step_end:K: a signal exactly after step K
     StopRequest stop = session_.agree_stop();
-    if (step_ % loop_.ckpt_every == 0 || step_ == loop_.steps || stop != StopRequest::kNone) save(trainer);
+    if (rt_.is_root()) session_.check_checkpoint_writer();  // a failed background save ends the job now
+    const bool exiting = stop != StopRequest::kNone || step_ == loop_.steps;
+    if (step_ % loop_.ckpt_every == 0 || exiting) save(trainer, exiting);
     if (stop != StopRequest::kNone && step_ < loop_.steps) {  // a stop at the last step just finishes
       const int code = stop == StopRequest::kRequeue ? kExitRequeue : kExitTerminated;
       if (rt_.is_root())
@@ -292,25 +295,75 @@ bool TrainingLoop::apply_update(nlohmann::json& values) {
   return finite;
 }
 
-void TrainingLoop::save(Trainer& trainer) {
+namespace {
+
+// Copies `tensors` into `host` (CPU, contiguous), reusing host's tensor of a name where shape and
+// dtype fit: the async checkpoint's buffers, allocated once.
+void copy_to_host(const core::TensorMap& tensors, core::TensorMap& host) {
+  for (auto it = host.begin(); it != host.end();) it = tensors.count(it->first) ? std::next(it) : host.erase(it);
+  for (const auto& [name, t] : tensors) {
+    at::Tensor src = t.detach();
+    at::Tensor& dst = host[name];
+    if (!dst.defined() || dst.sizes() != src.sizes() || dst.scalar_type() != src.scalar_type())
+      dst = at::empty(src.sizes(), src.options().device(at::kCPU));
+    dst.copy_(src);
+  }
+}
+
+core::TensorMap as_map(const NamedTensors& named) {
+  core::TensorMap m;
+  for (const auto& [k, t] : named) m[k] = t;
+  return m;
+}
+
+}  // namespace
+
+void TrainingLoop::save(Trainer& trainer, bool exiting) {
+  const auto t0 = Clock::now();
   nlohmann::json state;
   state["samples_seen"] = step_ * loop_.batch_size;
   state["epoch"] = static_cast<double>(step_ * loop_.batch_size) / static_cast<double>(epoch_size_);
   state["seed"] = loop_.seed;
   state["bad_steps"] = bad_steps_;
   trainer.checkpoint_state(state);
-  std::vector<CheckpointFile> files;
+  // What each file holds, by file name: the live tensors (a synchronous save writes them before
+  // training goes on) or, for a background save, host copies taken now.
+  std::vector<std::pair<std::string, core::TensorMap>> contents;
   uint64_t bytes = 0;
   for (auto& g : groups_) {
-    files.push_back({weights_file(g.module.name), [&g](const std::string& p) { save_module_weights(*g.module.module, p); }});
-    files.push_back({optimizer_file(g.module.name),
-                     [&g](const std::string& p) { core::save_safetensors(p, to_cpu_map(g.params.optimizer->state())); }});
+    contents.emplace_back(weights_file(g.module.name), core::state_dict(*g.module.module));
+    contents.emplace_back(optimizer_file(g.module.name), as_map(g.params.optimizer->state()));
     for (const auto& p : g.params.params) bytes += p.numel() * p.element_size() * 3;
   }
-  files.push_back({"ema.safetensors", [this](const std::string& p) { core::save_safetensors(p, to_cpu_map(ema_->state())); }});
+  contents.emplace_back("ema.safetensors", as_map(ema_->state()));
   for (const auto& p : groups_.front().params.params) bytes += p.numel() * p.element_size();
-  for (auto& f : trainer.checkpoint_files()) files.push_back(std::move(f));
-  session_.save_checkpoint(step_, state, files, bytes);
+
+  std::vector<CheckpointFile> files;
+  if (!loop_.async_checkpoint || exiting) {
+    for (auto& [name, tensors] : contents)
+      files.push_back({name, [&t = tensors](const std::string& p) { core::save_safetensors(p, t); }});
+    session_.save_checkpoint(step_, state, files, bytes);
+    if (rt_.is_root())
+      LOG(INFO) << "checkpoint of step " << step_ << ": training blocked for " << int(since(t0) * 1000)
+                << " ms (written synchronously)";
+    return;
+  }
+  if (!rt_.is_root()) return;  // rank 0 writes; the others go on at once
+  // At most one save in flight: the previous one is committed before its buffers are reused.
+  const double waited = session_.wait_checkpoint();
+  if (!host_copy_) host_copy_ = std::make_shared<std::map<std::string, core::TensorMap>>();
+  for (auto& [name, tensors] : contents) {
+    copy_to_host(tensors, (*host_copy_)[name]);
+    const bool first = files.empty();
+    files.push_back({name, [copy = host_copy_, name = name, first, d = debug_](const std::string& p) {
+                       if (first && d.ckpt_delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(d.ckpt_delay_ms));
+                       if (d.ckpt_fail) throw std::runtime_error(str("cannot write ", p, " (LF_DEBUG_CKPT_FAIL)"));
+                       core::save_safetensors(p, copy->at(name));
+                     }});
+  }
+  session_.save_checkpoint_async(step_, state, std::move(files), bytes);
+  LOG(INFO) << "checkpoint of step " << step_ << ": training blocked for " << int(since(t0) * 1000) << " ms ("
+            << int(waited * 1000) << " ms waiting for the previous one), the rest is written in the background";
 }
 
 }  // namespace lf::launch

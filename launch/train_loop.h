@@ -4,6 +4,7 @@
 // What differs between the two commands is a Trainer: its modules, its data, the forward and
 // loss of a micro-batch, its checkpoint fields, and its work between steps and at the end.
 #pragma once
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -74,9 +75,8 @@ class Trainer {
   // whether this step had such rank-0-only work (the same answer on every rank): the loop then
   // waits for rank 0 under dist.checkpoint_timeout_s, never under the next collective's deadline.
   virtual bool periodic(TrainingLoop& loop, int64_t step) { return false; }
-  // Fields of its own in a checkpoint's state.json, and files of its own.
+  // Fields of its own in a checkpoint's state.json.
   virtual void checkpoint_state(nlohmann::json& state) const {}
-  virtual std::vector<CheckpointFile> checkpoint_files() { return {}; }
   // Samples per epoch (the epoch counter in state.json and the metrics).
   virtual int64_t epoch_size() const = 0;
   // After the last step, when this run trained at least one step (final grid, evaluation: the
@@ -131,7 +131,10 @@ class TrainingLoop {
   // One optimizer step (micro-batches, sync, update); returns the logged local values.
   std::vector<double> step(Trainer& trainer, StepTimes& times, nlohmann::json& values);
   bool apply_update(nlohmann::json& values);
-  void save(Trainer& trainer);
+  // Writes the checkpoint of step_: synchronously, or (train.async_checkpoint, unless `exiting`:
+  // the last step or a stop) from host copies in the background; an exiting save commits any
+  // background one first, so no exit path leaves a checkpoint half-written.
+  void save(Trainer& trainer, bool exiting);
 
   std::string kind_;
   TrainLoopConfig loop_;
@@ -152,6 +155,9 @@ class TrainingLoop {
   std::string saved_state_text_;
   int64_t epoch_size_ = 1;
   std::string config_ini_;
+  // Host copies of the checkpoint files' tensors for background saves (reused between saves;
+  // shared with the writer thread, which may outlive a failing loop).
+  std::shared_ptr<std::map<std::string, core::TensorMap>> host_copy_;
 };
 
 }  // namespace lf::launch

@@ -17,12 +17,6 @@ NamedTensors named_parameters(const torch::nn::Module& m) {
   return out;
 }
 
-core::TensorMap to_cpu_map(const NamedTensors& tensors) {
-  core::TensorMap m;
-  for (const auto& [k, t] : tensors) m[k] = t.detach().cpu().clone();
-  return m;
-}
-
 ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d,
                             Runtime& rt, dist::GradReduction reduction) {
   ParamGroup g;
@@ -87,6 +81,8 @@ DebugSwitches read_debug_switches() {
   d.rank_noise = flag("LF_DEBUG_RANK_NOISE");
   d.throw_at_step = integer("LF_DEBUG_THROW_AT_STEP", -1);
   d.throw_rank = integer("LF_DEBUG_THROW_RANK", 0);
+  d.ckpt_delay_ms = integer("LF_DEBUG_CKPT_DELAY_MS", 0);
+  d.ckpt_fail = flag("LF_DEBUG_CKPT_FAIL");
   return d;
 }
 

@@ -20,9 +20,6 @@ using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
 // The module's parameters under their dotted names, in registration order.
 NamedTensors named_parameters(const torch::nn::Module& m);
 
-// Detached CPU copies, by name (what a checkpoint file holds).
-core::TensorMap to_cpu_map(const NamedTensors& tensors);
-
 // What one optimizer updates: the parameters, their bucketed all-reduce (world > 1; it
 // broadcasts rank 0's parameters and buffers at construction, collectively) and AdamW.
 struct ParamGroup {
@@ -63,13 +60,18 @@ void zero_grads(const std::vector<at::Tensor>& params);
 //                               seeding): rank r > 0 sees other noise than 1 rank would.
 //   LF_DEBUG_THROW_AT_STEP=K    throw std::runtime_error("injected failure at step K") when
 //   LF_DEBUG_THROW_RANK=R       optimizer step K begins, on rank R only (default 0).
+//   LF_DEBUG_CKPT_DELAY_MS=D    a background checkpoint (train.async_checkpoint) waits D ms
+//                               before writing, so a test sees training go on meanwhile.
+//   LF_DEBUG_CKPT_FAIL=1        writing a background checkpoint fails (its error must end the job).
 // Never set in production; rank 0 warns when any is active.
 struct DebugSwitches {
   bool sum_grads = false;
   bool rank_noise = false;
   int64_t throw_at_step = -1;
   int64_t throw_rank = 0;
-  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0; }
+  int64_t ckpt_delay_ms = 0;
+  bool ckpt_fail = false;
+  bool any() const { return sum_grads || rank_noise || throw_at_step >= 0 || ckpt_delay_ms > 0 || ckpt_fail; }
 };
 
 // Reads the switches; throws UsageError for a malformed value.

@@ -179,20 +179,31 @@ StopRequest TrainSession::agree_stop() {
   return static_cast<StopRequest>(flag.item<int64_t>());
 }
 
+void TrainSession::stamp(nlohmann::json& state) const {
+  state["kind"] = kind_;
+  state["config"] = config_json_;
+  state["world_size"] = comm_.world_size();
+  state["train_seconds"] = train_seconds();
+}
+
+std::string TrainSession::write_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
+                                           uint64_t expected_bytes, const char* how) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::string dir = checkpoints_.save(step, std::move(state), files, expected_bytes);
+  double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  LOG(INFO) << "checkpoint " << dir << " written and verified in " << int(s * 1000) << " ms" << how;
+  return dir;
+}
+
 std::string TrainSession::save_checkpoint(int64_t step, nlohmann::json state,
                                           const std::vector<CheckpointFile>& files, uint64_t expected_bytes) {
   std::string dir;
   std::string error;
   if (is_root()) {
-    state["kind"] = kind_;
-    state["config"] = config_json_;
-    state["world_size"] = comm_.world_size();
-    state["train_seconds"] = train_seconds();
+    stamp(state);
     try {
-      auto t0 = std::chrono::steady_clock::now();
-      dir = checkpoints_.save(step, std::move(state), files, expected_bytes);
-      double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      LOG(INFO) << "checkpoint " << dir << " written and verified in " << str(int(s * 1000)) << " ms";
+      wait_checkpoint();
+      dir = write_checkpoint(step, std::move(state), files, expected_bytes, "");
     } catch (const std::exception& e) {
       error = e.what();
     }
@@ -206,6 +217,50 @@ std::string TrainSession::save_checkpoint(int64_t step, nlohmann::json state,
   if (!error.empty()) throw std::runtime_error(str("checkpoint of step ", step, " failed: ", error));
   if (ok.item<int64_t>() == 0) throw std::runtime_error(str("rank 0 failed to write the checkpoint of step ", step));
   return dir;
+}
+
+void TrainSession::save_checkpoint_async(int64_t step, nlohmann::json state, std::vector<CheckpointFile> files,
+                                         uint64_t expected_bytes) {
+  if (!is_root()) return;
+  wait_checkpoint();
+  stamp(state);
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  auto error = std::make_shared<std::string>();
+  writer_done_ = done;
+  writer_error_ = error;
+  writer_ = std::thread([this, step, state = std::move(state), files = std::move(files), expected_bytes, done,
+                         error]() mutable {
+    try {
+      write_checkpoint(step, std::move(state), files, expected_bytes, " (in the background)");
+    } catch (const std::exception& e) {
+      *error = str("checkpoint of step ", step, " failed (written in the background): ", e.what());
+    } catch (...) {
+      *error = str("checkpoint of step ", step, " failed (written in the background): unknown exception");
+    }
+    done->store(true, std::memory_order_release);
+  });
+}
+
+double TrainSession::wait_checkpoint() {
+  if (!writer_.joinable()) return 0.0;
+  auto t0 = std::chrono::steady_clock::now();
+  writer_.join();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::string error = std::move(*writer_error_);
+  writer_done_.reset();
+  writer_error_.reset();
+  if (!error.empty()) throw std::runtime_error(error);
+  return waited;
+}
+
+void TrainSession::check_checkpoint_writer() {
+  if (writer_.joinable() && writer_done_->load(std::memory_order_acquire)) wait_checkpoint();
+}
+
+TrainSession::~TrainSession() {
+  if (!writer_.joinable()) return;
+  writer_.join();
+  if (writer_error_ && !writer_error_->empty()) LOG(ERROR) << *writer_error_;
 }
 
 void TrainSession::write_metrics(const nlohmann::json& record) {

@@ -3,12 +3,14 @@
 // chose, the keys a resume may not change, stop signals agreed at step boundaries, timing,
 // progress lines with rate and ETA, and metrics.jsonl (rank 0).
 #pragma once
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "distributed/communicator.h"
@@ -40,6 +42,10 @@ class TrainSession {
   // Installs the stop handlers (signals.h): construct it before the slow start-up.
   TrainSession(std::string kind, const TrainLoopConfig& loop, const DistConfig& dist,
                dist::Communicator& cpu_comm, nlohmann::json config_json);
+  // Waits for a background checkpoint still being written (never abandons it half-way).
+  ~TrainSession();
+  TrainSession(const TrainSession&) = delete;
+  TrainSession& operator=(const TrainSession&) = delete;
 
   // Rank 0 takes the run directory's lock (run_lock.h) — before any work, so a second writer is
   // refused at once; UsageError naming the holder when refused. Released when the session ends.
@@ -76,9 +82,25 @@ class TrainSession {
   StopRequest agree_stop();
 
   // Rank 0 writes; every rank then waits (with the checkpoint deadline) until it is durable.
-  // Returns the checkpoint directory (on rank 0; "" elsewhere).
+  // Returns the checkpoint directory (on rank 0; "" elsewhere). A background checkpoint in
+  // flight is committed first.
   std::string save_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
                               uint64_t expected_bytes);
+
+  // train.async_checkpoint, rank 0 only: hands the checkpoint to a background thread and returns
+  // at once; training goes on while it is written, verified and put in place (the same atomic
+  // save as above: a crash at any moment leaves the previous checkpoint valid). `files` must
+  // write copies that nothing changes meanwhile (host copies taken at the step boundary). At most
+  // one is in flight: the caller waits for the previous one first (wait_checkpoint). A failure is
+  // thrown on rank 0 by the next wait_checkpoint() or check_checkpoint_writer(), which ends the job.
+  void save_checkpoint_async(int64_t step, nlohmann::json state, std::vector<CheckpointFile> files,
+                             uint64_t expected_bytes);
+  // Rank 0: waits until the background checkpoint (if any) is committed; throws its error.
+  // Returns the seconds waited. Other ranks: nothing.
+  double wait_checkpoint();
+  // Rank 0, at every step boundary: throws the error of a background checkpoint that failed
+  // (without waiting for one still being written).
+  void check_checkpoint_writer();
 
   // Progress: a log line every log_every steps (rank 0) with rate and ETA, and a metrics record.
   void record_step(int64_t step, int64_t total_steps, int64_t samples_per_step, const StepTimes& t,
@@ -93,6 +115,10 @@ class TrainSession {
  private:
   // Rank 0's part of resolve_resume: the checkpoint folder, or "" to start fresh.
   std::string choose_checkpoint(const std::string& flag);
+  // Rank 0: the run's fields in `state`, then CheckpointManager::save; logs and returns the folder.
+  std::string write_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
+                               uint64_t expected_bytes, const char* how);
+  void stamp(nlohmann::json& state) const;
 
   std::string kind_;
   TrainLoopConfig loop_;
@@ -108,6 +134,10 @@ class TrainSession {
   int64_t start_step_ = 0;
   double prior_seconds_ = 0.0;
   std::chrono::steady_clock::time_point begin_time_;
+  // The background checkpoint writer (rank 0): its thread, whether it finished, its error.
+  std::thread writer_;
+  std::shared_ptr<std::atomic<bool>> writer_done_;
+  std::shared_ptr<std::string> writer_error_;
 };
 
 }  // namespace lf::launch

@@ -11,7 +11,8 @@ set -euo pipefail
 : "${LF_TEST_TMP:=$LF_SOURCE_DIR/build/test-tmp}"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
 # Debug, crash and pause switches are set per command by the tests that want them.
-unset LF_CRASH_AT LF_PAUSE_AT LF_DEBUG_SUM_GRADS LF_DEBUG_RANK_NOISE LF_DEBUG_THROW_AT_STEP LF_DEBUG_THROW_RANK
+unset LF_CRASH_AT LF_PAUSE_AT LF_DEBUG_SUM_GRADS LF_DEBUG_RANK_NOISE LF_DEBUG_THROW_AT_STEP LF_DEBUG_THROW_RANK \
+  LF_DEBUG_CKPT_DELAY_MS LF_DEBUG_CKPT_FAIL
 
 PY=/usr/bin/python3
 MPIRUN=(mpirun -np 2 --oversubscribe --bind-to none)
