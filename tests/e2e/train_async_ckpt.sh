@@ -43,13 +43,7 @@ for spec in "ckpt.after_tensors:2 2" "ckpt.before_rename:2 2"; do
   name=${point%%:*}
   run="$T/kill-${name#ckpt.}"
   echo "== LF_CRASH_AT=$point inside the background write of step 4"
-  LF_CRASH_AT=$point train "$run" "${F[@]}" "${A[@]}"
-  expect_rc 137 "$run" "the run killed at $point"
-  grep -q "killing the process at crash point '$name'" "$run.log" || fail "$run.log does not show the crash point"
-  train "$run" "${F[@]}" "${A[@]}" --resume auto
-  expect_rc 0 "$run" "the resumed run"
-  grep -q "resuming from .*step-$(printf %08d "$want") at step $want" "$run.log" ||
-    { grep -i "resum\|skipping" "$run.log" >&2; fail "after $point the resume did not pick step $want"; }
+  crash_then_resume "$run" "$point" "$want" "${F[@]}" "${A[@]}"
   same_checkpoints "$(ckpt "$T/sync" 6)" "$(ckpt "$run" 6)" --exact
   metrics_steps "$run" 1 6
   same_losses "$T/sync" "$run"

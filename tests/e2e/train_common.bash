@@ -73,6 +73,22 @@ run_np2_ok() {
   expect_rc 0 "$run" "$what"
 }
 
+# crash_then_resume RUN_DIR POINT WANT flags...: a run killed by LF_CRASH_AT=POINT (exit 137, the
+# crash point named in its log), then `--resume auto` with the same flags, which must pick the
+# checkpoint of step WANT and exit 0.
+crash_then_resume() {
+  local run="$1" point="$2" want="$3"
+  shift 3
+  local name=${point%%:*}
+  LF_CRASH_AT=$point train "$run" "$@"
+  expect_rc 137 "$run" "the run killed at $point"
+  grep -q "killing the process at crash point '$name'" "$run.log" || fail "$run.log does not show the crash point"
+  train "$run" "$@" --resume auto
+  expect_rc 0 "$run" "the resumed run"
+  grep -q "resuming from .*step-$(printf %08d "$want") at step $want" "$run.log" ||
+    { grep -i "resum\|skipping" "$run.log" >&2; fail "after $point the resume did not pick step $want"; }
+}
+
 # ckpt RUN_DIR STEP: the checkpoint directory of STEP.
 ckpt() { printf '%s/checkpoints/step-%08d' "$1" "$2"; }
 

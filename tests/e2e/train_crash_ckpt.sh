@@ -19,13 +19,7 @@ for spec in "ckpt.after_tensors:2 2" "ckpt.before_rename:2 2" "ckpt.during_delet
   name=${point%%:*}
   run="$T/${name#ckpt.}"
   echo "== LF_CRASH_AT=$point"
-  LF_CRASH_AT=$point train "$run" "${F[@]}"
-  expect_rc 137 "$run" "the run killed at $point"
-  grep -q "killing the process at crash point '$name'" "$run.log" || fail "$run.log does not show the crash point"
-  train "$run" "${F[@]}" --resume auto
-  expect_rc 0 "$run" "the resumed run"
-  grep -q "resuming from .*step-$(printf %08d "$want") at step $want" "$run.log" ||
-    { grep -i "resum\|skipping" "$run.log" >&2; fail "after $point the resume did not pick step $want"; }
+  crash_then_resume "$run" "$point" "$want" "${F[@]}"
   same_checkpoints "$(ckpt "$T/ref" 6)" "$(ckpt "$run" 6)" --exact
   metrics_steps "$run" 1 6
   same_losses "$T/ref" "$run"
