@@ -147,6 +147,10 @@ int run_sample(const Invocation& inv) {
             << todo.size() << " to sample (" << plan.num_chunks() - static_cast<int64_t>(todo.size())
             << " already in " << parts.dir() << ")";
 
+  if (rt.is_root() && plan.num_chunks() < rt.world())
+    LOG(WARNING) << "the job has " << plan.num_chunks() << " chunk(s) for " << rt.world() << " ranks: "
+                 << rt.world() - plan.num_chunks() << " rank(s) will have nothing to sample (sample.chunk_size = "
+                 << s.chunk_size << "; " << (n + rt.world() - 1) / rt.world() << " or less gives every rank a chunk)";
   // Progress (rank 0) counts the whole job: its own images as they are written and the other
   // ranks' chunks as they appear.
   int64_t todo_images = 0;

@@ -115,9 +115,10 @@ class TrainSession {
  private:
   // Rank 0's part of resolve_resume: the checkpoint folder, or "" to start fresh.
   std::string choose_checkpoint(const std::string& flag);
-  // Rank 0: the run's fields in `state`, then CheckpointManager::save; logs and returns the folder.
+  // Rank 0: CheckpointManager::save of a stamped state; logs (`how` after the time) and returns the folder.
   std::string write_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
                                uint64_t expected_bytes, const char* how);
+  // The run's fields of state.json: kind, config, world size, training seconds so far.
   void stamp(nlohmann::json& state) const;
 
   std::string kind_;

@@ -31,6 +31,12 @@ expect_in "$T/two.log" "2 rank\(s\) on cpu, f32; 5 chunk\(s\) of 5, 5 to sample"
 same_samples "$T/one/samples.h5" "$T/two/samples.h5" "2 ranks vs 1 rank"
 cmp -s "$T/one/grid.png" "$T/two/grid.png" || fail "grid.png differs between 1 and 2 ranks"
 
+echo "== one chunk for 2 ranks: the same samples, and a warning that rank 1 idles"
+sample_np2 "$T/onechunk" "$T/onechunk.log" --sample.batch_size=10 --sample.chunk_size=23
+expect_rc 0 "$T/onechunk.log" "2-rank sample of one chunk"
+expect_in "$T/onechunk.log" "the job has 1 chunk\(s\) for 2 ranks: 1 rank\(s\) will have nothing to sample \(sample.chunk_size = 23; 12 or less"
+same_samples "$T/one/samples.h5" "$T/onechunk/samples.h5" "one chunk on 2 ranks vs 1 rank"
+
 echo "== negative control: per-rank noise (LF_DEBUG_RANK_NOISE=1) on 2 ranks must differ"
 LF_DEBUG_RANK_NOISE=1 sample_np2 "$T/ranknoise" "$T/ranknoise.log" --sample.batch_size=10
 expect_rc 0 "$T/ranknoise.log" "2-rank sample with per-rank noise"
