@@ -1,6 +1,7 @@
 // any_rank and the cross-rank equality checks behind start-up verification.
 #include "distributed/agreement.h"
 
+#include <algorithm>
 #include <cstring>
 #include <iomanip>
 #include <sstream>
@@ -69,6 +70,26 @@ std::string broadcast_string(Communicator& comm, const std::string& text, int ro
   if (comm.rank() == root) std::memcpy(bytes.data_ptr(), text.data(), static_cast<size_t>(n));
   comm.broadcast(bytes, root, deadline, what);
   return std::string(static_cast<const char*>(bytes.data_ptr()), static_cast<size_t>(n));
+}
+
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& text, Deadline deadline,
+                                            const std::string& what) {
+  const int world = comm.world_size();
+  torch::Tensor size = torch::tensor({static_cast<int64_t>(text.size())}, torch::kLong);
+  torch::Tensor sizes = torch::empty({world, 1}, torch::kLong);
+  comm.all_gather_async(size, sizes, what + " (lengths)")->wait(deadline);
+  int64_t longest = 0;
+  for (int r = 0; r < world; ++r) longest = std::max(longest, sizes[r][0].item<int64_t>());
+  std::vector<std::string> out(static_cast<size_t>(world));
+  if (longest == 0) return out;
+  torch::Tensor mine = torch::zeros({longest}, torch::kUInt8);
+  std::memcpy(mine.data_ptr(), text.data(), text.size());
+  torch::Tensor all = torch::empty({world, longest}, torch::kUInt8);
+  comm.all_gather_async(mine, all, what)->wait(deadline);
+  for (int r = 0; r < world; ++r)
+    out[static_cast<size_t>(r)].assign(static_cast<const char*>(all[r].data_ptr()),
+                                       static_cast<size_t>(sizes[r][0].item<int64_t>()));
+  return out;
 }
 
 }  // namespace lf::dist

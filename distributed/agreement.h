@@ -36,4 +36,9 @@ void verify_same_on_all_ranks(Communicator& comm, const std::vector<int64_t>& va
 std::string broadcast_string(Communicator& comm, const std::string& text, int root, Deadline deadline,
                              const std::string& what);
 
+// Every rank's `text`, indexed by rank (an all-gather of the lengths, then of the bytes padded to
+// the longest), waiting until `deadline`. Collective, blocking.
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& text, Deadline deadline,
+                                            const std::string& what);
+
 }  // namespace lf::dist

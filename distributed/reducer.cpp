@@ -102,7 +102,11 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
                            {"shapes_hash", "plan_hash"}, "gradient bucket plan", /*hex=*/true);
 
   // Collective: host discovery and the transport's communicators, the same on every rank.
-  transport_ = std::make_unique<BucketSync>(*comm_, options_.algorithm, options_.wire);
+  if (options_.shard && options_.wire == GradWire::kBF16)
+    throw std::invalid_argument(
+        "reducer: a sharded optimizer all-gathers the parameters themselves, which bf16 on the wire would round "
+        "(set dist.grad_wire = f32 with dist.shard_optimizer = true)");
+  transport_ = std::make_unique<BucketSync>(*comm_, options_.algorithm, options_.wire, /*pieces=*/options_.shard);
 
   if (options_.broadcast_from_rank0) {
     // Same initial weights everywhere (DDP's _sync_module_states). detach(): MPI writes the
@@ -129,6 +133,21 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
                               .narrow(0, b.offsets[static_cast<size_t>(slot)], params_[i].numel())
                               .view(params_[i].sizes()));
     attach_grad_view(i);  // quietly: a grad defined before the Reducer existed is expected
+  }
+  if (options_.shard) {
+    // This rank's part of each bucket: [offset, offset + C) of the padded buffer, cut at the
+    // parameters' boundaries.
+    for (size_t k = 0; k < plan_.buckets.size(); ++k) {
+      const Bucket& b = plan_.buckets[k];
+      const int64_t begin = transport_->shard_offset(k);
+      const int64_t end = begin + transport_->shard(k).numel();
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        const size_t param = static_cast<size_t>(b.params[j]);
+        const int64_t p0 = b.offsets[j], p1 = p0 + params_[param].numel();
+        const int64_t lo = std::max(begin, p0), hi = std::min(end, p1);
+        if (lo < hi) segments_.push_back(ShardSegment{param, lo - p0, hi - lo, k, lo - begin});
+      }
+    }
   }
   fired_.assign(params_.size(), 0);
   ready_.assign(plan_.buckets.size(), 0);
@@ -252,7 +271,9 @@ std::shared_ptr<Work> Reducer::launch_bucket(size_t bucket) {
     what = describe_bucket(bucket);
     ++stats_.bucket_all_reduces;
   }
-  return with_context(comm_->tag(), what, [&] { return transport_->all_reduce(bucket, what); });
+  return with_context(comm_->tag(), what, [&] {
+    return options_.shard ? transport_->reduce_scatter(bucket, what) : transport_->all_reduce(bucket, what);
+  });
 }
 
 bool Reducer::test_bucket(Work& work) {
@@ -287,8 +308,12 @@ void Reducer::communication_loop() {
       bool progressed = !to_launch.empty();
       for (auto it = in_flight.begin(); it != in_flight.end();) {
         if (test_bucket(*it->work)) {
-          complete_bucket(it->bucket);
+          // The Work is destroyed before the bucket counts as done: once finish_backward() has
+          // seen every bucket done, this thread holds no operation of the transport's pipeline,
+          // so the caller's thread may start all_gather_segments() on it.
+          const size_t bucket = it->bucket;
           it = in_flight.erase(it);
+          complete_bucket(bucket);
           progressed = true;
           continue;
         }
@@ -393,11 +418,58 @@ void Reducer::finish_bucket(size_t bucket) {
   const int world = comm_->world_size();
   if (options_.reduction != GradReduction::kAverage || world == 1) return;
   torch::NoGradGuard no_grad;
+  const torch::Tensor& sum = options_.shard ? transport_->shard(bucket) : buffers_[bucket];
   if ((world & (world - 1)) == 0) {
-    buffers_[bucket].mul_(1.0 / world);
+    sum.mul_(1.0 / world);
   } else {
-    buffers_[bucket].div_(world);
+    sum.div_(world);
   }
+}
+
+const torch::Tensor& Reducer::shard_grad(size_t bucket) const {
+  TORCH_CHECK(options_.shard, "reducer: shard_grad() of a reducer that does not shard");
+  return transport_->shard(bucket);
+}
+
+void Reducer::all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
+                                  const std::string& what) {
+  TORCH_CHECK(options_.shard, "reducer: all_gather_segments() of a reducer that does not shard");
+  TORCH_CHECK(owned.size() == segments_.size() && outs.size() == params_.size(), "reducer: all_gather_segments() got ",
+              owned.size(), " segments for ", segments_.size(), " and ", outs.size(), " outputs for ", params_.size(),
+              " parameters");
+  torch::NoGradGuard no_grad;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+  }
+  for (size_t b = 0; b < buffers_.size(); ++b) transport_->shard(b).zero_();  // the padding stays zero
+  for (size_t k = 0; k < segments_.size(); ++k) {
+    const ShardSegment& s = segments_[k];
+    transport_->shard(s.bucket).narrow(0, s.shard_offset, s.numel).copy_(owned[k].reshape({-1}));
+  }
+  std::vector<std::shared_ptr<Work>> works;
+  for (size_t b = 0; b < buffers_.size(); ++b) {
+    const std::string name = lf::str(what, ": all-gather of bucket ", b + 1, "/", buffers_.size(), ", step ", step_);
+    works.push_back(with_context(comm_->tag(), name, [&] { return transport_->all_gather(b, name); }));
+  }
+  for (auto& w : works)
+    with_context(comm_->tag(), w->describe(), [&] {
+      w->wait();
+      return true;
+    });
+  for (size_t i = 0; i < params_.size(); ++i) outs[i].copy_(grad_views_[i]);
+  for (auto& b : buffers_) b.zero_();
+}
+
+double Reducer::sum_over_ranks(double local, const std::string& what) {
+  const torch::Device device = buffers_.empty() ? torch::Device(torch::kCPU) : buffers_.front().device();
+  const torch::Tensor out =
+      comm_->all_gather(torch::full({1}, local, torch::TensorOptions().dtype(torch::kDouble).device(device)), what)
+          .cpu()
+          .reshape({-1});
+  double sum = 0.0;
+  for (int r = 0; r < comm_->world_size(); ++r) sum += out[r].item<double>();
+  return sum;
 }
 
 void Reducer::reset_step() {

@@ -54,6 +54,17 @@ struct ReducerOptions {
   bool broadcast_from_rank0 = true;     // copy rank 0's parameters and buffers at construction
   AllReduceAlgorithm algorithm = AllReduceAlgorithm::kFlat;  // kAuto: hierarchical across hosts
   GradWire wire = GradWire::kF32;       // kBF16: bf16 on the wire, f32 sums (bucket_sync.h)
+  bool shard = false;                   // ZeRO: reduce-scatter only (see "Sharded" below)
+};
+
+// One piece of this rank's shard (shard = true): `numel` elements of parameter `param`, from
+// element `param_offset` of the flattened parameter, at `shard_offset` in bucket `bucket`'s shard.
+struct ShardSegment {
+  size_t param = 0;
+  int64_t param_offset = 0;
+  int64_t numel = 0;
+  size_t bucket = 0;
+  int64_t shard_offset = 0;
 };
 
 struct ReducerStats {
@@ -112,6 +123,27 @@ class Reducer {
   // the sharded algorithms: BucketSync::padded_numel).
   const torch::Tensor& bucket_buffer(size_t bucket) const { return buffers_.at(bucket); }
 
+  // Sharded (options.shard, ZeRO-1 with the reduce-scatter of ZeRO-2): every bucket is padded to a
+  // multiple of W and each rank owns one contiguous W-th of it (BucketSync's shards). A sync
+  // step's finish_backward() reduce-scatters instead of all-reducing: afterwards shard_grad(b)
+  // holds the reduced (and, with kAverage, scaled) gradient of the rank's part of bucket b, and
+  // the bucket itself (param.grad()) holds only this rank's local sum. The caller updates the
+  // parameters' owned segments and then calls all_gather_segments(), which brings every rank's
+  // segments into the full parameters.
+  bool sharded() const { return options_.shard; }
+  // This rank's segments, in bucket order (empty unless sharded).
+  const std::vector<ShardSegment>& segments() const { return segments_; }
+  const torch::Tensor& shard_grad(size_t bucket) const;
+  // Every rank's `owned[k]` (segments()[k]'s numel elements: updated parameters, EMA averages...)
+  // into `outs[param]` (full tensors of the parameters' shapes) on every rank. Uses the gradient
+  // buckets as its buffer and leaves them zero. Call between steps only (after
+  // finish_backward(), not during a backward). Collective and blocking; its values are copied
+  // exactly (full precision on the wire).
+  void all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
+                           const std::string& what);
+  // The sum of one value per rank, added in rank order (the same bits on every rank). Collective.
+  double sum_over_ranks(double local, const std::string& what);
+
  private:
   friend class GradAccumulatedHook;
   // Post hook of parameter `param`'s AccumulateGrad: its gradient is now in its bucket view.
@@ -141,6 +173,7 @@ class Reducer {
   BucketPlan plan_;
   std::unique_ptr<BucketSync> transport_;
   std::vector<torch::Tensor> buffers_;  // one flat gradient buffer per bucket
+  std::vector<ShardSegment> segments_;  // sharded: this rank's pieces of the parameters
 
   std::atomic<bool> sync_{true};
   mutable std::mutex mutex_;

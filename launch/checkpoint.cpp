@@ -178,31 +178,61 @@ std::optional<std::string> CheckpointManager::latest_valid(std::vector<std::stri
 
 std::string CheckpointManager::save(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
                                     uint64_t expected_bytes) {
+  const std::string tmp_dir = begin_save(step, expected_bytes);
+  nlohmann::json table = nlohmann::json::object();
+  for (const auto& f : files) {
+    std::string path = (fs::path(tmp_dir) / f.name).string();
+    f.write(path);
+    fsync_path(path);
+    table[f.name] = file_record(path);
+  }
+  return finish_save(step, std::move(state), tmp_dir, std::move(table), /*rehash=*/true);
+}
+
+std::string CheckpointManager::begin_save(int64_t step, uint64_t expected_bytes) {
   fs::create_directories(ckpt_dir_);
   uint64_t need = expected_bytes + expected_bytes / 10 + (64ull << 20);
   uint64_t free_bytes = free_disk_bytes(ckpt_dir_);
   if (free_bytes < need)
     throw std::runtime_error(str(ckpt_dir_, ": only ", human_bytes(double(free_bytes)), " free, a checkpoint needs about ",
                                  human_bytes(double(need)), "; free space or move the run directory"));
-  const std::string final_dir = (fs::path(ckpt_dir_) / name_for_step(step)).string();
   const std::string tmp_dir = (fs::path(ckpt_dir_) / str(".tmp-", name_for_step(step), "-", ::getpid())).string();
   fs::remove_all(tmp_dir);
   fs::create_directories(tmp_dir);
+  return tmp_dir;
+}
 
-  nlohmann::json table = nlohmann::json::object();
-  for (const auto& f : files) {
-    std::string path = (fs::path(tmp_dir) / f.name).string();
-    f.write(path);
-    fsync_path(path);
-    table[f.name] = {{"sha256", sha256_file(path)}, {"bytes", fs::file_size(path)}};
-  }
+nlohmann::json CheckpointManager::file_record(const std::string& path) {
+  return {{"sha256", sha256_file(path)}, {"bytes", fs::file_size(path)}};
+}
+
+std::string CheckpointManager::finish_save(int64_t step, nlohmann::json state, const std::string& tmp_dir,
+                                           nlohmann::json table, bool rehash) {
   crash_point("ckpt.after_tensors");
+  const std::string final_dir = (fs::path(ckpt_dir_) / name_for_step(step)).string();
   state["format_version"] = kCheckpointFormatVersion;
   state["step"] = step;
   state["files"] = table;
   atomic_write_file((fs::path(tmp_dir) / "state.json").string(), state.dump(2));
   fsync_path(tmp_dir);
-  verify(tmp_dir);  // whole and well-formed before it may replace anything
+  if (rehash) {
+    verify(tmp_dir);  // whole and well-formed before it may replace anything
+  } else {
+    // The writers hashed their own fsynced files; here every listed file must be present at its size
+    // (a rank that wrote elsewhere — a run directory not shared between hosts — fails here).
+    const std::string where = (fs::path(tmp_dir) / "state.json").string();
+    check_state_structure(state, step, where);
+    for (const auto& [name, info] : table.items()) {
+      std::error_code ec;
+      const fs::path p = fs::path(tmp_dir) / name;
+      if (!fs::is_regular_file(p, ec))
+        throw std::runtime_error(str(p.string(), ": written by another rank but not found here; the run directory must "
+                                                 "be on a file system every rank shares"));
+      if (fs::file_size(p) != info["bytes"].get<uint64_t>())
+        throw std::runtime_error(str(p.string(), ": ", fs::file_size(p), " bytes, its writer reported ",
+                                     info["bytes"].get<uint64_t>()));
+    }
+  }
   crash_point("ckpt.before_rename");
   put_in_place(tmp_dir, final_dir, step);
   prune(step);

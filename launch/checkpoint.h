@@ -46,6 +46,17 @@ class CheckpointManager {
   std::string save(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
                    uint64_t expected_bytes);
 
+  // The same in steps, for checkpoints that several ranks write (sharded runs): begin_save checks
+  // the free disk and makes the temporary folder (returned); every writer puts its files there,
+  // fsynced, with file_record() of each; finish_save (the lock holder) writes state.json with that
+  // table last, checks it (rehash: every file's SHA-256 again; otherwise each listed file's
+  // presence and size, the writers having hashed their own fsynced files), and puts the folder in
+  // place as save() does. Crash points as save()'s.
+  std::string begin_save(int64_t step, uint64_t expected_bytes);
+  static nlohmann::json file_record(const std::string& path);  // {"sha256", "bytes"}
+  std::string finish_save(int64_t step, nlohmann::json state, const std::string& tmp_dir, nlohmann::json table,
+                          bool rehash);
+
   // The newest valid checkpoint of the run, skipping (with a warning each, naming it) invalid ones.
   std::optional<std::string> latest_valid(std::vector<std::string>* warnings = nullptr) const;
 

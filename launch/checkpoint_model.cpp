@@ -7,6 +7,7 @@
 #include "core/safetensors.h"
 #include "core/util/strings.h"
 #include "launch/checkpoint.h"
+#include "launch/checkpoint_tensors.h"
 #include "launch/model_io.h"
 
 namespace fs = std::filesystem;
@@ -46,14 +47,8 @@ TrainedModel load_trained_model(const std::string& path, bool use_ema, const std
   m.scale_factor = state.at("cache").at("scale_factor").get<double>();
   m.label_names = state.at("cache").value("label_names", std::vector<std::string>{});
   m.model = core::make_denoiser(mopt);
-  if (use_ema) {
-    auto tensors = core::load_safetensors((fs::path(m.checkpoint) / "ema.safetensors").string()).tensors;
-    tensors.erase(core::EMA::kNumUpdatesKey);
-    core::TensorMap with_buffers = tensors;
-    load_module_weights_from_map(*m.model, with_buffers, (fs::path(m.checkpoint) / "ema.safetensors").string());
-  } else {
-    load_module_weights(*m.model, (fs::path(m.checkpoint) / "model.safetensors").string());
-  }
+  load_module_weights_from_map(*m.model, read_checkpoint_weights(m.checkpoint, use_ema),
+                               (fs::path(m.checkpoint) / (use_ema ? "ema.safetensors" : "model.safetensors")).string());
   m.model->eval();
   const nlohmann::json& vae = state.at("vae");
   const std::string kind = vae.at("kind").get<std::string>();

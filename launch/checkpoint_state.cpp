@@ -83,7 +83,8 @@ bool is_plain_file_name(const std::string& name) {
          name.find('\0') == std::string::npos;
 }
 
-void check_files(const nlohmann::json& files, const std::string& kind, const std::string& where) {
+void check_files(const nlohmann::json& files, const nlohmann::json& state, const std::string& kind,
+                 const std::string& where) {
   if (files.empty()) fail(where, "'files' lists no file");
   for (const auto& [name, info] : files.items()) {
     if (!is_plain_file_name(name))
@@ -95,9 +96,23 @@ void check_files(const nlohmann::json& files, const std::string& kind, const std
     if (!info.contains("bytes") || !has_type(info["bytes"], JType::kUnsigned))
       fail(where, str("files/", excerpt(name), " has no byte count (a non-negative integer)"));
   }
-  for (const auto& required : required_checkpoint_files(kind))
-    if (!files.contains(required))
-      fail(where, str("'files' does not list ", required, ", which every '", kind, "' checkpoint has"));
+  const nlohmann::json no_shards = nlohmann::json::object();
+  const nlohmann::json& shards = state.contains("shards") ? state["shards"] : no_shards;
+  if (!shards.is_object()) fail(where, "'shards' is not an object");
+  for (const auto& [stem, list] : shards.items()) {
+    if (!has_type(list, JType::kStringArray) || list.empty())
+      fail(where, str("shards/", excerpt(stem), " is not a non-empty array of file names"));
+    for (const auto& f : list)
+      if (!files.contains(f.get<std::string>()))
+        fail(where, str("shards/", excerpt(stem), " names ", excerpt(f.get<std::string>()),
+                        ", which 'files' does not list"));
+  }
+  for (const auto& required : required_checkpoint_files(kind)) {
+    const std::string stem = required.substr(0, required.size() - std::string(".safetensors").size());
+    if (!files.contains(required) && !shards.contains(stem))
+      fail(where, str("'files' does not list ", required, " (nor 'shards' a sharded ", stem, "), which every '", kind,
+                      "' checkpoint has"));
+  }
 }
 
 }  // namespace
@@ -136,9 +151,11 @@ void check_state_structure(const nlohmann::json& state, int64_t step, const std:
   if (!state.is_object()) fail(where, "not a JSON object");
   if (!state.contains("format_version") || !state["format_version"].is_number_integer())
     fail(where, "no integer 'format_version'");
-  if (state["format_version"].get<int64_t>() != kCheckpointFormatVersion)
-    fail(where, str("format_version ", state["format_version"].dump(), ", this latentforge reads version ",
-                    kCheckpointFormatVersion));
+  const int64_t version = state["format_version"].get<int64_t>();
+  if (version < kOldestCheckpointFormatVersion || version > kCheckpointFormatVersion)
+    fail(where, str("format_version ", state["format_version"].dump(), ", this latentforge reads versions ",
+                    kOldestCheckpointFormatVersion, " to ", kCheckpointFormatVersion));
+  if (version < 2 && state.contains("shards")) fail(where, "'shards' in a format_version 1 checkpoint");
   if (!state.contains("kind") || !state["kind"].is_string()) fail(where, "no string 'kind'");
   const std::string kind = state["kind"].get<std::string>();
   if (required_checkpoint_files(kind).empty())
@@ -148,7 +165,7 @@ void check_state_structure(const nlohmann::json& state, int64_t step, const std:
   if (state["step"].get<int64_t>() != step)
     fail(where, str("step ", state["step"].get<int64_t>(), " but the folder is the checkpoint of step ", step));
   if (!state.contains("files") || !state["files"].is_object()) fail(where, "missing the 'files' table of checksums");
-  check_files(state["files"], kind, where);
+  check_files(state["files"], state, kind, where);
   for (const Field& f : kTypedIfPresent) {
     const nlohmann::json::json_pointer p(f.pointer);
     if (!state.contains(p)) continue;

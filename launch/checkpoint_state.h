@@ -11,9 +11,13 @@
 
 namespace lf::launch {
 
-inline constexpr int kCheckpointFormatVersion = 1;
+// 2: a part may be sharded ("shards": {STEM: [files]}, checkpoint_tensors.h); 1 (read still):
+// every part in STEM.safetensors.
+inline constexpr int kCheckpointFormatVersion = 2;
+inline constexpr int kOldestCheckpointFormatVersion = 1;
 
-// The files every checkpoint of `kind` ("ldm", "vae") lists; empty for an unknown kind.
+// The files every checkpoint of `kind` ("ldm", "vae") lists (STEM.safetensors; a sharded part's
+// files instead, under "shards"/STEM); empty for an unknown kind.
 const std::vector<std::string>& required_checkpoint_files(const std::string& kind);
 
 // The step a checkpoint folder's name says: "step-00001000" -> 1000, and the manager's own

@@ -49,6 +49,12 @@ bool inspect_checkpoint(const std::string& dir, bool in_run) {
   if (state.contains("cache"))
     std::cout << "  cache " << shown(state["cache"], "dir") << ", scale factor "
               << shown(state["cache"], "scale_factor") << "\n";
+  if (state.contains("shards")) {
+    std::vector<std::string> parts;
+    for (const auto& [stem, files] : state["shards"].items()) parts.push_back(str(stem, " (", files.size(), " files)"));
+    std::cout << "  sharded (dist.shard_optimizer): " << join(parts, ", ")
+              << "; readable on any number of ranks, `latentforge export` writes it whole\n";
+  }
   for (const auto& [name, info] : state["files"].items())
     std::cout << "  " << excerpt(name) << "  " << human_bytes(info["bytes"].get<double>()) << "  sha256 "
               << shown(info, "sha256", 16) << "\n";

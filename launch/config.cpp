@@ -173,6 +173,9 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_float("dist.timeout_s", &c.dist.timeout_s, 1, 86400, "a collective (or MPI start-up or shut-down) slower than this ends the job, naming it");
   r.add_float("dist.checkpoint_timeout_s", &c.dist.checkpoint_timeout_s, 1, 86400 * 7,
               "deadline of waits for rank 0's own work: a checkpoint write or verification, grids, evaluation");
+  r.add_bool("dist.shard_optimizer", &c.dist.shard_optimizer,
+             "ZeRO-1: each rank keeps AdamW moments and EMA for 1/W of the parameters (gradients reduce-scattered, "
+             "parameters all-gathered) and writes its part of every checkpoint in parallel; needs grad_wire = f32");
 
   r.add_path("sample.checkpoint", &c.sample.checkpoint, "checkpoint directory, or a run dir (its newest valid checkpoint)");
   r.add_path("sample.out_dir", &c.sample.out_dir, "where grid.png and samples.h5 go (default: RUN_DIR/samples)");
@@ -229,6 +232,15 @@ void validate_config(const Config& c) {
   c.model.resolve(4, std::max<int64_t>(0, c.model.num_classes)).validate();
   c.vae.arch.validate();
   for (const auto* t : {&c.train, &c.vae_train}) check_batch_layout(*t, 1);
+  if (c.dist.shard_optimizer && c.dist.grad_wire == dist::GradWire::kBF16)
+    throw UsageError("dist.shard_optimizer = true all-gathers the parameters themselves, which dist.grad_wire = bf16 "
+                     "would round; set dist.grad_wire = f32");
+  if (c.dist.shard_optimizer)
+    for (const auto* t : {&c.train, &c.vae_train})
+      if (t->async_checkpoint)
+        throw UsageError(str(t->section, ".async_checkpoint = true with dist.shard_optimizer = true: sharded "
+                             "checkpoints are written by every rank in parallel, synchronously; set one of them "
+                             "to false"));
 }
 
 void check_batch_layout(const TrainLoopConfig& loop, int64_t world) {

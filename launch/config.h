@@ -123,6 +123,7 @@ struct DistConfig {
   dist::GradWire grad_wire = dist::GradWire::kF32;  // bf16: half the bytes, f32 sums
   double timeout_s = 300.0;      // a collective that takes longer aborts the job, naming it
   double checkpoint_timeout_s = 1800.0;  // the longer deadline of waits for rank 0's own work (checkpoints, grids)
+  bool shard_optimizer = false;  // ZeRO-1: AdamW moments and EMA split across ranks, sharded checkpoints
 };
 
 struct SampleConfig {

@@ -19,6 +19,7 @@
 #include "data/latent_cache.h"
 #include "data/latent_loader.h"
 #include "launch/autoencoder.h"
+#include "launch/checkpoint_tensors.h"
 #include "launch/ldm_objective.h"
 #include "launch/ldm_validation.h"
 #include "launch/model_io.h"
@@ -129,8 +130,12 @@ class LDMTrainer : public Trainer {
   }
 
   void init_from(const std::string& from) override {
-    std::string path = fs::is_directory(from) ? (fs::path(from) / "ema.safetensors").string() : from;
-    load_module_weights(*model_, path);
+    if (fs::is_directory(from)) {  // a checkpoint: its EMA weights, whole or sharded
+      load_module_weights_from_map(*model_, read_checkpoint_weights(from, /*ema=*/true),
+                                   (fs::path(from) / "ema.safetensors").string());
+      return;
+    }
+    load_module_weights(*model_, from);
   }
 
   std::string describe() const override {
@@ -190,6 +195,10 @@ class LDMTrainer : public Trainer {
       values["val_loss"] = v;
       if (loop.runtime().is_root()) LOG(INFO) << "step " << step << ": validation loss " << v;
     }
+  }
+
+  bool wants_eval_weights(int64_t step) const override {
+    return cfg_.ldm().sample_every > 0 && step % cfg_.ldm().sample_every == 0;
   }
 
   bool periodic(TrainingLoop& loop, int64_t step) override {

@@ -9,6 +9,7 @@ int run_vae_train(const Invocation& inv);
 int run_sample(const Invocation& inv);
 int run_eval(const Invocation& inv);
 int run_train_classifier(const Invocation& inv);
+int run_export(const Invocation& inv);
 
 namespace {
 
@@ -84,6 +85,15 @@ const std::vector<Subcommand>& subcommands() {
        {},
        {},
        run_inspect},
+      {"export", "write a checkpoint's model whole (safetensors + config + diffusers VAE) for use elsewhere",
+       "CHECKPOINT OUT_DIR",
+       "Writes OUT_DIR/model.safetensors and ema.safetensors (whole tensors, whether the checkpoint was\n"
+       "written by one rank or sharded by dist.shard_optimizer over several), model_config.json (the\n"
+       "network, diffusion and latent settings) and, for a latent model with a KL VAE, OUT_DIR/vae in the\n"
+       "diffusers AutoencoderKL layout. CHECKPOINT may be a run directory (its newest valid checkpoint).",
+       {},
+       {},
+       run_export},
   };
   return table;
 }

@@ -7,6 +7,8 @@
 #include <glog/logging.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -16,6 +18,7 @@
 #include "core/util/fs.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
+#include "launch/checkpoint_tensors.h"
 #include "launch/cli.h"
 #include "launch/config_registry.h"
 #include "launch/job.h"
@@ -31,11 +34,16 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-std::string weights_file(const std::string& module) {
-  return module == "model" ? "model.safetensors" : module + ".safetensors";
+// The checkpoint parts (checkpoint_tensors.h) of a trained module: its weights and its optimizer.
+std::string weights_stem(const std::string& module) { return module; }
+std::string optimizer_stem(const std::string& module) {
+  return module == "model" ? "optimizer" : module + "_optimizer";
 }
-std::string optimizer_file(const std::string& module) {
-  return module == "model" ? "optimizer.safetensors" : module + "_optimizer.safetensors";
+std::string whole_file(const std::string& stem) { return stem + ".safetensors"; }
+std::string shard_file(const std::string& stem, int rank, int world) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "-%05d-of-%05d.safetensors", rank, world);
+  return stem + buf;
 }
 
 void hash_tensors(Sha256& h, const std::vector<std::pair<std::string, at::Tensor>>& named) {
@@ -101,11 +109,16 @@ uint64_t TrainingLoop::draw_seed() const {
 void TrainingLoop::copy_eval_weights(torch::nn::Module& target) const {
   std::vector<at::Tensor> ps;
   for (auto& p : target.parameters()) ps.push_back(p);
+  at::NoGradGuard ng;
+  if (loop_.ema_decay > 0 && groups_.front().params.sharded) {
+    CHECK_EQ(eval_weights_.size(), ps.size()) << "the sharded EMA was not gathered for this step";
+    for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(eval_weights_[i]);
+    return;
+  }
   if (loop_.ema_decay > 0) {
     ema_->copy_to(ps);
     return;
   }
-  at::NoGradGuard ng;
   const std::vector<at::Tensor>& src = groups_.front().params.params;
   for (size_t i = 0; i < ps.size() && i < src.size(); ++i) ps[i].copy_(src[i]);
 }
@@ -127,15 +140,26 @@ void TrainingLoop::make_groups(const std::vector<TrainedModule>& modules) {
     g.params = make_param_group(*m.module, loop_, m.lr, dist_, rt_, reduction);
     groups_.push_back(std::move(g));
   }
-  ema_ = std::make_unique<core::EMA>(groups_.front().params.named, loop_.ema_decay, loop_.ema_warmup != 0);
+  ema_ = std::make_unique<core::EMA>(groups_.front().params.updated(), loop_.ema_decay, loop_.ema_warmup != 0);
+}
+
+void TrainingLoop::gather_eval_weights() {
+  const ParamGroup& g = groups_.front().params;
+  if (!g.sharded || loop_.ema_decay <= 0) return;
+  if (eval_weights_.empty())
+    for (const auto& p : g.params) eval_weights_.push_back(at::empty_like(p));
+  g.reducer->all_gather_segments(ema_->averages(), eval_weights_, "the EMA for evaluation");
 }
 
 void TrainingLoop::restore(Trainer& trainer, const std::optional<std::string>& ckpt) {
   if (!ckpt) return;
-  for (auto& g : groups_)
-    g.params.optimizer->load_state(
-        core::load_safetensors((fs::path(*ckpt) / optimizer_file(g.module.name)).string()).tensors);
-  auto e = core::load_safetensors((fs::path(*ckpt) / "ema.safetensors").string()).tensors;
+  // Any layout into any layout: a sharded run reads its segments' ranges, an unsharded one whole
+  // tensors, from whole files or from another world size's shards alike (checkpoint_tensors.h).
+  for (auto& g : groups_) {
+    CheckpointPart part(*ckpt, saved_state_, optimizer_stem(g.module.name));
+    g.params.optimizer->load_state(part.read_like(g.params.optimizer->state()));
+  }
+  auto e = CheckpointPart(*ckpt, saved_state_, "ema").read_like(ema_->state());
   ema_->load_state(core::NamedTensors(e.begin(), e.end()));
   bad_steps_ = saved_state_.value("bad_steps", int64_t{0});
 }
@@ -149,7 +173,9 @@ int64_t TrainingLoop::load_weights(Trainer& trainer, const std::vector<TrainedMo
     throw std::runtime_error(str(ckpt, "/state.json: not valid JSON on this rank (", e.what(), ")"));
   }
   trainer.check_resume(saved_state_, ckpt);
-  for (const auto& m : modules) load_module_weights(*m.module, (fs::path(ckpt) / weights_file(m.name)).string());
+  for (const auto& m : modules)
+    load_module_weights_from_map(*m.module, CheckpointPart(ckpt, saved_state_, weights_stem(m.name)).consolidate(),
+                                 (fs::path(ckpt) / whole_file(weights_stem(m.name))).string());
   const int64_t step = saved_state_.at("step").get<int64_t>();
   if (rt_.is_root()) LOG(INFO) << "resuming from " << ckpt << " at step " << step;
   return step;
@@ -159,8 +185,10 @@ std::string TrainingLoop::loaded_digest(const std::string& weights_digest) const
   Sha256 h;
   h.update(saved_state_text_);
   h.update(weights_digest);
-  for (const auto& g : groups_) hash_tensors(h, g.params.optimizer->state());
-  hash_tensors(h, ema_->state());
+  // A sharded run's optimizer and EMA differ between ranks by design (each holds its own part).
+  for (const auto& g : groups_)
+    if (!g.params.sharded) hash_tensors(h, g.params.optimizer->state());
+  if (!groups_.front().params.sharded) hash_tensors(h, ema_->state());
   return h.hex();
 }
 
@@ -211,6 +239,7 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
     }
     trainer.after_step(*this, step_, values);
     session_.record_step(step_, loop_.steps, loop_.batch_size, times, values);
+    if (step_ != loop_.steps && trainer.wants_eval_weights(step_)) gather_eval_weights();
     if (step_ != loop_.steps && trainer.periodic(*this, step_))
       session_.wait_for_root(str("the wait for rank 0's sample grid or evaluation at step ", step_));
 
@@ -229,6 +258,7 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
     }
   }
   if (start_step < loop_.steps) {
+    gather_eval_weights();
     trainer.finish(*this, step_);
     session_.wait_for_root("the wait for rank 0's final grid and evaluation at the end of training");
   }
@@ -263,7 +293,13 @@ bool TrainingLoop::apply_update(nlohmann::json& values) {
   bool finite = true;
   for (size_t i = 0; i < groups_.size(); ++i) {
     if (!groups_[i].active) continue;
-    norms[i] = amp_.unscale_and_norm(groups_[i].params.params) * grad_scale_;
+    const ParamGroup& g = groups_[i].params;
+    if (g.sharded) {  // this rank's part of the squared norm, summed over ranks in rank order
+      const double local = amp_.unscale_and_norm(g.updated_tensors());
+      norms[i] = std::sqrt(g.reducer->sum_over_ranks(local * local, "the sum of the gradient norm's parts")) * grad_scale_;
+    } else {
+      norms[i] = amp_.unscale_and_norm(g.params) * grad_scale_;
+    }
     finite = finite && std::isfinite(norms[i]);
   }
   const double lr = learning_rate(loop_.lr, loop_.lr_schedule, loop_.warmup_steps, loop_.min_lr_ratio, next_, loop_.steps);
@@ -271,11 +307,14 @@ bool TrainingLoop::apply_update(nlohmann::json& values) {
     for (size_t i = 0; i < groups_.size(); ++i) {
       Group& g = groups_[i];
       if (!g.active) continue;
-      core::clip_grad_norm(g.params.params, loop_.grad_clip, norms[i]);
+      const std::vector<at::Tensor> updated = g.params.updated_tensors();
+      core::clip_grad_norm(updated, loop_.grad_clip, norms[i]);
       // Every module follows the schedule of the loop's lr, scaled to its own peak.
       const double module_lr = g.module.lr == loop_.lr ? lr : g.module.lr * lr / std::max(loop_.lr, 1e-30);
       g.params.optimizer->step(module_lr, grad_scale_);
-      if (i == 0) ema_->update(g.params.params);
+      if (i == 0) ema_->update(updated);
+      // Sharded: every rank updated its segments; all of them, to every rank, before the next forward.
+      if (g.params.sharded) g.params.reducer->all_gather_segments(updated, g.params.params, "the updated parameters");
     }
     bad_steps_ = 0;
   } else {
@@ -330,13 +369,21 @@ void TrainingLoop::save(Trainer& trainer, bool exiting) {
   // training goes on) or, for a background save, host copies taken now.
   std::vector<std::pair<std::string, core::TensorMap>> contents;
   uint64_t bytes = 0;
-  for (auto& g : groups_) {
-    contents.emplace_back(weights_file(g.module.name), core::state_dict(*g.module.module));
-    contents.emplace_back(optimizer_file(g.module.name), as_map(g.params.optimizer->state()));
+  for (auto& g : groups_)
     for (const auto& p : g.params.params) bytes += p.numel() * p.element_size() * 3;
-  }
-  contents.emplace_back("ema.safetensors", as_map(ema_->state()));
   for (const auto& p : groups_.front().params.params) bytes += p.numel() * p.element_size();
+  if (groups_.front().params.sharded) {
+    save_sharded(std::move(state), bytes);
+    if (rt_.is_root())
+      LOG(INFO) << "checkpoint of step " << step_ << ": training blocked for " << int(since(t0) * 1000)
+                << " ms (written by every rank in parallel)";
+    return;
+  }
+  for (auto& g : groups_) {
+    contents.emplace_back(whole_file(weights_stem(g.module.name)), core::state_dict(*g.module.module));
+    contents.emplace_back(whole_file(optimizer_stem(g.module.name)), as_map(g.params.optimizer->state()));
+  }
+  contents.emplace_back(whole_file("ema"), as_map(ema_->state()));
 
   std::vector<CheckpointFile> files;
   if (!loop_.async_checkpoint || exiting) {
@@ -364,6 +411,50 @@ void TrainingLoop::save(Trainer& trainer, bool exiting) {
   session_.save_checkpoint_async(step_, state, std::move(files), bytes);
   LOG(INFO) << "checkpoint of step " << step_ << ": training blocked for " << int(since(t0) * 1000) << " ms ("
             << int(waited * 1000) << " ms waiting for the previous one), the rest is written in the background";
+}
+
+void TrainingLoop::save_sharded(nlohmann::json state, uint64_t bytes) {
+  // Each rank writes its segments of every part; rank 0 also the whole tensors every rank holds
+  // alike (buffers, the step counters). Every file carries the full shapes of the tensors whose
+  // segments it may hold (checkpoint_tensors.h).
+  struct Part {
+    std::string stem;
+    core::TensorMap tensors;
+    core::TensorMetadata metadata;
+  };
+  const bool root = rt_.is_root();
+  auto add_shapes = [](const ParamGroup& g, const std::string& prefix, Part& part) {
+    for (const auto& [name, p] : g.named) part.metadata[segment_shape_key(prefix + name)] = shape_text(p.sizes());
+  };
+  std::vector<Part> parts;
+  for (auto& g : groups_) {
+    Part w{weights_stem(g.module.name), {}, {}}, o{optimizer_stem(g.module.name), {}, {}};
+    for (const auto& [key, t] : g.params.owned) w.tensors[key] = t;
+    if (root)
+      for (const auto& b : g.module.module->named_buffers()) w.tensors[b.key()] = b.value();
+    add_shapes(g.params, "", w);
+    for (const auto& [key, t] : g.params.optimizer->state())
+      if (root || key != "step") o.tensors[key] = t;
+    add_shapes(g.params, "exp_avg.", o);
+    add_shapes(g.params, "exp_avg_sq.", o);
+    parts.push_back(std::move(w));
+    parts.push_back(std::move(o));
+  }
+  Part e{"ema", {}, {}};
+  for (const auto& [key, t] : ema_->state())
+    if (root || key != core::EMA::kNumUpdatesKey) e.tensors[key] = t;
+  add_shapes(groups_.front().params, "", e);
+  parts.push_back(std::move(e));
+
+  const int rank = rt_.rank(), world = static_cast<int>(rt_.world());
+  nlohmann::json shards = nlohmann::json::object();
+  std::vector<CheckpointFile> files;
+  for (const Part& part : parts) {
+    for (int r = 0; r < world; ++r) shards[part.stem].push_back(shard_file(part.stem, r, world));
+    files.push_back({shard_file(part.stem, rank, world),
+                     [&part](const std::string& p) { core::save_safetensors(p, part.tensors, part.metadata); }});
+  }
+  session_.save_checkpoint_sharded(step_, std::move(state), files, shards, bytes);
 }
 
 }  // namespace lf::launch

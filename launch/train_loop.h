@@ -75,6 +75,9 @@ class Trainer {
   // whether this step had such rank-0-only work (the same answer on every rank): the loop then
   // waits for rank 0 under dist.checkpoint_timeout_s, never under the next collective's deadline.
   virtual bool periodic(TrainingLoop& loop, int64_t step) { return false; }
+  // Whether periodic() at `step` reads loop.copy_eval_weights() (the same answer on every rank):
+  // a sharded EMA is gathered (collectively) first.
+  virtual bool wants_eval_weights(int64_t step) const { return false; }
   // Fields of its own in a checkpoint's state.json.
   virtual void checkpoint_state(nlohmann::json& state) const {}
   // Samples per epoch (the epoch counter in state.json and the metrics).
@@ -135,6 +138,11 @@ class TrainingLoop {
   // the last step or a stop) from host copies in the background; an exiting save commits any
   // background one first, so no exit path leaves a checkpoint half-written.
   void save(Trainer& trainer, bool exiting);
+  // A sharded run's checkpoint: every rank writes its part (TrainSession::save_checkpoint_sharded).
+  void save_sharded(nlohmann::json state, uint64_t bytes);
+  // Sharded with an EMA: every rank's averages into eval_weights_ (collective), for
+  // copy_eval_weights() on a step whose grid or evaluation needs them.
+  void gather_eval_weights();
 
   std::string kind_;
   TrainLoopConfig loop_;
@@ -158,6 +166,7 @@ class TrainingLoop {
   // Host copies of the checkpoint files' tensors for background saves (reused between saves;
   // shared with the writer thread, which may outlive a failing loop).
   std::shared_ptr<std::map<std::string, core::TensorMap>> host_copy_;
+  std::vector<at::Tensor> eval_weights_;  // the gathered EMA of a sharded run
 };
 
 }  // namespace lf::launch

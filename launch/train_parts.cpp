@@ -31,14 +31,45 @@ ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, d
     ro.reduction = reduction;
     ro.algorithm = d.allreduce;
     ro.wire = d.grad_wire;
+    ro.shard = d.shard_optimizer;
     std::vector<at::Tensor> buffers;
     for (const auto& b : m.buffers(true)) buffers.push_back(b);
     g.reducer = std::make_unique<dist::Reducer>(g.params, buffers, rt.comm(), ro);
     if (rt.is_root()) LOG(INFO) << g.reducer->sync_transport().describe(d.allreduce);
   }
+  if (g.reducer && g.reducer->sharded()) {
+    g.sharded = true;
+    for (const dist::ShardSegment& s : g.reducer->segments()) {
+      const auto& [name, p] = g.named[s.param];
+      at::Tensor view = p.detach().view({-1}).narrow(0, s.param_offset, s.numel);
+      view.mutable_grad() = g.reducer->shard_grad(s.bucket).narrow(0, s.shard_offset, s.numel);
+      g.owned.emplace_back(segment_key(name, s.param_offset), view);
+    }
+  }
   g.optimizer = std::make_unique<core::AdamW>(
-      g.named, core::AdamWOptions{lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});
+      g.updated(), core::AdamWOptions{lr, loop.adam_beta1, loop.adam_beta2, loop.adam_eps, loop.weight_decay});
   return g;
+}
+
+std::vector<at::Tensor> ParamGroup::updated_tensors() const {
+  std::vector<at::Tensor> out;
+  for (const auto& [n, t] : updated()) out.push_back(t);
+  return out;
+}
+
+std::string segment_key(const std::string& name, int64_t offset) { return name + "@" + std::to_string(offset); }
+
+bool split_segment_key(const std::string& key, std::string& name, int64_t& offset) {
+  const size_t at = key.rfind('@');
+  if (at == std::string::npos || at == 0 || at + 1 == key.size()) return false;
+  int64_t v = 0;
+  for (size_t i = at + 1; i < key.size(); ++i) {
+    if (key[i] < '0' || key[i] > '9' || v > (int64_t{1} << 56)) return false;
+    v = v * 10 + (key[i] - '0');
+  }
+  name = key.substr(0, at);
+  offset = v;
+  return true;
 }
 
 void LossWindow::add(const std::vector<double>& values) {

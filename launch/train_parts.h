@@ -22,14 +22,28 @@ NamedTensors named_parameters(const torch::nn::Module& m);
 
 // What one optimizer updates: the parameters, their bucketed all-reduce (world > 1; it
 // broadcasts rank 0's parameters and buffers at construction, collectively) and AdamW.
+// Sharded (dist.shard_optimizer on W > 1 ranks, ZeRO-1): the reducer reduce-scatters, and AdamW
+// (and the model's EMA) keep state only for `owned`, this rank's segments of the parameters:
+// views into the parameters named "NAME@OFFSET" (OFFSET: the first element, in the flattened
+// parameter), each with the reduced gradient of its elements as grad(). Those names are the
+// keys of the sharded checkpoint files (docs/design.md, "Sharded checkpoints").
 struct ParamGroup {
   NamedTensors named;
   std::vector<at::Tensor> params;
   std::unique_ptr<dist::Reducer> reducer;
   std::unique_ptr<core::AdamW> optimizer;
+  bool sharded = false;
+  NamedTensors owned;
+  // What the optimizer updates: `owned` when sharded, else `named`.
+  const NamedTensors& updated() const { return sharded ? owned : named; }
+  std::vector<at::Tensor> updated_tensors() const;
 };
 ParamGroup make_param_group(torch::nn::Module& m, const TrainLoopConfig& loop, double lr, const DistConfig& d,
                             Runtime& rt, dist::GradReduction reduction = dist::GradReduction::kAverage);
+
+// "NAME@OFFSET" of a segment, and back: the name and offset (false for a plain tensor name).
+std::string segment_key(const std::string& name, int64_t offset);
+bool split_segment_key(const std::string& key, std::string& name, int64_t& offset);
 
 // The logged losses of a training loop: local sums since the last log line, turned into means
 // over every rank and step of that window when a line is logged (so a curve is not one step's

@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/util/crash_point.h"
+#include "core/util/fs.h"
 #include "core/util/strings.h"
 #include "distributed/agreement.h"
 #include "launch/config_registry.h"
@@ -216,6 +218,69 @@ std::string TrainSession::save_checkpoint(int64_t step, nlohmann::json state,
   }
   if (!error.empty()) throw std::runtime_error(str("checkpoint of step ", step, " failed: ", error));
   if (ok.item<int64_t>() == 0) throw std::runtime_error(str("rank 0 failed to write the checkpoint of step ", step));
+  return dir;
+}
+
+std::string TrainSession::save_checkpoint_sharded(int64_t step, nlohmann::json state,
+                                                  const std::vector<CheckpointFile>& files,
+                                                  const nlohmann::json& shards, uint64_t expected_bytes) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto deadline = dist::Deadline::after(dist::Seconds(dist_.checkpoint_timeout_s));
+  const std::string what = str("the sharded checkpoint of step ", step);
+  // 1. Rank 0 makes the temporary folder; every rank learns it (or rank 0's error).
+  std::string tmp_dir, error;
+  if (is_root()) {
+    try {
+      wait_checkpoint();
+      tmp_dir = checkpoints_.begin_save(step, expected_bytes);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  const std::string decided = dist::broadcast_string(comm_, error.empty() ? "ok:" + tmp_dir : "error:" + error, 0,
+                                                     deadline, "broadcast of the folder of " + what);
+  if (decided.rfind("error:", 0) == 0)
+    throw std::runtime_error(str("checkpoint of step ", step, " failed on rank 0: ", decided.substr(6)));
+  tmp_dir = decided.substr(3);
+  // 2. Every rank writes and hashes its files.
+  nlohmann::json mine = nlohmann::json::object();
+  try {
+    for (const auto& f : files) {
+      const std::string path = (fs::path(tmp_dir) / f.name).string();
+      f.write(path);
+      fsync_path(path);
+      mine["files"][f.name] = CheckpointManager::file_record(path);
+    }
+    crash_point("ckpt.shards_written");
+  } catch (const std::exception& e) {
+    mine = {{"error", e.what()}};
+  }
+  const std::vector<std::string> parts = dist::all_gather_strings(comm_, mine.dump(), deadline, "gather of " + what);
+  // 3. Rank 0 commits: state.json last, then the folder in place.
+  std::string dir;
+  if (is_root()) {
+    try {
+      nlohmann::json table = nlohmann::json::object();
+      for (size_t r = 0; r < parts.size(); ++r) {
+        const nlohmann::json part = nlohmann::json::parse(parts[r]);
+        if (part.contains("error")) throw std::runtime_error(str("rank ", r, ": ", part["error"].get<std::string>()));
+        if (part.contains("files"))
+          for (const auto& [name, rec] : part["files"].items()) table[name] = rec;
+      }
+      stamp(state);
+      state["shards"] = shards;
+      dir = checkpoints_.finish_save(step, std::move(state), tmp_dir, std::move(table), /*rehash=*/false);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  at::Tensor ok = at::tensor({int64_t(error.empty() ? 1 : 0)}, at::kLong);
+  comm_.broadcast(ok, 0, deadline, str("broadcast after ", what));
+  if (!error.empty()) throw std::runtime_error(str("checkpoint of step ", step, " failed: ", error));
+  if (ok.item<int64_t>() == 0) throw std::runtime_error(str("the checkpoint of step ", step, " failed (see rank 0's message)"));
+  if (is_root())
+    LOG(INFO) << "checkpoint " << dir << " written by " << comm_.world_size() << " ranks in parallel in "
+              << int(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() * 1000) << " ms";
   return dir;
 }
 

@@ -87,6 +87,15 @@ class TrainSession {
   std::string save_checkpoint(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
                               uint64_t expected_bytes);
 
+  // A sharded checkpoint (dist.shard_optimizer): every rank writes `files` (its own part; rank 0's
+  // include the shared ones) into the checkpoint's temporary folder in parallel, fsyncs and hashes
+  // them; rank 0 then writes state.json — with `shards` (stem -> every rank's file names) and the
+  // gathered checksums — last, after every rank's files are durable, and puts the folder in place.
+  // A failure on any rank fails the save on every rank with that rank's message. Crash point
+  // ckpt.shards_written: every rank's part is durable, state.json is not yet written.
+  std::string save_checkpoint_sharded(int64_t step, nlohmann::json state, const std::vector<CheckpointFile>& files,
+                                      const nlohmann::json& shards, uint64_t expected_bytes);
+
   // train.async_checkpoint, rank 0 only: hands the checkpoint to a background thread and returns
   // at once; training goes on while it is written, verified and put in place (the same atomic
   // save as above: a crash at any moment leaves the previous checkpoint valid). `files` must

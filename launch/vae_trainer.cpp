@@ -169,6 +169,8 @@ class VAETrainer : public Trainer {
     }
   }
 
+  bool wants_eval_weights(int64_t step) const override { return lc_.eval_every > 0 && step % lc_.eval_every == 0; }
+
   bool periodic(TrainingLoop& loop, int64_t step) override {
     if (lc_.eval_every <= 0 || step % lc_.eval_every != 0) return false;
     if (loop.runtime().is_root()) loop.session().write_metrics(evaluate(loop, step, false));

@@ -25,6 +25,12 @@ echo "== batch not divisible by ranks x grad_accum -> 2, naming both"
 train_np2 "$T/indivisible" --train.batch_size=6 --train.grad_accum=2 --train.steps=1
 expect_error "$T/indivisible" 2 "train.batch_size = 6 must be divisible by train.grad_accum = 2 times the number of ranks \\(2\\)" "e.g. train.batch_size = 8"
 
+echo "== dist.shard_optimizer with bf16 on the wire, or with a background checkpoint -> 2, naming both keys"
+train "$T/shard_bf16" --dist.shard_optimizer=true --dist.grad_wire=bf16 --train.steps=1
+expect_error "$T/shard_bf16" 2 "dist.shard_optimizer = true all-gathers the parameters themselves, which dist.grad_wire = bf16"
+train "$T/shard_async" --dist.shard_optimizer=true --train.async_checkpoint=true --train.steps=1
+expect_error "$T/shard_async" 2 "train.async_checkpoint = true with dist.shard_optimizer = true"
+
 echo "== a run dir with checkpoints and no --resume -> 2"
 run_ok "$T/run" "one step" --train.steps=1
 train "$T/run" --train.steps=2

@@ -25,6 +25,14 @@ for disc in 0 2; do
   $PY "$COMPARE" "$(ck two_$disc 4)" "$(ck one_$disc 4)" --atol 1e-12 --rtol 1e-9 --files "$files" \
     || fail "2 ranks differ from 1 rank (disc_start=$disc)"
 done
+echo "== f64: 2 sharded ranks (dist.shard_optimizer: VAE and discriminator each sharded) == 1 rank"
+vae_np2 two_s --vae_train.steps=4 --vae_train.precision=f64 --vae_train.disc_start=2 --vae_train.disc_channels=8 \
+  --vae_train.disc_layers=1 --dist.shard_optimizer=true --vae_train.eval_every=2; expect_rc 0 two_s "2 sharded ranks"
+grep -q "disc_optimizer-00001-of-00002.safetensors" "$(ck two_s 4)/state.json" || fail "two_s wrote no sharded checkpoint"
+$PY "$COMPARE" "$(ck two_s 4)" "$(ck one_2 4)" --atol 1e-12 --rtol 1e-9 \
+  --files model.safetensors,ema.safetensors,optimizer.safetensors,disc.safetensors,disc_optimizer.safetensors \
+  || fail "2 sharded ranks differ from 1 rank"
+grep -q '"psnr"' two_s/metrics.jsonl || fail "no evaluation of the gathered EMA at step 2 in two_s/metrics.jsonl"
 grep -q '"d_loss"' one_2/metrics.jsonl || fail "no discriminator loss in metrics.jsonl with disc_start=2"
 grep -q '"adaptive_weight"' one_2/metrics.jsonl || fail "no adaptive weight in metrics.jsonl"
 

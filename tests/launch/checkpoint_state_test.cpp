@@ -97,6 +97,36 @@ TEST(CheckpointState, FieldsOfTheWrongTypeAreNamed) {
   expect_invalid("version", [](nlohmann::json& s) { s["format_version"] = 9; }, {"format_version 9"});
 }
 
+TEST(CheckpointState, ShardsMustNameListedFilesAndStandInForARequiredFile) {
+  // A sharded part ("shards": {STEM: [files]}) replaces STEM.safetensors; every file it names must
+  // be in the checksummed table, and version 1 knows no shards.
+  auto sharded = [](nlohmann::json& s) {
+    s["files"]["model-00000-of-00001.safetensors"] = s["files"]["model.safetensors"];
+    s["files"].erase("model.safetensors");
+    s["shards"] = {{"model", {"model-00000-of-00001.safetensors"}}};
+  };
+  {
+    CheckpointManager m = two_checkpoints("shards_ok");
+    nlohmann::json state = nlohmann::json::parse(read_file(state_path(m, 2)));
+    sharded(state);
+    fs::rename(m.dir() + "/step-00000002/model.safetensors", m.dir() + "/step-00000002/model-00000-of-00001.safetensors");
+    std::ofstream(state_path(m, 2), std::ios::trunc) << state.dump(2);
+    EXPECT_NO_THROW(CheckpointManager::verify(m.dir() + "/step-00000002"));
+  }
+  expect_invalid("shards_unlisted", [&](nlohmann::json& s) {
+    sharded(s);
+    s["shards"]["model"].push_back("model-00001-of-00001.safetensors");
+  }, {"shards/model names model-00001-of-00001.safetensors, which 'files' does not list"});
+  expect_invalid("shards_type", [&](nlohmann::json& s) { s["shards"] = {{"ema", "ema.safetensors"}}; },
+                 {"shards/ema is not a non-empty array of file names"});
+  expect_invalid("shards_v1", [&](nlohmann::json& s) {
+    s["shards"] = {{"ema", {"ema.safetensors"}}};
+    s["format_version"] = 1;
+  }, {"'shards' in a format_version 1 checkpoint"});
+  expect_invalid("no_model", [](nlohmann::json& s) { s["files"].erase("model.safetensors"); },
+                 {"does not list model.safetensors (nor 'shards' a sharded model)"});
+}
+
 TEST(CheckpointState, MalformedOrUnreadableStateJsonInvalidatesOnlyThatCheckpoint) {
   CheckpointManager m = two_checkpoints("malformed");
   std::ofstream(state_path(m, 2), std::ios::trunc) << "{\"kind\": \"ldm\", \"files\": {";  // torn
