@@ -63,6 +63,20 @@ void pause_point(const char* name) {
   std::fprintf(stderr, "LF_PAUSE_AT: stopping the process at pause point '%s'\n", name);
   std::fflush(stderr);
   ::kill(::getpid(), SIGSTOP);
+  // Continued. A stop signal sent during the pause (the tests' SIGUSR1/SIGTERM) is process-directed:
+  // the kernel may hand it to any thread, whose handler can run after this thread has gone on to
+  // the next step boundary. Wait until no such signal is pending and give its handler a moment, so
+  // that a signal sent while paused is seen at this point's step boundary (a test's premise), not
+  // at a later one.
+  sigset_t pending;
+  for (int i = 0; i < 2000; ++i) {
+    sigpending(&pending);
+    bool any = false;
+    for (int s : {SIGUSR1, SIGTERM, SIGINT}) any = any || sigismember(&pending, s) == 1;
+    if (!any) break;
+    ::usleep(500);
+  }
+  ::usleep(20000);
 }
 
 }  // namespace lf

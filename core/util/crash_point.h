@@ -12,8 +12,9 @@ void crash_point(const char* name);
 
 // Named pause points for tests of signal handling: when LF_PAUSE_AT names this point (every
 // hit; "NAME:K" for its K-th hit only, counting from 1), the process stops itself (SIGSTOP)
-// there, so a test can deliver a signal at exactly that moment and then continue it (SIGCONT).
-// Costs one getenv per call otherwise.
+// there, so a test can deliver a signal at exactly that moment and then continue it (SIGCONT);
+// once continued, it waits until a SIGUSR1/SIGTERM/SIGINT sent meanwhile has reached its handler
+// (on whichever thread the kernel chose) before going on. Costs one getenv per call otherwise.
 void pause_point(const char* name);
 
 }  // namespace lf

@@ -46,7 +46,7 @@ wait_stopped $pid stopped.log
 kill -USR1 $pid; kill -CONT $pid
 RC=0; wait $pid || RC=$?
 expect_rc 75 stopped "the run stopped by SIGUSR1"
-[ -f "$(ck stopped 3)/state.json" ] || fail "no checkpoint of step 3 after SIGUSR1 at the end of step 3"
+[ -f "$(ck stopped 3)/state.json" ] || { cp stopped.log stopped.failed.log; ls stopped/checkpoints >&2; grep -E "step [0-9]/8|checkpoint|SIGUSR1|LF_PAUSE" stopped.log >&2; fail "no checkpoint of step 3 after SIGUSR1 at the end of step 3"; }
 vae stopped --vae_train.steps=8 --resume auto; expect_rc 0 stopped "the resumed run"
 $PY "$COMPARE" "$(ck stopped 8)" "$(ck straight 8)" --exact || fail "resumed run differs from the uninterrupted one"
 
