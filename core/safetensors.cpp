@@ -329,7 +329,16 @@ std::string describe_safetensors(const SafetensorsHeader& h) {
   return out;
 }
 
-std::string serialize_safetensors(const TensorMap& tensors, const TensorMetadata& metadata) {
+namespace {
+
+// A file's layout: the 8-byte length and the padded header, then the tensors' bytes in `items`
+// order (contiguous CPU tensors, larger elements first, then by name).
+struct Layout {
+  std::string head;  // length + header
+  std::vector<at::Tensor> items;
+};
+
+Layout layout_of(const TensorMap& tensors, const TensorMetadata& metadata) {
   require_little_endian();
   struct Item {
     const std::string* name;
@@ -371,18 +380,29 @@ std::string serialize_safetensors(const TensorMap& tensors, const TensorMetadata
   }
   header += "}";
   header.append((8 - header.size() % 8) % 8, ' ');
-  std::string out;
-  out.reserve(8 + header.size() + offset);
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((uint64_t(header.size()) >> (8 * i)) & 0xff));
-  out += header;
-  for (const auto& it : items)
-    out.append(static_cast<const char*>(it.t.data_ptr()), it.t.numel() * it.t.element_size());
+  Layout out;
+  for (int i = 0; i < 8; ++i) out.head.push_back(static_cast<char>((uint64_t(header.size()) >> (8 * i)) & 0xff));
+  out.head += header;
+  for (auto& it : items) out.items.push_back(std::move(it.t));
+  return out;
+}
+
+}  // namespace
+
+std::string serialize_safetensors(const TensorMap& tensors, const TensorMetadata& metadata) {
+  const Layout l = layout_of(tensors, metadata);
+  std::string out = l.head;
+  for (const auto& t : l.items) out.append(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
   return out;
 }
 
 void save_safetensors(const std::string& path, const TensorMap& tensors,
                       const TensorMetadata& metadata) {
-  atomic_write_file(path, serialize_safetensors(tensors, metadata));
+  // Streamed from the tensors' memory: no second copy of a checkpoint file in RAM.
+  const Layout l = layout_of(tensors, metadata);
+  std::vector<std::pair<const void*, size_t>> pieces{{l.head.data(), l.head.size()}};
+  for (const auto& t : l.items) pieces.emplace_back(t.data_ptr(), static_cast<size_t>(t.numel() * t.element_size()));
+  atomic_write_pieces(path, pieces);
 }
 
 std::string hash_tensors(const TensorMap& tensors) {

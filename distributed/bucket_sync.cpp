@@ -38,7 +38,10 @@ struct BucketSync::Scratch {
   int64_t offset = 0;    // of this rank's shard
   torch::Tensor local_send;      // [L, M] bf16, when the local level carries bf16 (also reused
                                  // for the all-gather's result)
-  torch::Tensor local_recv;      // [L, M] in the local level's wire dtype
+  torch::Tensor local_recv;      // [L, M] in the local level's wire dtype (with `release_recv`:
+                                 // allocated for each reduce-scatter, freed once summed)
+  torch::TensorOptions recv_options;
+  bool release_recv = false;
   torch::Tensor partial;         // [M]: this group's sum of block l (M = H C)
   torch::Tensor local_wire;      // [M] bf16: partial's rounded copy for the local all-gather
   torch::Tensor host_send;       // [H, C] bf16 when the host level carries bf16 (also reused)
@@ -49,7 +52,7 @@ struct BucketSync::Scratch {
 };
 
 BucketSync::BucketSync(Communicator& comm, AllReduceAlgorithm requested, GradWire wire, bool pieces)
-    : comm_(comm), wire_(wire) {
+    : comm_(comm), wire_(wire), pieces_requested_(pieces) {
   const int world = comm.world_size();
   topology_.ranks_per_host = {world};
   topology_.host_of_rank.assign(world, 0);
@@ -143,7 +146,12 @@ void BucketSync::add_bucket(const torch::Tensor& buffer, int64_t numel, const st
         s->local_send = torch::empty({L, M}, half);
         s->local_wire = torch::empty({M}, half);
       }
-      s->local_recv = torch::empty({L, M}, local_bf16 ? half : acc);
+      s->recv_options = local_bf16 ? half : acc;
+      // For the sharded optimizer (pieces), the receive buffer — as large as the bucket — lives only
+      // while a reduce-scatter is in flight: otherwise every rank would keep a second copy of all
+      // gradients, more than sharding the optimizer state saves at W = 2.
+      s->release_recv = pieces_requested_;
+      if (!s->release_recv) s->local_recv = torch::empty({L, M}, s->recv_options);
       s->partial = torch::empty({M}, acc);
     } else {
       s->partial = buffer;
@@ -178,11 +186,15 @@ void BucketSync::add_reduce_scatter(std::vector<Phase>& phases, Scratch& s) {
         rs_local_.get(),
         [p, L, M, bf16](Communicator& c, const std::string& what) {
           const torch::Tensor src = p->buffer.view({L, M});
+          if (!p->local_recv.defined()) p->local_recv = torch::empty({L, M}, p->recv_options);
           if (!bf16) return c.all_to_all_async(src, p->local_recv, what);
           p->local_send.copy_(src);  // round to nearest even
           return c.all_to_all_async(p->local_send, p->local_recv, what);
         },
-        [p] { ordered_sum(p->local_recv, p->partial); }});
+        [p] {
+          ordered_sum(p->local_recv, p->partial);
+          if (p->release_recv) p->local_recv = torch::Tensor();
+        }});
   }
   if (H > 1) {
     Scratch* p = &s;

@@ -98,6 +98,7 @@ class BucketSync {
   Communicator& comm_;
   AllReduceAlgorithm algorithm_ = AllReduceAlgorithm::kFlat;
   GradWire wire_ = GradWire::kF32;
+  bool pieces_requested_ = false;  // for a sharded optimizer: receive buffers only while in use
   HostTopology topology_;
   std::unique_ptr<HostGroups> groups_;
   int hosts_ = 1;        // H of the scheme (1 for flat)

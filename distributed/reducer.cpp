@@ -432,9 +432,10 @@ const torch::Tensor& Reducer::shard_grad(size_t bucket) const {
 }
 
 void Reducer::all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
-                                  const std::string& what) {
+                                  const std::string& what, bool zero_after) {
   TORCH_CHECK(options_.shard, "reducer: all_gather_segments() of a reducer that does not shard");
-  TORCH_CHECK(owned.size() == segments_.size() && outs.size() == params_.size(), "reducer: all_gather_segments() got ",
+  TORCH_CHECK(owned.size() == segments_.size() && (outs.empty() || outs.size() == params_.size()),
+              "reducer: all_gather_segments() got ",
               owned.size(), " segments for ", segments_.size(), " and ", outs.size(), " outputs for ", params_.size(),
               " parameters");
   torch::NoGradGuard no_grad;
@@ -457,8 +458,9 @@ void Reducer::all_gather_segments(const std::vector<torch::Tensor>& owned, const
       w->wait();
       return true;
     });
-  for (size_t i = 0; i < params_.size(); ++i) outs[i].copy_(grad_views_[i]);
-  for (auto& b : buffers_) b.zero_();
+  for (size_t i = 0; i < outs.size(); ++i) outs[i].copy_(grad_views_[i]);
+  if (zero_after)
+    for (auto& b : buffers_) b.zero_();
 }
 
 double Reducer::sum_over_ranks(double local, const std::string& what) {

@@ -135,12 +135,14 @@ class Reducer {
   const std::vector<ShardSegment>& segments() const { return segments_; }
   const torch::Tensor& shard_grad(size_t bucket) const;
   // Every rank's `owned[k]` (segments()[k]'s numel elements: updated parameters, EMA averages...)
-  // into `outs[param]` (full tensors of the parameters' shapes) on every rank. Uses the gradient
-  // buckets as its buffer and leaves them zero. Call between steps only (after
-  // finish_backward(), not during a backward). Collective and blocking; its values are copied
-  // exactly (full precision on the wire).
+  // into `outs[param]` (full tensors of the parameters' shapes) on every rank; with `outs` empty
+  // only into grad_view(param). Uses the gradient buckets as its buffer: they hold the gathered
+  // values afterwards, zeros with `zero_after`
+  // (otherwise the caller zeroes the gradients before the next backward). Call between steps only
+  // (after finish_backward(), not during a backward). Collective and blocking; its values are
+  // copied exactly (full precision on the wire).
   void all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
-                           const std::string& what);
+                           const std::string& what, bool zero_after = true);
   // The sum of one value per rank, added in rank order (the same bits on every rank). Collective.
   double sum_over_ranks(double local, const std::string& what);
 

@@ -5,6 +5,7 @@
 #include "launch/train_loop.h"
 
 #include <glog/logging.h>
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cmath>
@@ -18,6 +19,7 @@
 #include "core/util/fs.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
+#include "distributed/agreement.h"
 #include "launch/checkpoint_tensors.h"
 #include "launch/cli.h"
 #include "launch/config_registry.h"
@@ -111,8 +113,9 @@ void TrainingLoop::copy_eval_weights(torch::nn::Module& target) const {
   for (auto& p : target.parameters()) ps.push_back(p);
   at::NoGradGuard ng;
   if (loop_.ema_decay > 0 && groups_.front().params.sharded) {
-    CHECK_EQ(eval_weights_.size(), ps.size()) << "the sharded EMA was not gathered for this step";
-    for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(eval_weights_[i]);
+    CHECK(ema_in_buckets_) << "the sharded EMA was not gathered for this step";
+    const dist::Reducer& r = *groups_.front().params.reducer;
+    for (size_t i = 0; i < ps.size(); ++i) ps[i].copy_(r.grad_view(i));
     return;
   }
   if (loop_.ema_decay > 0) {
@@ -143,12 +146,46 @@ void TrainingLoop::make_groups(const std::vector<TrainedModule>& modules) {
   ema_ = std::make_unique<core::EMA>(groups_.front().params.updated(), loop_.ema_decay, loop_.ema_warmup != 0);
 }
 
+int64_t TrainingLoop::state_bytes() const {
+  int64_t bytes = 0;
+  auto add = [&](const at::Tensor& t) { bytes += t.numel() * static_cast<int64_t>(t.element_size()); };
+  for (const auto& g : groups_)
+    for (const auto& [name, t] : g.params.optimizer->state()) add(t);
+  for (const auto& t : ema_->averages()) add(t);
+  return bytes;
+}
+
+int64_t TrainingLoop::peak_rss_bytes() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;  // Linux: kilobytes
+}
+
+void TrainingLoop::log_memory(const std::string& what, int64_t local_bytes) {
+  std::vector<int64_t> all{local_bytes};
+  if (rt_.world() > 1) {
+    all.clear();
+    for (const auto& v : dist::gather_values(rt_.cpu_comm(), {local_bytes}, "gather of " + what)) all.push_back(v[0]);
+  }
+  if (!rt_.is_root()) return;
+  std::vector<std::string> parts;
+  for (int64_t b : all) parts.push_back(str(b));
+  LOG(INFO) << what << " per rank (bytes): " << join(parts, " ")
+            << (groups_.front().params.sharded ? " (sharded over the ranks: dist.shard_optimizer)" : "");
+}
+
 void TrainingLoop::gather_eval_weights() {
   const ParamGroup& g = groups_.front().params;
   if (!g.sharded || loop_.ema_decay <= 0) return;
-  if (eval_weights_.empty())
-    for (const auto& p : g.params) eval_weights_.push_back(at::empty_like(p));
-  g.reducer->all_gather_segments(ema_->averages(), eval_weights_, "the EMA for evaluation");
+  // Into the gradient buckets, free between steps: no copy of the model on any rank.
+  g.reducer->all_gather_segments(ema_->averages(), {}, "the EMA for evaluation", /*zero_after=*/false);
+  ema_in_buckets_ = true;
+}
+
+void TrainingLoop::release_eval_weights() {
+  if (!ema_in_buckets_) return;
+  zero_grads(groups_.front().params.params);  // the buckets are the gradients again
+  ema_in_buckets_ = false;
 }
 
 void TrainingLoop::restore(Trainer& trainer, const std::optional<std::string>& ckpt) {
@@ -213,6 +250,7 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
   make_groups(modules);
   restore(trainer, ckpt);
   if (ckpt) session_.check_same_checkpoint(loaded_digest(weights_digest), *ckpt);
+  log_memory("optimizer + EMA state", state_bytes());
   if (rt_.is_root())
     LOG(INFO) << trainer.describe() << "; " << rt_.world() << " rank(s), global batch " << loop_.batch_size << " ("
               << loop_.grad_accum << " micro-batch(es)), " << describe(precision_) << " on " << rt_.device().str();
@@ -242,6 +280,7 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
     if (step_ != loop_.steps && trainer.wants_eval_weights(step_)) gather_eval_weights();
     if (step_ != loop_.steps && trainer.periodic(*this, step_))
       session_.wait_for_root(str("the wait for rank 0's sample grid or evaluation at step ", step_));
+    release_eval_weights();
 
     pause_point("loop.step_end");  // LF_PAUSE_AT=loop.step_end:K: a signal exactly after step K
     StopRequest stop = session_.agree_stop();
@@ -262,6 +301,7 @@ int TrainingLoop::run(Trainer& trainer, const TrainFlags& flags) {
     trainer.finish(*this, step_);
     session_.wait_for_root("the wait for rank 0's final grid and evaluation at the end of training");
   }
+  log_memory("peak resident memory (RSS)", peak_rss_bytes());
   if (rt_.is_root()) LOG(INFO) << "training done at step " << step_ << "; checkpoints in " << session_.checkpoints().dir();
   return kExitOk;
 }
@@ -314,7 +354,8 @@ bool TrainingLoop::apply_update(nlohmann::json& values) {
       g.params.optimizer->step(module_lr, grad_scale_);
       if (i == 0) ema_->update(updated);
       // Sharded: every rank updated its segments; all of them, to every rank, before the next forward.
-      if (g.params.sharded) g.params.reducer->all_gather_segments(updated, g.params.params, "the updated parameters");
+      if (g.params.sharded)  // (the gradients, which the buckets then hold, are zeroed below)
+        g.params.reducer->all_gather_segments(updated, g.params.params, "the updated parameters", /*zero_after=*/false);
     }
     bad_steps_ = 0;
   } else {

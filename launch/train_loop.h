@@ -140,9 +140,16 @@ class TrainingLoop {
   void save(Trainer& trainer, bool exiting);
   // A sharded run's checkpoint: every rank writes its part (TrainSession::save_checkpoint_sharded).
   void save_sharded(nlohmann::json state, uint64_t bytes);
-  // Sharded with an EMA: every rank's averages into eval_weights_ (collective), for
-  // copy_eval_weights() on a step whose grid or evaluation needs them.
+  // Sharded with an EMA: every rank's averages into the model's gradient buckets (collective, between
+  // steps), for copy_eval_weights() on a step whose grid or evaluation needs them; released (the
+  // buckets zeroed) after that step's periodic work.
   void gather_eval_weights();
+  void release_eval_weights();
+  // Bytes of this rank's optimizer and EMA state tensors; this process's peak RSS.
+  int64_t state_bytes() const;
+  static int64_t peak_rss_bytes();
+  // Rank 0 logs every rank's `local_bytes` ("WHAT per rank (bytes): ..."); collective.
+  void log_memory(const std::string& what, int64_t local_bytes);
 
   std::string kind_;
   TrainLoopConfig loop_;
@@ -166,7 +173,7 @@ class TrainingLoop {
   // Host copies of the checkpoint files' tensors for background saves (reused between saves;
   // shared with the writer thread, which may outlive a failing loop).
   std::shared_ptr<std::map<std::string, core::TensorMap>> host_copy_;
-  std::vector<at::Tensor> eval_weights_;  // the gathered EMA of a sharded run
+  bool ema_in_buckets_ = false;  // the gathered EMA of a sharded run is in the gradient buckets
 };
 
 }  // namespace lf::launch

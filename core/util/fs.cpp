@@ -39,27 +39,38 @@ void fsync_path(const std::string& path) {
 }
 
 void atomic_write_file(const std::string& path, const std::string& content, const char* crash_point_name) {
+  atomic_write_pieces(path, {{content.data(), content.size()}}, crash_point_name);
+}
+
+void atomic_write_pieces(const std::string& path, const std::vector<std::pair<const void*, size_t>>& pieces,
+                         const char* crash_point_name) {
   const std::string tmp = temp_sibling(path);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw std::runtime_error(str(tmp, ": cannot create: ", std::strerror(errno)));
-  size_t off = 0;
+  size_t total = 0;
+  for (const auto& [data, bytes] : pieces) total += bytes;
+  size_t done = 0;  // over all pieces
   bool crash_checked = crash_point_name == nullptr;
-  while (off < content.size()) {
-    if (!crash_checked && off >= content.size() / 2) {
-      crash_point(crash_point_name);
-      crash_checked = true;
+  for (const auto& [data, bytes] : pieces) {
+    size_t off = 0;
+    while (off < bytes) {
+      if (!crash_checked && done >= total / 2) {
+        crash_point(crash_point_name);
+        crash_checked = true;
+      }
+      // At most up to half of the file at a time while the crash point is pending, so it fires mid-file.
+      const size_t chunk = crash_checked ? bytes - off : std::min(bytes - off, total / 2 - done);
+      ssize_t n = ::write(fd, static_cast<const char*>(data) + off, std::max<size_t>(chunk, 1));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        int err = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        throw std::runtime_error(str(tmp, ": write failed: ", std::strerror(err)));
+      }
+      off += static_cast<size_t>(n);
+      done += static_cast<size_t>(n);
     }
-    const size_t chunk = crash_checked ? content.size() - off : content.size() / 2 - off;
-    ssize_t n = ::write(fd, content.data() + off, std::max<size_t>(chunk, 1));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      throw std::runtime_error(str(tmp, ": write failed: ", std::strerror(err)));
-    }
-    // At most half at a time while the crash point is pending, so it fires mid-file.
-    off += static_cast<size_t>(n);
   }
   if (!crash_checked) crash_point(crash_point_name);
   if (::fsync(fd) != 0 || ::close(fd) != 0) {

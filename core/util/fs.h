@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace lf {
 
@@ -11,6 +13,10 @@ namespace lf {
 // `crash_point_name` (crash_point.h) fires with half of the temporary file written, so a test
 // can kill the process in the middle of the write.
 void atomic_write_file(const std::string& path, const std::string& content, const char* crash_point_name = nullptr);
+// The same for content in pieces (written in order, never copied into one buffer): a file of
+// tensors streams from the tensors' own memory.
+void atomic_write_pieces(const std::string& path, const std::vector<std::pair<const void*, size_t>>& pieces,
+                         const char* crash_point_name = nullptr);
 
 // fsync of a file or a directory (so a rename inside it is durable).
 void fsync_path(const std::string& path);
