@@ -211,23 +211,26 @@ void BucketSync::add_reduce_scatter(std::vector<Phase>& phases, Scratch& s) {
   }
 }
 
-void BucketSync::add_all_gather(std::vector<Phase>& phases, Scratch& s) {
+void BucketSync::add_all_gather(std::vector<Phase>& phases, Scratch& s, const torch::Tensor& target) {
   const int64_t L = local_size_, H = hosts_, C = s.block, M = H * C;
   const bool flat = algorithm_ == AllReduceAlgorithm::kFlat;
   const std::string wire_note = wire_ == GradWire::kBF16 ? ", bf16" : "";
+  // Where the gathered bucket goes; with one rank per host the inter-host level writes it directly.
+  const bool own_target = target.data_ptr() != s.buffer.data_ptr();
+  const torch::Tensor host_part = L > 1 || !own_target ? s.host_part : target;
   if (H > 1) {
     Scratch* p = &s;
     const bool bf16 = s.shard_wire.defined();
     phases.push_back(Phase{
         lf::str("inter-host all-gather (over ", H, " hosts", wire_note, ")"), ag_hosts_.get(),
-        [p, H, C, bf16](Communicator& c, const std::string& what) {
-          if (!bf16) return c.all_gather_async(p->shard, p->host_part.view({H, C}), what);
+        [p, H, C, bf16, host_part](Communicator& c, const std::string& what) {
+          if (!bf16) return c.all_gather_async(p->shard, host_part.view({H, C}), what);
           p->shard_wire.copy_(p->shard);
           return c.all_gather_async(p->shard_wire, p->host_send, what);  // host_send is free again
         },
-        [p, H, C, bf16] {
+        [p, H, C, bf16, host_part] {
           torch::NoGradGuard no_grad;
-          if (bf16) p->host_part.view({H, C}).copy_(p->host_send);
+          if (bf16) host_part.view({H, C}).copy_(p->host_send);
         }});
   }
   if (L > 1) {
@@ -236,14 +239,14 @@ void BucketSync::add_all_gather(std::vector<Phase>& phases, Scratch& s) {
     phases.push_back(Phase{
         lf::str(flat ? "" : "intra-host ", "all-gather (over ", L, " ranks", bf16 ? ", bf16" : "", ")"),
         ag_local_.get(),
-        [p, L, M, bf16](Communicator& c, const std::string& what) {
-          if (!bf16) return c.all_gather_async(p->host_part, p->buffer.view({L, M}), what);
+        [p, L, M, bf16, target](Communicator& c, const std::string& what) {
+          if (!bf16) return c.all_gather_async(p->host_part, target.view({L, M}), what);
           p->local_wire.copy_(p->host_part);
           return c.all_gather_async(p->local_wire, p->local_send, what);  // local_send is free again
         },
-        [p, L, M, bf16] {
+        [p, L, M, bf16, target] {
           torch::NoGradGuard no_grad;
-          if (bf16) p->buffer.view({L, M}).copy_(p->local_send);
+          if (bf16) target.view({L, M}).copy_(p->local_send);
         }});
   }
 }
@@ -257,7 +260,7 @@ std::shared_ptr<Work> BucketSync::all_reduce(size_t bucket, const std::string& w
   if (!sharded()) return comm_.all_reduce_async(s.buffer.narrow(0, 0, s.numel), ReduceOp::kSum, what);
   std::vector<Phase> phases;
   add_reduce_scatter(phases, s);
-  add_all_gather(phases, s);
+  add_all_gather(phases, s, s.buffer);
   return start(std::move(phases), what);
 }
 
@@ -270,12 +273,16 @@ std::shared_ptr<Work> BucketSync::reduce_scatter(size_t bucket, const std::strin
   return start(std::move(phases), what);
 }
 
-std::shared_ptr<Work> BucketSync::all_gather(size_t bucket, const std::string& what) {
+std::shared_ptr<Work> BucketSync::all_gather(size_t bucket, const std::string& what, const torch::Tensor* target) {
   Scratch& s = *buckets_.at(bucket);
   TORCH_CHECK(rs_local_ || rs_hosts_ || comm_.world_size() == 1, comm_.tag(), " ", name(),
               ": all_gather of ", s.label, " needs a BucketSync made with pieces = true");
+  if (target)
+    TORCH_CHECK(target->dim() == 1 && target->is_contiguous() && target->numel() == s.buffer.numel() &&
+                    target->scalar_type() == s.buffer.scalar_type() && target->device() == s.buffer.device(),
+                comm_.tag(), " ", name(), ": the all_gather target of ", s.label, " must be like its buffer");
   std::vector<Phase> phases;
-  add_all_gather(phases, s);
+  add_all_gather(phases, s, target ? *target : s.buffer);
   return start(std::move(phases), what);
 }
 

@@ -81,8 +81,9 @@ class BucketSync {
   // The first half: this rank's shard of the sum, in shard(bucket) (f32/f64, before any bf16
   // rounding of the all-gather). The buffer's contents are undefined until all_gather().
   std::shared_ptr<Work> reduce_scatter(size_t bucket, const std::string& what);
-  // The second half: every rank's shard(bucket) into the buffer (bf16-rounded with bf16 wire).
-  std::shared_ptr<Work> all_gather(size_t bucket, const std::string& what);
+  // The second half: every rank's shard(bucket) into the buffer (bf16-rounded with bf16 wire), or
+  // into `target` (1-D, contiguous, the buffer's length and dtype) when given.
+  std::shared_ptr<Work> all_gather(size_t bucket, const std::string& what, const torch::Tensor* target = nullptr);
   const torch::Tensor& shard(size_t bucket) const;
   int64_t shard_offset(size_t bucket) const;  // in elements of the padded bucket
 
@@ -91,7 +92,7 @@ class BucketSync {
  private:
   struct Scratch;
   void add_reduce_scatter(std::vector<Phase>& phases, Scratch& s);
-  void add_all_gather(std::vector<Phase>& phases, Scratch& s);
+  void add_all_gather(std::vector<Phase>& phases, Scratch& s, const torch::Tensor& target);
   std::shared_ptr<Work> start(std::vector<Phase> phases, const std::string& what);
   bool sharded() const;  // anything but flat f32's own all_reduce
 

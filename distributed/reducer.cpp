@@ -135,6 +135,19 @@ Reducer::Reducer(std::vector<torch::Tensor> params, std::vector<torch::Tensor> b
     attach_grad_view(i);  // quietly: a grad defined before the Reducer existed is expected
   }
   if (options_.shard) {
+    // The parameters move into flat buffers laid out like their gradient buckets, so that
+    // all_gather_params() lands in them directly.
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < plan_.buckets.size(); ++k) {
+      const Bucket& b = plan_.buckets[k];
+      param_buffers_.push_back(torch::zeros_like(buffers_[k]));
+      for (size_t j = 0; j < b.params.size(); ++j) {
+        torch::Tensor& p = params_[static_cast<size_t>(b.params[j])];
+        torch::Tensor view = param_buffers_[k].narrow(0, b.offsets[j], p.numel()).view(p.sizes());
+        view.copy_(p.detach());
+        p.set_data(view);
+      }
+    }
     // This rank's part of each bucket: [offset, offset + C) of the padded buffer, cut at the
     // parameters' boundaries.
     for (size_t k = 0; k < plan_.buckets.size(); ++k) {
@@ -461,6 +474,28 @@ void Reducer::all_gather_segments(const std::vector<torch::Tensor>& owned, const
   for (size_t i = 0; i < outs.size(); ++i) outs[i].copy_(grad_views_[i]);
   if (zero_after)
     for (auto& b : buffers_) b.zero_();
+}
+
+void Reducer::all_gather_params(const std::string& what) {
+  TORCH_CHECK(options_.shard, "reducer: all_gather_params() of a reducer that does not shard");
+  torch::NoGradGuard no_grad;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (error_) std::rethrow_exception(error_);
+  }
+  std::vector<std::shared_ptr<Work>> works;
+  for (size_t b = 0; b < buffers_.size(); ++b) {
+    const torch::Tensor& shard = transport_->shard(b);
+    shard.copy_(param_buffers_[b].narrow(0, transport_->shard_offset(b), shard.numel()));
+    const std::string name = lf::str(what, ": all-gather of bucket ", b + 1, "/", buffers_.size(), ", step ", step_);
+    works.push_back(
+        with_context(comm_->tag(), name, [&] { return transport_->all_gather(b, name, &param_buffers_[b]); }));
+  }
+  for (auto& w : works)
+    with_context(comm_->tag(), w->describe(), [&] {
+      w->wait();
+      return true;
+    });
 }
 
 double Reducer::sum_over_ranks(double local, const std::string& what) {

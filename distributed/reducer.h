@@ -128,8 +128,11 @@ class Reducer {
   // step's finish_backward() reduce-scatters instead of all-reducing: afterwards shard_grad(b)
   // holds the reduced (and, with kAverage, scaled) gradient of the rank's part of bucket b, and
   // the bucket itself (param.grad()) holds only this rank's local sum. The caller updates the
-  // parameters' owned segments and then calls all_gather_segments(), which brings every rank's
-  // segments into the full parameters.
+  // parameters' owned segments and then calls all_gather_params(), which brings every rank's
+  // segments into the full parameters. For that, the constructor makes every parameter a view
+  // into a flat, padded parameter buffer per bucket with the gradient bucket's layout
+  // (Tensor::set_data: the parameters keep their identity, values and shapes), so the all-gather
+  // writes the parameters in place, with no copy.
   bool sharded() const { return options_.shard; }
   // This rank's segments, in bucket order (empty unless sharded).
   const std::vector<ShardSegment>& segments() const { return segments_; }
@@ -143,6 +146,9 @@ class Reducer {
   // copied exactly (full precision on the wire).
   void all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
                            const std::string& what, bool zero_after = true);
+  // Every rank's part of the parameters into every rank's parameters (after the caller updated its
+  // segments, which are views into them). Collective and blocking; exact.
+  void all_gather_params(const std::string& what);
   // The sum of one value per rank, added in rank order (the same bits on every rank). Collective.
   double sum_over_ranks(double local, const std::string& what);
 
@@ -176,6 +182,7 @@ class Reducer {
   std::unique_ptr<BucketSync> transport_;
   std::vector<torch::Tensor> buffers_;  // one flat gradient buffer per bucket
   std::vector<ShardSegment> segments_;  // sharded: this rank's pieces of the parameters
+  std::vector<torch::Tensor> param_buffers_;  // sharded: per bucket, the parameters' flat storage
 
   std::atomic<bool> sync_{true};
   mutable std::mutex mutex_;

@@ -354,8 +354,7 @@ bool TrainingLoop::apply_update(nlohmann::json& values) {
       g.params.optimizer->step(module_lr, grad_scale_);
       if (i == 0) ema_->update(updated);
       // Sharded: every rank updated its segments; all of them, to every rank, before the next forward.
-      if (g.params.sharded)  // (the gradients, which the buckets then hold, are zeroed below)
-        g.params.reducer->all_gather_segments(updated, g.params.params, "the updated parameters", /*zero_after=*/false);
+      if (g.params.sharded) g.params.reducer->all_gather_params("the updated parameters");
     }
     bad_steps_ = 0;
   } else {

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -276,6 +277,43 @@ TEST(BucketSync, ReduceScatterLeavesEachRankItsShardAndAllGatherTheWhole) {
   for (int r = 0; r < 4; ++r) {
     EXPECT_TRUE(torch::allclose(shards[r], sum.narrow(0, offsets[r], 10), 0, 1e-12)) << "rank " << r;
     EXPECT_TRUE(torch::allclose(whole[r], sum, 0, 1e-12)) << "rank " << r;
+  }
+}
+
+TEST(BucketSync, AllGatherIntoATargetLeavesTheBufferAlone) {
+  // The sharded optimizer's use: the gradient bucket is reduce-scattered, the parameters (another
+  // buffer with the same layout) are all-gathered; flat with pieces, and hierarchical on 2 x 2
+  // (with one rank per host too: 2 hosts x 1, where the inter-host level writes the target).
+  struct Case {
+    AllReduceAlgorithm algorithm;
+    std::vector<std::string> hosts;
+  };
+  for (const Case& c : {Case{AllReduceAlgorithm::kFlat, {"a", "a", "a"}}, Case{AllReduceAlgorithm::kHierarchical, kTwoByTwo.hosts},
+                        Case{AllReduceAlgorithm::kHierarchical, {"a", "b"}}}) {
+    constexpr int64_t n = 23;
+    const int world_size = static_cast<int>(c.hosts.size());
+    std::vector<torch::Tensor> targets(world_size), buffers(world_size);
+    auto world = FakeWorld::create(world_size, c.hosts);
+    expect_all_ok(world->run([&](Communicator& comm) {
+      BucketSync sync(comm, c.algorithm, GradWire::kF32, /*pieces=*/true);
+      torch::Tensor buffer = torch::full({sync.padded_numel(n)}, -1.0, torch::kDouble);
+      sync.add_bucket(buffer, n, "bucket 1/1");
+      torch::Tensor target = torch::zeros_like(buffer);
+      // Each rank's shard holds its rank id; after the gather every target holds each block's owner.
+      sync.shard(0).fill_(comm.rank());
+      sync.all_gather(0, "all_gather", &target)->wait();
+      targets[comm.rank()] = target;
+      buffers[comm.rank()] = buffer;
+    }));
+    const int64_t block = targets[0].numel() / world_size;
+    for (int r = 0; r < world_size; ++r) {
+      EXPECT_TRUE(torch::equal(targets[r], targets[0])) << "rank " << r;
+      EXPECT_TRUE(torch::equal(buffers[r], torch::full_like(buffers[r], -1.0))) << "the buffer was written, rank " << r;
+    }
+    std::vector<double> owners;
+    for (int64_t k = 0; k < world_size; ++k) owners.push_back(targets[0][k * block].item<double>());
+    std::sort(owners.begin(), owners.end());
+    for (int r = 0; r < world_size; ++r) EXPECT_EQ(owners[r], r) << "every rank's shard arrived once";
   }
 }
 
