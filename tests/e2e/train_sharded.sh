@@ -48,6 +48,13 @@ echo "== sharded vs unsharded on 2 ranks: to 1e-12"
 run_np_ok 2 "$T/u2" "2 ranks, unsharded" "${F[@]}"
 same_checkpoints "$(ckpt "$T/u2" 4)" "$(ckpt "$T/s2" 4)" --atol=1e-15 --rtol=1e-12
 
+echo "== f32 (bf16 and f16 autocast need a GPU; they share this path): sharded == unsharded on 2 ranks"
+P=(--train.steps=4 --train.ckpt_every=4 --train.precision=f32 --model.channels=8 --model.head_channels=8
+  --model.norm_groups=4 --dist.bucket_mb=0.05)
+run_np_ok 2 "$T/f32u" "2 ranks, f32, unsharded" "${P[@]}"
+run_np_ok 2 "$T/f32s" "2 ranks, f32, sharded" "${P[@]}" "${S[@]}"
+same_checkpoints "$(ckpt "$T/f32u" 4)" "$(ckpt "$T/f32s" 4)" --atol=1e-6 --rtol=1e-4
+
 echo "== with train.grad_accum=2"
 run_ok "$T/w1a" "1 rank, accum 2" "${F[@]}" --train.grad_accum=2
 run_np_ok 2 "$T/s2a" "2 ranks, sharded, accum 2" "${F[@]}" "${S[@]}" --train.grad_accum=2
