@@ -220,6 +220,9 @@ EncodeReport encode_shards(const Source& source, const EncodeFn& encode,
                            const EncodeOptions& options, int rank, int world) {
   options.validate();
   if (source.size() < 1) throw std::invalid_argument("encode: the source holds no images");
+  if (options.flip && source.captioned())
+    throw std::invalid_argument("cache.flip = true with a captioned data set (metadata.jsonl): a mirrored image no "
+                                "longer matches a caption that says left or right; set cache.flip = false");
   fs::create_directories(options.cache_dir);
   const CacheSettings settings = run_settings(source, options);
   const std::string manifest_path = (fs::path(options.cache_dir) / kManifestName).string();

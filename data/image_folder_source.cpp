@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <stdexcept>
 
 #include "core/util/strings.h"
@@ -58,6 +60,15 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
   channels_ = options.channels == 0 ? 3 : options.channels;
   height_ = width_ = options.resolution;
 
+  background_ = options.background_rgb();
+  std::vector<std::string> files;
+  std::vector<int64_t> labels;
+  std::vector<std::string> captions;
+  const fs::path metadata = fs::path(root_) / "metadata.jsonl";
+  captioned_ = fs::exists(metadata);
+  if (captioned_) {
+    read_metadata(metadata.string(), options.skip_bad, files, labels, captions);
+  } else {
   std::vector<std::string> classes;
   for (const auto& e : fs::directory_iterator(root_))
     if (e.is_directory() && !hidden(e.path())) classes.push_back(e.path().filename().string());
@@ -68,8 +79,6 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
                                     "...) and images directly in it (", loose[0],
                                     "...); use one layout: class subfolders for labels, or only "
                                     "images for an unlabelled dataset"));
-  std::vector<std::string> files;
-  std::vector<int64_t> labels;
   labelled_ = !classes.empty();
   if (labelled_) {
     for (size_t c = 0; c < classes.size(); ++c) {
@@ -82,6 +91,7 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
   } else {
     files = std::move(loose);
     labels.assign(files.size(), 0);
+  }
   }
   if (files.empty())
     throw std::invalid_argument(lf::str(root_, ": no images found (looked for ",
@@ -99,7 +109,7 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
     for (int64_t i = b; i < e; ++i) {
       if (full) {
         try {
-          decode_image(files[i], channels, limits_);
+          decode_image(files[i], channels, limits_, background_.data());
         } catch (const std::runtime_error& err) {
           reasons[i] = std::string(err.what()).substr(files[i].size() + 2);
         } catch (const std::bad_alloc&) {  // within data.max_pixels, not within this machine
@@ -115,6 +125,7 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
     if (reasons[i].empty()) {
       files_.push_back(files[i]);
       labels_.push_back(labels[i]);
+      if (captioned_) captions_.push_back(captions[i]);
       continue;
     }
     if (!options.skip_bad)
@@ -129,9 +140,14 @@ ImageFolderSource::ImageFolderSource(const SourceOptions& options) {
 }
 
 nlohmann::json ImageFolderSource::description() const {
-  return {{"kind", "folder"},   {"path", root_},         {"resolution", height_},
-          {"channels", channels_}, {"count", size_},     {"labelled", labelled_},
-          {"classes", label_names_}};
+  nlohmann::json d = {{"kind", "folder"},   {"path", root_},         {"resolution", height_},
+                      {"channels", channels_}, {"count", size_},     {"labelled", labelled_},
+                      {"classes", label_names_}};
+  // Recorded only where it changes the images, so caches of folders without it keep their description.
+  if (captioned_) d["captions"] = "metadata.jsonl";
+  if (background_ != std::array<uint8_t, 3>{255, 255, 255})
+    d["background"] = std::vector<int>{background_[0], background_[1], background_[2]};
+  return d;
 }
 
 SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
@@ -143,7 +159,7 @@ SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
     for (int64_t i = b; i < e; ++i) {
       const std::string& file = files_[begin + i];
       try {
-        Image8 im = resize_center_crop(decode_image(file, static_cast<int>(c), limits_), r);
+        Image8 im = resize_center_crop(decode_image(file, static_cast<int>(c), limits_, background_.data()), r);
         std::copy(im.pixels.begin(), im.pixels.end(), dst + i * r * r * c);
       } catch (const std::bad_alloc&) {  // within the limits, but not within this machine
         throw std::runtime_error(lf::str(file, ": out of memory decoding and resizing it; lower "
@@ -153,7 +169,68 @@ SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
   });
   at::Tensor labels = at::empty({n}, at::kLong);
   std::copy(labels_.begin() + begin, labels_.begin() + end, labels.data_ptr<int64_t>());
-  return {to_unit_range(u8.permute({0, 3, 1, 2}).contiguous()), labels};
+  std::vector<std::string> captions;
+  if (captioned_) captions.assign(captions_.begin() + begin, captions_.begin() + end);
+  return {to_unit_range(u8.permute({0, 3, 1, 2}).contiguous()), labels, std::move(captions)};
+}
+
+void ImageFolderSource::read_metadata(const std::string& path, bool skip_bad, std::vector<std::string>& files,
+                                      std::vector<int64_t>& labels, std::vector<std::string>& captions) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(lf::str(path, ": cannot be read"));
+  std::vector<std::string> label_text;
+  int64_t with_label = 0;
+  std::string line;
+  for (int64_t number = 1; std::getline(in, line); ++number) {
+    if (trim(line).empty()) continue;
+    const std::string where = lf::str(path, ":", number);
+    std::string problem, file, text, label;
+    try {
+      if (line.size() > (1u << 20)) throw std::invalid_argument("longer than 1 MiB");
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (!j.is_object()) throw std::invalid_argument("not a JSON object");
+      if (!j.contains("file_name") || !j["file_name"].is_string())
+        throw std::invalid_argument("no \"file_name\" string");
+      if (!j.contains("text") || !j["text"].is_string()) throw std::invalid_argument("no \"text\" string (the caption)");
+      file = j["file_name"].get<std::string>();
+      text = j["text"].get<std::string>();
+      if (trim(text).empty()) throw std::invalid_argument("an empty caption");
+      if (j.contains("label")) {
+        if (!j["label"].is_string() && !j["label"].is_number_integer())
+          throw std::invalid_argument("\"label\" is neither a string nor an integer");
+        label = j["label"].is_string() ? j["label"].get<std::string>() : std::to_string(j["label"].get<int64_t>());
+      }
+      const fs::path rel(file);
+      bool confined = !file.empty() && rel.is_relative();
+      for (const auto& part : rel) confined = confined && part != "..";
+      if (!confined) throw std::invalid_argument(lf::str("file_name '", excerpt(file), "' is not a path inside the folder"));
+      if (!fs::is_regular_file(fs::path(root_) / rel))
+        throw std::invalid_argument(lf::str("file_name '", excerpt(file), "': no such file in ", root_));
+    } catch (const std::exception& e) {  // nlohmann's parse errors and the checks above
+      problem = e.what();
+    }
+    if (!problem.empty()) {
+      if (!skip_bad)
+        throw std::runtime_error(lf::str(where, ": ", problem, " (set data.skip_bad = true to skip bad lines)"));
+      skipped_.push_back({where, problem});
+      continue;
+    }
+    files.push_back((fs::path(root_) / file).lexically_normal().string());
+    captions.push_back(text);
+    label_text.push_back(label);
+    with_label += label.empty() ? 0 : 1;
+  }
+  labelled_ = with_label > 0;
+  if (labelled_ && with_label != static_cast<int64_t>(label_text.size()))
+    throw std::runtime_error(lf::str(path, ": ", with_label, " of ", label_text.size(),
+                                     " lines have a \"label\"; give every line one, or none"));
+  if (labelled_) {
+    label_names_ = label_text;
+    std::sort(label_names_.begin(), label_names_.end());
+    label_names_.erase(std::unique(label_names_.begin(), label_names_.end()), label_names_.end());
+  }
+  for (const std::string& l : label_text)
+    labels.push_back(labelled_ ? std::lower_bound(label_names_.begin(), label_names_.end(), l) - label_names_.begin() : 0);
 }
 
 }  // namespace lf::data

@@ -182,11 +182,32 @@ bool probe_image(const std::string& path, std::string* reason, const ImageLimits
   }
 }
 
-Image8 decode_image(const std::string& path, int channels, const ImageLimits& limits) {
+Image8 decode_image(const std::string& path, int channels, const ImageLimits& limits, const uint8_t* background) {
   auto f = open_nonempty(path);
   const std::string why = header_problem(f.get(), limits);
   if (!why.empty()) throw std::runtime_error(lf::str(path, ": ", why));
   int w = 0, h = 0, c = 0;
+  if (background && stbi_info_from_file(f.get(), &w, &h, &c) && (c == 2 || c == 4)) {
+    Image8 rgba = decode_image(path, 4, limits);
+    Image8 out;
+    out.width = rgba.width;
+    out.height = rgba.height;
+    out.channels = channels;
+    const size_t n = static_cast<size_t>(rgba.width * rgba.height);
+    out.pixels.resize(n * static_cast<size_t>(channels));
+    for (size_t i = 0; i < n; ++i) {
+      const uint8_t* px = &rgba.pixels[4 * i];
+      const int a = px[3];
+      uint8_t rgb[3];
+      for (int k = 0; k < 3; ++k) rgb[k] = static_cast<uint8_t>((px[k] * a + background[k] * (255 - a) + 127) / 255);
+      if (channels == 3) {
+        std::copy(rgb, rgb + 3, &out.pixels[3 * i]);
+      } else {  // stb's own RGB -> luminance
+        out.pixels[i] = static_cast<uint8_t>((rgb[0] * 77 + rgb[1] * 150 + rgb[2] * 29) >> 8);
+      }
+    }
+    return out;
+  }
   unsigned char* px = stbi_load_from_file(f.get(), &w, &h, &c, channels);
   if (!px)
     throw std::runtime_error(lf::str(path, ": cannot decode (stb_image: ", stbi_failure_reason(),

@@ -40,7 +40,11 @@ struct Image8 {
 // file (the reason is stb's, e.g. "bad png" / "corrupt JPEG"), a format other than PNG, JPEG,
 // BMP and PNM (named), or a header declaring more pixels or a longer aspect than `limits`
 // (checked before decoding). Thread-safe.
-Image8 decode_image(const std::string& path, int channels, const ImageLimits& limits = {});
+// With `background` (RGB): an image with an alpha channel (RGBA, grey + alpha) is composited on it
+// first — out = (c a + b (255 - a)) / 255, rounded — so transparent pixels show the background,
+// not whatever colour the file stores under them.
+Image8 decode_image(const std::string& path, int channels, const ImageLimits& limits = {},
+                    const uint8_t* background = nullptr);
 
 // Whether the file's header can be parsed and is within `limits` (cheap; no pixel decoding).
 // Fills `reason` if not.

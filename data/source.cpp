@@ -1,6 +1,7 @@
 // The Source interface's shared parts, the in-memory source and the factory (see source.h).
 #include "data/source.h"
 
+#include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
 
@@ -39,9 +40,29 @@ void SourceOptions::validate_options() const {
     throw std::invalid_argument(lf::str("data.max_pixels is ", max_pixels, ", expected >= 1"));
   if (!(max_aspect >= 1.0))
     throw std::invalid_argument(lf::str("data.max_aspect is ", max_aspect, ", expected >= 1"));
+  background_rgb();
   if (channels != 0 && channels != 1 && channels != 3)
     throw std::invalid_argument(lf::str("image channels ", channels, ": expected 1 (data.color = gray) or 3 (rgb), or 0 for",
                                     " the default: 1 for IDX, 3 for folders"));
+}
+
+std::array<uint8_t, 3> SourceOptions::background_rgb() const {
+  if (background == "white") return {255, 255, 255};
+  if (background == "black") return {0, 0, 0};
+  const std::vector<std::string> parts = lf::split(background, ',');
+  std::array<uint8_t, 3> rgb{};
+  bool ok = parts.size() == 3;
+  for (size_t i = 0; ok && i < 3; ++i) {
+    const std::string t = trim(parts[i]);
+    char* end = nullptr;
+    const long v = std::strtol(t.c_str(), &end, 10);
+    ok = !t.empty() && *end == '\0' && v >= 0 && v <= 255;
+    if (ok) rgb[i] = static_cast<uint8_t>(v);
+  }
+  if (!ok)
+    throw std::invalid_argument(lf::str("data.background = '", background,
+                                        "': expected white, black or R,G,B with each in 0..255"));
+  return rgb;
 }
 
 std::unique_ptr<Source> open_source(const SourceOptions& options) {

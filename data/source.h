@@ -2,6 +2,7 @@
 // random-access range of images in [-1, 1], NCHW float, with integer labels), the options that
 // choose one, and an in-memory source over tensors.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -19,10 +20,12 @@ struct SkippedInput {
 };
 nlohmann::json to_json(const std::vector<SkippedInput>& skipped);
 
-// Images [n, C, H, W] float32 in [-1, 1] and labels int64 [n] (all 0 when unlabelled).
+// Images [n, C, H, W] float32 in [-1, 1] and labels int64 [n] (all 0 when unlabelled); the
+// captions of a captioned source (empty otherwise).
 struct SourceBatch {
   at::Tensor images;
   at::Tensor labels;
+  std::vector<std::string> captions;
 };
 
 // A dataset of equally sized images, addressed by global sample index 0..size()-1. The index
@@ -39,6 +42,8 @@ class Source {
   int64_t num_classes() const { return static_cast<int64_t>(label_names_.size()); }
   const std::vector<std::string>& label_names() const { return label_names_; }
   const std::vector<SkippedInput>& skipped() const { return skipped_; }
+  // Whether every image has a caption (an image folder with metadata.jsonl).
+  bool captioned() const { return captioned_; }
   // What the data are, for the manifest: kind, path, split, resolution... Deterministic.
   virtual nlohmann::json description() const = 0;
   // Images [begin, end) (0 <= begin <= end <= size()). Blocks while decoding. Thread-safe for
@@ -51,6 +56,7 @@ class Source {
   int64_t size_ = 0, channels_ = 0, height_ = 0, width_ = 0;
   std::vector<std::string> label_names_;
   std::vector<SkippedInput> skipped_;
+  bool captioned_ = false;
 };
 
 // Which data to open (parsed by launch/ from the config's [data] section).
@@ -65,7 +71,10 @@ struct SourceOptions {
   bool validate = true;             // folder: decode every image at open to find bad ones
   int64_t max_pixels = int64_t{1} << 26;  // folder: refuse images whose header declares more
   double max_aspect = 32.0;               // ...or a longer side / shorter side above this
+  std::string background = "white";  // folder: colour under transparent pixels (white, black, R,G,B)
   void validate_options() const;    // throws std::invalid_argument naming the option
+  // data.background as RGB; throws std::invalid_argument naming the value.
+  std::array<uint8_t, 3> background_rgb() const;
 };
 
 // Debian's dataset-fashion-mnist package installs the IDX files here.

@@ -79,7 +79,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
 
 void register_config(Config& c, ConfigRegistry& r) {
   c.model.num_classes = -1;  // from the cache's labels unless set
-  r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder)");
+  r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder; or metadata.jsonl: captions, labels)");
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
@@ -89,6 +89,8 @@ void register_config(Config& c, ConfigRegistry& r) {
             "folder images whose header declares more pixels are refused before decoding (skipped with skip_bad)");
   r.add_float("data.max_aspect", &c.data.max_aspect, 1, 1e9,
               "folder images with a longer / shorter side ratio above this are refused likewise");
+  r.add_string("data.background", &c.data.background,
+               "folder images with transparency are composited on this colour: white, black or R,G,B (0..255 each)");
 
   r.add_path("cache.dir", &c.cache.dir, "latent cache directory (shard-*.h5 + manifest.json)");
   r.add_int("cache.shard_size", &c.cache.shard_size, 1, 100000000, "samples per shard; shard i holds [i*S, (i+1)*S)");

@@ -26,6 +26,7 @@ struct DataConfig {
   int64_t limit = 0;           // use only the first N samples (0: all)
   int64_t max_pixels = int64_t{1} << 26;  // folder images: refused above this many pixels
   double max_aspect = 32.0;               // ...or a longer / shorter side ratio above this
+  std::string background = "white";       // folder: colour under transparent pixels
 };
 
 struct CacheConfig {

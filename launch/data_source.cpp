@@ -17,6 +17,7 @@ class PrefixSource : public data::Source {
     width_ = inner_->width();
     label_names_ = inner_->label_names();
     skipped_ = inner_->skipped();
+    captioned_ = inner_->captioned();
     limit_ = limit;
   }
   nlohmann::json description() const override {
@@ -45,6 +46,7 @@ data::SourceOptions source_options(const DataConfig& d) {
   o.skip_bad = d.skip_bad;
   o.max_pixels = d.max_pixels;
   o.max_aspect = d.max_aspect;
+  o.background = d.background;
   return o;
 }
 

@@ -161,8 +161,8 @@ def build_records(emoji, pngs, percent):
         variants = [("", e)] + sorted((e.get("skin_variations") or {}).items())
         for key, v in variants:
             text = names[base]
-            if key:  # CLDR appends tones with ": ", or ", " when the name already has a colon
-                text += (", " if ":" in text else ": ") + tone_text(key)
+            if key:  # the tones after ": ", also when the name has a colon already
+                text += ": " + tone_text(key)
             for image_set in PACKAGES:
                 if v.get(f"has_img_{image_set}") and v["image"] in pngs[image_set]:
                     meta = {"file_name": f"{image_set}_{v['image']}", "text": text,

@@ -8,6 +8,7 @@
 
 #include <stb_image_write.h>
 
+#include "data/encode.h"
 #include "data/idx_source.h"
 #include "data/image_folder_source.h"
 #include "data/image_transform.h"
@@ -231,6 +232,113 @@ TEST(ImageFolder, MixedLayoutIsRefused) {
   o.path = dir;
   std::string err = error_of([&] { open_source(o); });
   EXPECT_NE(err.find("both class subfolders"), std::string::npos) << err;
+}
+
+TEST(ImageFolder, CaptionedFolderReadsMetadataJsonlInLineOrder) {
+  // Hugging Face's imagefolder layout: metadata.jsonl with file_name, text and label.
+  std::string dir = scratch_dir();
+  write_png_file(dir + "/b.png", pattern_image(3, 8, 8, 1));
+  write_png_file(dir + "/sub/a.png", pattern_image(3, 8, 8, 2));
+  write_png_file(dir + "/c.png", pattern_image(3, 8, 8, 3));
+  write_bytes(dir + "/metadata.jsonl",
+              "{\"file_name\": \"b.png\", \"text\": \"a red fox\", \"label\": \"Animals\"}\n"
+              "\n"
+              "{\"file_name\": \"sub/a.png\", \"text\": \"caf\u00e9 au lait\", \"label\": \"Food\"}\n"
+              "{\"file_name\": \"c.png\", \"text\": \"a dog\", \"label\": \"Animals\"}\n",
+              false);
+  SourceOptions o;
+  o.path = dir;
+  o.resolution = 8;
+  auto src = open_source(o);
+  EXPECT_TRUE(src->captioned());
+  ASSERT_EQ(src->size(), 3);
+  EXPECT_EQ(src->label_names(), (std::vector<std::string>{"Animals", "Food"}));
+  SourceBatch b = src->get(0, 3);
+  EXPECT_EQ(b.captions, (std::vector<std::string>{"a red fox", "caf\xC3\xA9 au lait", "a dog"}));
+  EXPECT_EQ(b.labels[0].item<int64_t>(), 0);
+  EXPECT_EQ(b.labels[1].item<int64_t>(), 1);
+  EXPECT_EQ(b.labels[2].item<int64_t>(), 0);
+  EXPECT_EQ(src->description()["captions"], "metadata.jsonl");
+  // A mirrored image would contradict "pointing left": encode refuses cache.flip, naming it.
+  EncodeOptions eo;
+  eo.cache_dir = scratch_dir("-cache");
+  eo.flip = true;
+  eo.vae_hash = "identity-c3";
+  const std::string flip_err = error_of([&] {
+    encode_shards(*src, [](const at::Tensor&, const at::Tensor&, bool) -> EncodedBatch {
+      throw std::logic_error("never called");
+    }, eo, 0, 1);
+  });
+  EXPECT_NE(flip_err.find("cache.flip = true with a captioned data set"), std::string::npos) << flip_err;
+  // The class-subfolder layout has no captions.
+  std::string plain = scratch_dir("-plain");
+  write_png_file(plain + "/x/1.png", pattern_image(3, 8, 8, 1));
+  o.path = plain;
+  EXPECT_FALSE(open_source(o)->captioned());
+  EXPECT_TRUE(open_source(o)->get(0, 1).captions.empty());
+}
+
+TEST(ImageFolder, BadMetadataLinesAreNamedByLineOrSkipped) {
+  std::string dir = scratch_dir();
+  write_png_file(dir + "/ok.png", pattern_image(3, 8, 8, 1));
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {"not json", "metadata.jsonl:1: "},
+      {"[1, 2]", "metadata.jsonl:1: not a JSON object"},
+      {"{\"text\": \"x\"}", "metadata.jsonl:1: no \"file_name\" string"},
+      {"{\"file_name\": \"ok.png\"}", "metadata.jsonl:1: no \"text\" string"},
+      {"{\"file_name\": \"ok.png\", \"text\": \"  \"}", "metadata.jsonl:1: an empty caption"},
+      {"{\"file_name\": \"gone.png\", \"text\": \"x\"}", "metadata.jsonl:1: file_name 'gone.png': no such file"},
+      {"{\"file_name\": \"../ok.png\", \"text\": \"x\"}", "file_name '../ok.png' is not a path inside the folder"},
+      {"{\"file_name\": \"/etc/hostname\", \"text\": \"x\"}", "is not a path inside the folder"},
+  };
+  SourceOptions o;
+  o.path = dir;
+  o.resolution = 8;
+  for (const auto& [line, want] : bad) {
+    write_bytes(dir + "/metadata.jsonl", line + "\n{\"file_name\": \"ok.png\", \"text\": \"fine\"}\n", false);
+    o.skip_bad = false;
+    const std::string err = error_of([&] { open_source(o); });
+    EXPECT_NE(err.find(want), std::string::npos) << line << " -> " << err;
+    o.skip_bad = true;
+    auto src = open_source(o);
+    EXPECT_EQ(src->size(), 1) << line;
+    ASSERT_EQ(src->skipped().size(), 1u) << line;
+    EXPECT_EQ(src->skipped()[0].path, dir + "/metadata.jsonl:1") << line;
+  }
+  // Labels on some lines only.
+  write_bytes(dir + "/metadata.jsonl",
+              "{\"file_name\": \"ok.png\", \"text\": \"a\", \"label\": \"x\"}\n{\"file_name\": \"ok.png\", \"text\": \"b\"}\n",
+              false);
+  o.skip_bad = false;
+  const std::string err = error_of([&] { open_source(o); });
+  EXPECT_NE(err.find("1 of 2 lines have a \"label\""), std::string::npos) << err;
+}
+
+TEST(ImageFolder, TransparencyIsCompositedOnTheBackground) {
+  // A fully transparent pixel that stores red, and an opaque green one: on white the first is
+  // white (not the red under it), on black it is black; the opaque one is green either way.
+  std::string dir = scratch_dir();
+  at::Tensor rgba = at::zeros({4, 1, 2}, at::kByte);
+  rgba[0][0][0] = 255;                     // pixel 0: red, alpha 0
+  rgba[1][0][1] = 255, rgba[3][0][1] = 255;  // pixel 1: green, alpha 255
+  write_png_file(dir + "/p.png", rgba);
+  for (const auto& [bg, want0] : std::vector<std::pair<std::string, int>>{{"white", 255}, {"black", 0}, {"10,20,30", 10}}) {
+    const uint8_t* rgb = nullptr;
+    SourceOptions o;
+    o.background = bg;
+    const auto color = o.background_rgb();
+    rgb = color.data();
+    Image8 im = decode_image(dir + "/p.png", 3, {}, rgb);
+    EXPECT_EQ(im.pixels[0], want0) << bg;
+    EXPECT_EQ(im.pixels[3], 0) << bg;
+    EXPECT_EQ(im.pixels[4], 255) << bg;
+  }
+  Image8 dropped = decode_image(dir + "/p.png", 3);  // without a background: stb drops alpha
+  EXPECT_EQ(dropped.pixels[0], 255);
+  SourceOptions o;
+  o.background = "300,0,0";
+  const std::string err = error_of([&] { o.background_rgb(); });
+  EXPECT_NE(err.find("data.background = '300,0,0'"), std::string::npos) << err;
 }
 
 TEST(RealFashionMnist, TrainAndTestSplits) {
