@@ -4,6 +4,7 @@
 #   * float64 training on 2 hosts x 2 ranks (cluster/mpirun/launch.sh -H) gives the parameters,
 #     EMA and AdamW moments of 1 rank at the same global batch and of 4 ranks on one host (shared
 #     memory only), to 1e-10 (the reduction order differs, so not bitwise);
+#   * the same with dist.shard_optimizer (the hierarchical transport's shards, written per rank);
 #   * shared memory does not reach across hosts (negative control: btl self,vader fails), so the
 #     ranks did talk over TCP;
 #   * encode on 2 + 1 ranks across the hosts writes the single-process cache (same shard
@@ -41,6 +42,17 @@ echo "  1 rank vs 2 hosts x 2 ranks:"
 compare_f64 "$(ckpt "$T/w1" 4)" "$(ckpt "$T/two_hosts" 4)"
 echo "  4 ranks on one host vs 2 hosts x 2 ranks:"
 compare_f64 "$(ckpt "$T/one_host" 4)" "$(ckpt "$T/two_hosts" 4)"
+
+note "== 2 hosts x 2 ranks, dist.shard_optimizer (hierarchical reduce-scatter, each rank writes its shard)"
+RC=0
+on "$H1" "$LF_SOURCE_DIR/cluster/mpirun/launch.sh" -H "$HOSTFILE" -g 2 -- "${TRAIN[@]}" \
+  --train.run_dir="$T/sharded" --dist.shard_optimizer=true >"$T/sharded.log" 2>&1 || RC=$?
+expect_rc 0 "$T/sharded" "2 hosts x 2 ranks, sharded"
+grep -q "gradient sync: hierarchical all-reduce over 2 hosts x 2 ranks" "$T/sharded.log" ||
+  { grep "gradient sync" "$T/sharded.log" >&2; fail "the sharded run did not sync hierarchically"; }
+grep -q "optimizer-00003-of-00004.safetensors" "$(ckpt "$T/sharded" 4)/state.json" || fail "no 4-way sharded checkpoint"
+echo "  1 rank vs 2 hosts x 2 sharded ranks:"
+compare_f64 "$(ckpt "$T/w1" 4)" "$(ckpt "$T/sharded" 4)"
 
 note "== negative control: without the tcp transport the hosts cannot reach each other"
 BTL=self,vader mpi_on "$H1:1,$H2:1" 2 "$T/no_tcp.log" "$LF_BIN" encode --vae.kind=identity \
