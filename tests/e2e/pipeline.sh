@@ -34,6 +34,23 @@ echo "== train"
 [ "$(wc -l < runs/ldm/metrics.jsonl)" -ge 2 ] || fail "metrics.jsonl has fewer than 2 records"
 "$BIN" inspect runs/ldm >/dev/null || fail "inspect of the run dir failed"
 
+echo "== export: the model whole and the KL VAE it was trained with, in the diffusers layout"
+"$BIN" export runs/ldm export > export.log 2>&1 || { cat export.log; fail "export failed"; }
+for f in model.safetensors ema.safetensors model_config.json vae/config.json vae/diffusion_pytorch_model.safetensors; do
+  [ -f "export/$f" ] || fail "export wrote no $f"
+done
+"$BIN" inspect export/vae > export_vae.txt || fail "inspect of the exported VAE failed"
+/usr/bin/python3 - runs/vae/vae/diffusion_pytorch_model.safetensors export/vae/diffusion_pytorch_model.safetensors <<'EOF' \
+  || fail "the exported VAE differs from the one the model was trained with"
+import json, struct, sys
+def tensors(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); d = b[8 + n:]
+    return {k: (v["dtype"], v["shape"], d[v["data_offsets"][0]:v["data_offsets"][1]]) for k, v in h.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+print(f"  exported VAE: {len(b)} tensors, " + ("equal to the trained one" if a == b else "DIFFERENT"))
+sys.exit(0 if a == b else 1)
+EOF
+
 echo "== sample: batch size does not change the images; the seed does"
 S=(--sample.checkpoint=runs/ldm --sample.num=12 --sample.steps=4 --threads 1)
 "$BIN" sample "${S[@]}" --sample.batch_size=12 --sample.out_dir=s_b12

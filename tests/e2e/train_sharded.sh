@@ -85,6 +85,20 @@ run_np_ok 2 "$T/us" "2 ranks, sharded, resumed" "${F[@]}" "${S[@]}" --resume aut
 resumed_from "$T/us" 2
 same_checkpoints "$(ckpt "$T/w1" 4)" "$(ckpt "$T/us" 4)" "${TOL[@]}"
 
+echo "== a checkpoint of format_version 1 (written before sharding) resumes on 2 sharded ranks"
+mkdir -p "$T/v1/checkpoints"
+cp -r "$(ckpt "$T/w1" 2)" "$T/v1/checkpoints/"
+"$PY" - "$(ckpt "$T/v1" 2)/state.json" <<'EOF' || fail "cannot make the format-1 checkpoint"
+import json, sys
+p = sys.argv[1]; s = json.load(open(p))
+assert s["format_version"] == 2 and "shards" not in s
+s["format_version"] = 1
+json.dump(s, open(p, "w"), indent=2)
+EOF
+run_np_ok 2 "$T/v1" "2 ranks, sharded, resumed from format 1" "${F[@]}" "${S[@]}" --resume auto
+resumed_from "$T/v1" 2
+same_checkpoints "$(ckpt "$T/w1" 4)" "$(ckpt "$T/v1" 4)" "${TOL[@]}"
+
 echo "== resharding 2 -> 3 ranks (global batch 48: 16 per rank; 3 does not divide the buckets evenly)"
 B48=(--train.batch_size=48)
 run_ok "$T/w48" "1 rank, batch 48" "${F[@]}" "${B48[@]}"
