@@ -323,7 +323,7 @@ void Reducer::communication_loop() {
         if (test_bucket(*it->work)) {
           // The Work is destroyed before the bucket counts as done: once finish_backward() has
           // seen every bucket done, this thread holds no operation of the transport's pipeline,
-          // so the caller's thread may start all_gather_segments() on it.
+          // so the caller's thread may start its all-gathers on it.
           const size_t bucket = it->bucket;
           it = in_flight.erase(it);
           complete_bucket(bucket);
@@ -444,52 +444,37 @@ const torch::Tensor& Reducer::shard_grad(size_t bucket) const {
   return transport_->shard(bucket);
 }
 
-void Reducer::all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
-                                  const std::string& what, bool zero_after) {
-  TORCH_CHECK(options_.shard, "reducer: all_gather_segments() of a reducer that does not shard");
-  TORCH_CHECK(owned.size() == segments_.size() && (outs.empty() || outs.size() == params_.size()),
-              "reducer: all_gather_segments() got ",
-              owned.size(), " segments for ", segments_.size(), " and ", outs.size(), " outputs for ", params_.size(),
-              " parameters");
+void Reducer::gather_into_buckets(const std::vector<torch::Tensor>& owned, const std::string& what) {
+  TORCH_CHECK(owned.size() == segments_.size(), "reducer: gather_into_buckets() got ", owned.size(),
+              " segments for ", segments_.size());
   torch::NoGradGuard no_grad;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (error_) std::rethrow_exception(error_);
-  }
   for (size_t b = 0; b < buffers_.size(); ++b) transport_->shard(b).zero_();  // the padding stays zero
   for (size_t k = 0; k < segments_.size(); ++k) {
     const ShardSegment& s = segments_[k];
     transport_->shard(s.bucket).narrow(0, s.shard_offset, s.numel).copy_(owned[k].reshape({-1}));
   }
-  std::vector<std::shared_ptr<Work>> works;
-  for (size_t b = 0; b < buffers_.size(); ++b) {
-    const std::string name = lf::str(what, ": all-gather of bucket ", b + 1, "/", buffers_.size(), ", step ", step_);
-    works.push_back(with_context(comm_->tag(), name, [&] { return transport_->all_gather(b, name); }));
-  }
-  for (auto& w : works)
-    with_context(comm_->tag(), w->describe(), [&] {
-      w->wait();
-      return true;
-    });
-  for (size_t i = 0; i < outs.size(); ++i) outs[i].copy_(grad_views_[i]);
-  if (zero_after)
-    for (auto& b : buffers_) b.zero_();
+  all_gather_shards(buffers_, what);
 }
 
 void Reducer::all_gather_params(const std::string& what) {
-  TORCH_CHECK(options_.shard, "reducer: all_gather_params() of a reducer that does not shard");
   torch::NoGradGuard no_grad;
+  for (size_t b = 0; b < buffers_.size(); ++b) {
+    const torch::Tensor& shard = transport_->shard(b);
+    shard.copy_(param_buffers_[b].narrow(0, transport_->shard_offset(b), shard.numel()));
+  }
+  all_gather_shards(param_buffers_, what);
+}
+
+void Reducer::all_gather_shards(const std::vector<torch::Tensor>& targets, const std::string& what) {
+  TORCH_CHECK(options_.shard, "reducer: ", what, " needs a reducer that shards");
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (error_) std::rethrow_exception(error_);
   }
   std::vector<std::shared_ptr<Work>> works;
-  for (size_t b = 0; b < buffers_.size(); ++b) {
-    const torch::Tensor& shard = transport_->shard(b);
-    shard.copy_(param_buffers_[b].narrow(0, transport_->shard_offset(b), shard.numel()));
-    const std::string name = lf::str(what, ": all-gather of bucket ", b + 1, "/", buffers_.size(), ", step ", step_);
-    works.push_back(
-        with_context(comm_->tag(), name, [&] { return transport_->all_gather(b, name, &param_buffers_[b]); }));
+  for (size_t b = 0; b < targets.size(); ++b) {
+    const std::string name = lf::str(what, ": all-gather of bucket ", b + 1, "/", targets.size(), ", step ", step_);
+    works.push_back(with_context(comm_->tag(), name, [&] { return transport_->all_gather(b, name, &targets[b]); }));
   }
   for (auto& w : works)
     with_context(comm_->tag(), w->describe(), [&] {

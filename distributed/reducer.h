@@ -137,15 +137,11 @@ class Reducer {
   // This rank's segments, in bucket order (empty unless sharded).
   const std::vector<ShardSegment>& segments() const { return segments_; }
   const torch::Tensor& shard_grad(size_t bucket) const;
-  // Every rank's `owned[k]` (segments()[k]'s numel elements: updated parameters, EMA averages...)
-  // into `outs[param]` (full tensors of the parameters' shapes) on every rank; with `outs` empty
-  // only into grad_view(param). Uses the gradient buckets as its buffer: they hold the gathered
-  // values afterwards, zeros with `zero_after`
-  // (otherwise the caller zeroes the gradients before the next backward). Call between steps only
-  // (after finish_backward(), not during a backward). Collective and blocking; its values are
-  // copied exactly (full precision on the wire).
-  void all_gather_segments(const std::vector<torch::Tensor>& owned, const std::vector<torch::Tensor>& outs,
-                           const std::string& what, bool zero_after = true);
+  // Every rank's `owned[k]` (segments()[k]'s numel elements, e.g. EMA averages) into the gradient
+  // buckets, so that grad_view(param) holds the whole of parameter `param`'s values; the caller
+  // zeroes the gradients before the next backward. Call between steps only (after
+  // finish_backward(), not during a backward). Collective and blocking; exact (full precision).
+  void gather_into_buckets(const std::vector<torch::Tensor>& owned, const std::string& what);
   // Every rank's part of the parameters into every rank's parameters (after the caller updated its
   // segments, which are views into them). Collective and blocking; exact.
   void all_gather_params(const std::string& what);
@@ -167,6 +163,9 @@ class Reducer {
   void complete_bucket(size_t bucket);
   void finish_bucket(size_t bucket);  // the post-reduction scale
   std::string describe_bucket(size_t bucket) const;
+  // Sharded: every rank's shard(b) into targets[b] for every bucket (started in bucket order, then
+  // waited for); rethrows a failure of the communication thread first.
+  void all_gather_shards(const std::vector<torch::Tensor>& targets, const std::string& what);
   void communication_loop();
   void reset_step();
 

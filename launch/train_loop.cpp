@@ -178,7 +178,7 @@ void TrainingLoop::gather_eval_weights() {
   const ParamGroup& g = groups_.front().params;
   if (!g.sharded || loop_.ema_decay <= 0) return;
   // Into the gradient buckets, free between steps: no copy of the model on any rank.
-  g.reducer->all_gather_segments(ema_->averages(), {}, "the EMA for evaluation", /*zero_after=*/false);
+  g.reducer->gather_into_buckets(ema_->averages(), "the EMA for evaluation");
   ema_in_buckets_ = true;
 }
 
