@@ -8,6 +8,7 @@
 #include <functional>
 #include <string>
 
+#include "core/text_conditioning.h"
 #include "core/util/enum_table.h"
 
 namespace lf::core {
@@ -38,14 +39,19 @@ using DropoutMasks = std::function<at::Tensor(int64_t layer_id, at::IntArrayRef 
 // either network as std::shared_ptr<DenoiserModule> (see core/denoiser_options.h).
 class DenoiserModule : public torch::nn::Module {
  public:
-  // Returns [N, out_channels(), H, W]. Throws std::invalid_argument for bad shapes or labels.
-  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {}) = 0;
+  // Returns [N, out_channels(), H, W]. `text` conditions a text model (context_length() > 0;
+  // undefined tokens: the null condition for all) and must be empty otherwise. Throws
+  // std::invalid_argument for bad shapes, labels or tokens.
+  virtual at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {},
+                             const TextInput& text = {}) = 0;
 
   virtual DenoiserKind kind() const = 0;
   virtual int64_t in_channels() const = 0;
   virtual int64_t out_channels() const = 0;
   // 0: unconditional (labels must be undefined).
   virtual int64_t num_classes() const = 0;
+  // Tokens per caption of a text-conditioned model; 0 without text conditioning.
+  virtual int64_t context_length() const = 0;
   // H and W of the input must be positive multiples of this.
   virtual int64_t size_multiple() const = 0;
 

@@ -7,13 +7,19 @@
 
 namespace lf::core {
 
-void DenoiserOptions::set_io(int64_t channels, int64_t classes) {
+void DenoiserOptions::set_io(int64_t channels, int64_t classes, int64_t context_length) {
   unet.in_channels = unet.out_channels = dit.in_channels = dit.out_channels = channels;
   unet.num_classes = dit.num_classes = classes;
+  unet.text = dit.text = text;
+  unet.text.context_length = dit.text.context_length = context_length;
 }
 
 int64_t DenoiserOptions::num_classes() const {
   return kind == DenoiserKind::kDiT ? dit.num_classes : unet.num_classes;
+}
+
+int64_t DenoiserOptions::context_length() const {
+  return kind == DenoiserKind::kDiT ? dit.text.context_length : unet.text.context_length;
 }
 
 int64_t DenoiserOptions::size_multiple() const {

@@ -16,10 +16,13 @@ struct DenoiserOptions {
   DenoiserKind kind = DenoiserKind::kUNet;
   UNetOptions unet;  // used when kind = unet
   DiTOptions dit;    // used when kind = dit
+  TextOptions text;  // the text encoder's sizes; set_io copies them to both option sets
 
-  // The latent channels (in = out) and the number of classes, on both option sets.
-  void set_io(int64_t channels, int64_t num_classes);
+  // The latent channels (in = out), the number of classes and the context length (0: no text
+  // conditioning) on both option sets, with `text`'s sizes.
+  void set_io(int64_t channels, int64_t num_classes, int64_t context_length = 0);
   int64_t num_classes() const;
+  int64_t context_length() const;
   int64_t size_multiple() const;
   // Throws std::invalid_argument naming the config keys of the chosen network.
   void validate() const;

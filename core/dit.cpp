@@ -55,11 +55,6 @@ void basic_init(torch::nn::Linear& l) {
   torch::nn::init::zeros_(l->bias);
 }
 
-// A module that only names its children (the reference's x_embedder, t_embedder, mlp, ...).
-std::shared_ptr<torch::nn::Module> named_group(torch::nn::Module& parent, const std::string& name) {
-  return parent.register_module(name, std::make_shared<torch::nn::Module>());
-}
-
 }  // namespace
 
 // ---- options -----------------------------------------------------------------------------
@@ -67,9 +62,15 @@ std::shared_ptr<torch::nn::Module> named_group(torch::nn::Module& parent, const 
 int64_t DiTOptions::num_parameters() const {
   const int64_t d = width, hid = mlp_hidden(), p2 = patch_size * patch_size;
   const int64_t block = (3 * d * d + 3 * d) + (d * d + d) + (hid * d + hid) + (d * hid + d) + (6 * d * d + 6 * d);
+  // A text model: each block's cross-attention (q, out on D; k, v from the text width) and the encoder.
+  const int64_t tw = text.width;
+  const int64_t cross = text.enabled() ? 2 * d * d + 2 * tw * d + d : 0;
+  const int64_t encoder = text.enabled() ? text.vocab_size * tw + text.context_length * tw + tw +
+                                               text.depth * (4 * tw + 4 * tw * tw + tw + 8 * tw * tw + 5 * tw) + 2 * tw
+                                         : 0;
   return (d * in_channels * p2 + d) + (DiTImpl::kFrequencyDim * d + d) + (d * d + d) +
-         (num_classes > 0 ? (num_classes + 1) * d : 0) + depth * block + (p2 * out_channels * d + p2 * out_channels) +
-         (2 * d * d + 2 * d);
+         (num_classes > 0 ? (num_classes + 1) * d : 0) + depth * (block + cross) +
+         (p2 * out_channels * d + p2 * out_channels) + (2 * d * d + 2 * d) + encoder;
 }
 
 void DiTOptions::validate() const {
@@ -92,6 +93,10 @@ void DiTOptions::validate() const {
                              " (must be > 0 with width x mlp_ratio >= 1; DiT uses 4)"));
   if (num_classes < 0)
     errors.push_back(lf::str("model.num_classes = ", num_classes, " (must be >= 0; 0 means unconditional)"));
+  text.validate(errors);
+  if (text.enabled() && num_classes > 0)
+    errors.push_back(lf::str("model.num_classes = ", num_classes, " with model.context_length = ", text.context_length,
+                             " (a text model is conditioned on captions alone; set model.num_classes = 0)"));
   if (!errors.empty()) throw std::invalid_argument("invalid DiT options: " + join(errors, "; "));
 }
 
@@ -172,8 +177,12 @@ at::Tensor DiTAttentionImpl::forward(const at::Tensor& x) {
   return linear(out.transpose(1, 2).reshape({n, len, width}), proj);
 }
 
-DiTBlockImpl::DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden) {
+DiTBlockImpl::DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden, int64_t context_dim) {
   attn = register_module("attn", DiTAttention(width, heads));
+  if (context_dim > 0) {
+    cross_attn = register_module("cross_attn", CrossAttention(width, context_dim, heads, width / heads));
+    zero_parameters(*cross_attn->out);  // PixArt: the block starts as the class-free DiT block
+  }
   auto mlp = named_group(*this, "mlp");  // timm Mlp: fc1, GELU(tanh), fc2
   fc1 = mlp->register_module("fc1", torch::nn::Linear(width, mlp_hidden));
   fc2 = mlp->register_module("fc2", torch::nn::Linear(mlp_hidden, width));
@@ -181,10 +190,11 @@ DiTBlockImpl::DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden) {
   register_module("adaLN_modulation", torch::nn::Sequential(torch::nn::SiLU(), ada_ln));
 }
 
-at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c_act) {
+at::Tensor DiTBlockImpl::forward(const at::Tensor& x, const at::Tensor& c_act, const TextContext* context) {
   // shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp, each [N, 1, D].
   const auto m = linear(c_act, ada_ln).unsqueeze(1).chunk(6, -1);
   at::Tensor h = at::addcmul(x, m[2], attn(modulate(layer_norm(x), m[0], m[1])));
+  if (cross_attn) h = h + cross_attn->forward(h, context->embeddings.to(h.scalar_type()), context->mask);
   return at::addcmul(h, m[5], linear(GeluTanh::apply(linear(modulate(layer_norm(h), m[3], m[4]), fc1)), fc2));
 }
 
@@ -203,8 +213,10 @@ DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
   if (o.num_classes > 0)
     label_embed = named_group(*this, "y_embedder")
                       ->register_module("embedding_table", Embedding(o.num_classes + 1, d));
+  if (o.text.enabled()) text_encoder = register_module("text_encoder", TextEncoder(o.text));
   blocks = register_module("blocks", ModuleList());
-  for (int64_t i = 0; i < o.depth; ++i) blocks->push_back(DiTBlock(d, o.heads, o.mlp_hidden()));
+  for (int64_t i = 0; i < o.depth; ++i)
+    blocks->push_back(DiTBlock(d, o.heads, o.mlp_hidden(), o.text.enabled() ? o.text.width : 0));
   auto final_layer = named_group(*this, "final_layer");
   final_linear = final_layer->register_module("linear", Linear(d, p * p * o.out_channels));
   final_ada_ln = Linear(d, 2 * d);
@@ -218,6 +230,10 @@ DiTImpl::DiTImpl(DiTOptions options) : options_(std::move(options)) {
     auto& blk = *b->as<DiTBlock>();
     for (auto* l : {&blk.attn->qkv, &blk.attn->proj, &blk.fc1, &blk.fc2}) basic_init(*l);
     zero_parameters(*blk.ada_ln);
+    if (blk.cross_attn) {  // PixArt: Xavier q, k, v; the output projection stays zero
+      for (auto* l : {&blk.cross_attn->to_q, &blk.cross_attn->to_k, &blk.cross_attn->to_v})
+        init::xavier_uniform_((*l)->weight);
+    }
   }
   for (auto* l : {&t_mlp_1, &t_mlp_2}) {
     init::normal_((*l)->weight, 0.0, 0.02);
@@ -267,12 +283,16 @@ at::Tensor DiTImpl::embed(const at::Tensor& x) {
   return h + pos_embed(rows, cols, h);
 }
 
-at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, const TextInput& text) {
   check_inputs(x, t, y);
+  if (!text_encoder && (text.tokens.defined() || text.drop.defined()))
+    throw std::invalid_argument("DiT: text input given to a model without text conditioning (model.context_length = 0)");
   const int64_t p = options_.patch_size, rows = x.size(2) / p, cols = x.size(3) / p;
   const at::Tensor c_act = conditioning(x, t, y);
+  TextContext context;
+  if (text_encoder) context = text_encoder->forward(text, x.size(0), x);
   at::Tensor h = embed(x);
-  for (const auto& b : *blocks) h = b->as<DiTBlock>()->forward(h, c_act);
+  for (const auto& b : *blocks) h = b->as<DiTBlock>()->forward(h, c_act, text_encoder ? &context : nullptr);
   const auto m = linear(c_act, final_ada_ln).unsqueeze(1).chunk(2, -1);  // shift, scale
   return unpatchify(linear(modulate(layer_norm(h), m[0], m[1]), final_linear), p, rows, cols, options_.out_channels);
 }

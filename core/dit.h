@@ -30,6 +30,9 @@ struct DiTOptions {
   double mlp_ratio = 4.0;    // MLP hidden size = int(width * mlp_ratio)
   // 0: unconditional; else labels 0..num_classes-1 and num_classes = the null (dropped) class.
   int64_t num_classes = 0;
+  // Text conditioning (text.enabled()): a joint text encoder, and every block cross-attends to
+  // the encoded caption after its self-attention (PixArt-alpha's blocks). Excludes num_classes.
+  TextOptions text;
 
   int64_t mlp_hidden() const { return static_cast<int64_t>(static_cast<double>(width) * mlp_ratio); }
   // Scalar parameters of the network built from these options (as count_parameters counts).
@@ -82,15 +85,18 @@ TORCH_MODULE(DiTAttention);
 // modulate(h, shift, scale) = h (1 + scale) + shift; norms are LayerNorms without affine
 // parameters (eps 1e-6). adaLN_modulation is zero-initialised, so every block starts as the
 // identity (adaLN-Zero, Peebles & Xie 2023, sec. 3.2). Names: attn, mlp.fc1, mlp.fc2,
-// adaLN_modulation.1 (index 0 is the SiLU).
+// adaLN_modulation.1 (index 0 is the SiLU). With context_dim > 0 (a text model), PixArt-alpha's
+// x = x + cross_attn(x, caption, mask) follows the self-attention (Chen et al. 2023, fig. 4),
+// its output projection zero-initialised.
 class DiTBlockImpl : public torch::nn::Module {
  public:
-  DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden);
+  DiTBlockImpl(int64_t width, int64_t heads, int64_t mlp_hidden, int64_t context_dim = 0);
   // x [N, L, D]; c_act = silu(t_emb + y_emb) [N, D] (the SiLU that opens every
-  // adaLN_modulation, computed once per forward).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& c_act);
+  // adaLN_modulation, computed once per forward); context: the caption (text models only).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& c_act, const TextContext* context = nullptr);
 
   DiTAttention attn{nullptr};
+  CrossAttention cross_attn{nullptr};
   torch::nn::Linear fc1{nullptr}, fc2{nullptr}, ada_ln{nullptr};
 };
 TORCH_MODULE(DiTBlock);
@@ -102,9 +108,11 @@ class DiTImpl : public DenoiserModule {
   // x [N, in_channels, H, W] with H, W positive multiples of patch_size (the position
   // embedding is computed for the grid it gets, so any such size works); t, y as
   // DenoiserModule. Returns [N, out_channels, H, W].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {}) override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {},
+                     const TextInput& text = {}) override;
 
   DenoiserKind kind() const override { return DenoiserKind::kDiT; }
+  int64_t context_length() const override { return options_.text.context_length; }
   int64_t in_channels() const override { return options_.in_channels; }
   int64_t out_channels() const override { return options_.out_channels; }
   int64_t num_classes() const override { return options_.num_classes; }
@@ -125,6 +133,7 @@ class DiTImpl : public DenoiserModule {
   torch::nn::Conv2d patch_embed{nullptr};            // x_embedder.proj
   torch::nn::Linear t_mlp_1{nullptr}, t_mlp_2{nullptr};  // t_embedder.mlp.0, .2
   torch::nn::Embedding label_embed{nullptr};          // y_embedder.embedding_table
+  TextEncoder text_encoder{nullptr};
   torch::nn::ModuleList blocks{nullptr};
   torch::nn::Linear final_linear{nullptr}, final_ada_ln{nullptr};  // final_layer.*
 

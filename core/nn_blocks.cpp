@@ -108,6 +108,10 @@ at::Tensor SpatialSelfAttentionImpl::forward(const at::Tensor& x) {
   return x + at::conv2d(out, as_conv(proj.weight), proj.bias);
 }
 
+std::shared_ptr<torch::nn::Module> named_group(torch::nn::Module& parent, const std::string& name) {
+  return parent.register_module(name, std::make_shared<torch::nn::Module>());
+}
+
 void zero_parameters(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
   for (auto& p : module.parameters()) p.zero_();

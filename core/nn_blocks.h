@@ -9,6 +9,8 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
 
 namespace lf::core {
 
@@ -74,5 +76,9 @@ TORCH_MODULE(SpatialSelfAttention);
 
 // Zeroes every parameter of `module` (ADM's zero_module).
 void zero_parameters(torch::nn::Module& module);
+
+// Registers and returns an empty child that only names its own children (a reference
+// implementation's x_embedder, mlp, ff, ...), so parameter names match it.
+std::shared_ptr<torch::nn::Module> named_group(torch::nn::Module& parent, const std::string& name);
 
 }  // namespace lf::core

@@ -14,18 +14,12 @@ ByteTokenizer::ByteTokenizer(int64_t context_length) : context_length_(context_l
 }
 
 ByteTokenizer::Encoded ByteTokenizer::encode(const std::string& text) const {
-  const size_t room = static_cast<size_t>(context_length_ - 2);
-  size_t n = text.size();
+  const std::string kept = lf::utf8_prefix(text, static_cast<size_t>(context_length_ - 2));
   Encoded out;
-  if (n > room) {
-    out.truncated = true;
-    n = room;
-    // Back off to a character boundary: a UTF-8 continuation byte is 10xxxxxx.
-    while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
-  }
+  out.truncated = kept.size() < text.size();
   out.tokens.reserve(static_cast<size_t>(context_length_));
   out.tokens.push_back(kBegin);
-  for (size_t i = 0; i < n; ++i) out.tokens.push_back(static_cast<unsigned char>(text[i]));
+  for (char c : kept) out.tokens.push_back(static_cast<unsigned char>(c));
   out.tokens.push_back(kEnd);
   out.tokens.resize(static_cast<size_t>(context_length_), kPad);
   return out;

@@ -31,6 +31,10 @@ void UNetOptions::validate() const {
   if (num_classes < 0)
     errors.push_back(lf::str("model.num_classes = ", num_classes,
                              " (must be >= 0; 0 means unconditional)"));
+  text.validate(errors);
+  if (text.enabled() && num_classes > 0)
+    errors.push_back(lf::str("model.num_classes = ", num_classes, " with model.context_length = ", text.context_length,
+                             " (a text model is conditioned on captions alone; set model.num_classes = 0)"));
   if (!(dropout >= 0.0 && dropout < 1.0))
     errors.push_back(lf::str("model.dropout = ", dropout, " (must be in [0, 1))"));
   const int64_t n_levels = levels();
@@ -104,9 +108,10 @@ at::Tensor UNetResBlockImpl::forward(const at::Tensor& x, const at::Tensor& emb_
   return (skip ? skip(x) : x) + h;
 }
 
-at::Tensor UNetStageImpl::forward(const at::Tensor& x, const at::Tensor& emb_act) {
+at::Tensor UNetStageImpl::forward(const at::Tensor& x, const at::Tensor& emb_act, const TextContext* context) {
   at::Tensor h = res ? res(x, emb_act) : x;
   if (attn) h = attn(h);
+  if (xattn) h = xattn(h, *context);
   if (down) h = down(h);
   if (up) h = up(h);
   return h;
@@ -123,12 +128,19 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   time_embed_2 = register_module("time_embed_2", Linear(emb, emb));
   if (o.num_classes > 0)
     label_emb = register_module("label_emb", Embedding(o.num_classes + 1, emb));
+  if (o.text.enabled()) text_encoder = register_module("text_encoder", TextEncoder(o.text));
 
   auto res_block = [&](int64_t in, int64_t out) {
     return UNetResBlock(in, out, emb, g, o.dropout, num_res_blocks_++, masks_);
   };
-  auto attention = [&](int64_t ch) {
-    return SpatialSelfAttention(ch, ch / o.head_channels, g, kNormEps, /*zero_init_out=*/true);
+  // Self-attention, or in a text model LDM's spatial transformer (self- and cross-attention).
+  auto add_attention = [&](UNetStage& stage, int64_t ch) {
+    if (o.text.enabled())
+      stage->xattn = stage->register_module(
+          "xattn", SpatialTransformer(ch, ch / o.head_channels, g, o.text.width));
+    else
+      stage->attn = stage->register_module(
+          "attn", SpatialSelfAttention(ch, ch / o.head_channels, g, kNormEps, /*zero_init_out=*/true));
   };
 
   int64_t ch = o.channel_mult[0] * mc;
@@ -141,8 +153,7 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
       UNetStage stage;
       stage->res = stage->register_module("res", res_block(ch, out));
       ch = out;
-      if (contains(o.attention_ds, int64_t{1} << level))
-        stage->attn = stage->register_module("attn", attention(ch));
+      if (contains(o.attention_ds, int64_t{1} << level)) add_attention(stage, ch);
       input_blocks->push_back(stage);
       skip_channels.push_back(ch);
     }
@@ -157,7 +168,7 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
   middle_block = register_module("middle_block", ModuleList());
   UNetStage mid_a, mid_b;
   mid_a->res = mid_a->register_module("res", res_block(ch, ch));
-  mid_a->attn = mid_a->register_module("attn", attention(ch));
+  add_attention(mid_a, ch);
   mid_b->res = mid_b->register_module("res", res_block(ch, ch));
   middle_block->push_back(mid_a);
   middle_block->push_back(mid_b);
@@ -171,8 +182,7 @@ UNetImpl::UNetImpl(UNetOptions options) : options_(std::move(options)) {
       UNetStage stage;
       stage->res = stage->register_module("res", res_block(ch + skip_ch, out));
       ch = out;
-      if (contains(o.attention_ds, int64_t{1} << level))
-        stage->attn = stage->register_module("attn", attention(ch));
+      if (contains(o.attention_ds, int64_t{1} << level)) add_attention(stage, ch);
       if (level > 0 && i == o.num_res_blocks)
         stage->up = stage->register_module("up", Upsample2D(ch, ch));
       output_blocks->push_back(stage);
@@ -195,8 +205,13 @@ void UNetImpl::check_inputs(const at::Tensor& x, const at::Tensor& t, const at::
   check_time_and_labels("UNet", x, t, y, options_.num_classes);
 }
 
-at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y) {
+at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, const TextInput& text) {
   check_inputs(x, t, y);
+  if (!text_encoder && (text.tokens.defined() || text.drop.defined()))
+    throw std::invalid_argument("UNet: text input given to a model without text conditioning (model.context_length = 0)");
+  TextContext context;
+  if (text_encoder) context = text_encoder->forward(text, x.size(0), x);
+  const TextContext* ctx = text_encoder ? &context : nullptr;
   at::Tensor emb = time_embed_2(at::silu(time_embed_1(
       timestep_embedding(batch_times(t, x), options_.model_channels).to(x.scalar_type()))));
   if (label_emb) emb = emb + label_emb(labels_or_null(y, x, options_.num_classes));
@@ -207,12 +222,12 @@ at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at:
   at::Tensor h = conv_in(x);
   skips.push_back(h);
   for (const auto& b : *input_blocks) {
-    h = b->as<UNetStage>()->forward(h, emb_act);
+    h = b->as<UNetStage>()->forward(h, emb_act, ctx);
     skips.push_back(h);
   }
-  for (const auto& b : *middle_block) h = b->as<UNetStage>()->forward(h, emb_act);
+  for (const auto& b : *middle_block) h = b->as<UNetStage>()->forward(h, emb_act, ctx);
   for (const auto& b : *output_blocks) {
-    h = b->as<UNetStage>()->forward(at::cat({h, skips.back()}, 1), emb_act);
+    h = b->as<UNetStage>()->forward(at::cat({h, skips.back()}, 1), emb_act, ctx);
     skips.pop_back();
   }
   return conv_out(at::silu(norm_out(h)));

@@ -33,6 +33,9 @@ struct UNetOptions {
   int64_t num_classes = 0;
   double dropout = 0.0;  // ResBlock dropout; masks come from the DropoutMasks callback
   int64_t norm_groups = 32;  // GroupNorm groups; divides every channel count
+  // Text conditioning (text.enabled()): a joint text encoder, and every attention block becomes
+  // a SpatialTransformer that cross-attends to the encoded caption. Excludes num_classes.
+  TextOptions text;
 
   int64_t levels() const { return static_cast<int64_t>(channel_mult.size()); }
   int64_t size_multiple() const { return int64_t{1} << (channel_mult.size() - 1); }
@@ -70,10 +73,12 @@ TORCH_MODULE(UNetResBlock);
 class UNetStageImpl : public torch::nn::Module {
  public:
   UNetStageImpl() = default;
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb_act);
+  // `context`: the encoded caption for a text model (nullptr otherwise).
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& emb_act, const TextContext* context = nullptr);
 
   UNetResBlock res{nullptr};
   SpatialSelfAttention attn{nullptr};
+  SpatialTransformer xattn{nullptr};  // instead of attn in a text model
   torch::nn::Conv2d down{nullptr};
   Upsample2D up{nullptr};
 };
@@ -87,12 +92,14 @@ class UNetImpl : public DenoiserModule {
   // integer; a 0-dim t applies to all); y [N] int64 labels in [0, num_classes] (num_classes =
   // null class) or undefined (all null) when num_classes > 0, and must be undefined when 0.
   // Returns [N, out_channels, H, W]. Throws std::invalid_argument for bad shapes or labels.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {}) override;
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y = {},
+                     const TextInput& text = {}) override;
 
   DenoiserKind kind() const override { return DenoiserKind::kUNet; }
   int64_t in_channels() const override { return options_.in_channels; }
   int64_t out_channels() const override { return options_.out_channels; }
   int64_t num_classes() const override { return options_.num_classes; }
+  int64_t context_length() const override { return options_.text.context_length; }
   int64_t size_multiple() const override { return options_.size_multiple(); }
   double dropout() const override { return options_.dropout; }
   // Sets (or clears, with nullptr) the dropout mask source; required in training when
@@ -104,6 +111,7 @@ class UNetImpl : public DenoiserModule {
 
   torch::nn::Linear time_embed_1{nullptr}, time_embed_2{nullptr};
   torch::nn::Embedding label_emb{nullptr};
+  TextEncoder text_encoder{nullptr};
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   torch::nn::ModuleList input_blocks{nullptr}, middle_block{nullptr}, output_blocks{nullptr};
   torch::nn::GroupNorm norm_out{nullptr};

@@ -1,9 +1,11 @@
 // Cache vocabulary and settings (see cache_format.h).
 #include "data/cache_format.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <stdexcept>
 
+#include "core/tokenizer.h"
 #include "core/util/checked.h"
 #include "core/util/strings.h"
 
@@ -41,21 +43,36 @@ std::vector<std::string> latent_dataset_names(StoreKind store, bool flip) {
   return out;
 }
 
-std::vector<std::string> shard_dataset_names(StoreKind store, bool flip) {
-  auto out = latent_dataset_names(store, flip);
-  for (const char* n : {"labels", "index", "stats_count", "stats_sum", "stats_sumsq",
-                        "stats_overall"})
+std::vector<std::string> shard_dataset_names(const CacheSettings& s) {
+  auto out = latent_dataset_names(s.store, s.flip);
+  out.push_back("labels");
+  out.push_back("index");
+  if (s.text.enabled())
+    for (const char* n : {"caption", "tokens", "text_truncated"}) out.push_back(n);
+  for (const char* n : {"stats_count", "stats_sum", "stats_sumsq", "stats_overall"})
     out.push_back(n);
   return out;
 }
 
+int64_t TextSettings::caption_bytes_for(int64_t context_length) {
+  return std::max<int64_t>(256, 4 * context_length);
+}
+
 nlohmann::json CacheSettings::to_json() const {
-  return {{"store", to_string(store)},     {"dtype", to_string(dtype)},
-          {"flip", flip},                  {"shard_size", shard_size},
-          {"num_samples", num_samples},    {"image_shape", image_shape},
-          {"latent_shape", latent_shape},  {"source", source},
-          {"label_names", label_names},    {"skipped", skipped},
-          {"vae_sha256", vae_sha256},      {"vae_config", vae_config}};
+  nlohmann::json j = {{"store", to_string(store)},     {"dtype", to_string(dtype)},
+                      {"flip", flip},                  {"shard_size", shard_size},
+                      {"num_samples", num_samples},    {"image_shape", image_shape},
+                      {"latent_shape", latent_shape},  {"source", source},
+                      {"label_names", label_names},    {"skipped", skipped},
+                      {"vae_sha256", vae_sha256},      {"vae_config", vae_config}};
+  if (text.enabled()) j["text"] = text_json();
+  return j;
+}
+
+nlohmann::json CacheSettings::text_json() const {
+  return {{"tokenizer", text.tokenizer},
+          {"context_length", text.context_length},
+          {"caption_bytes", text.caption_bytes}};
 }
 
 CacheSettings CacheSettings::from_json(const nlohmann::json& j, const std::string& where) {
@@ -98,6 +115,19 @@ CacheSettings CacheSettings::from_fields(const lf::JsonFields& f, bool manifest_
     e.string("reason", 1 << 16);
   }
   s.skipped = skipped;
+  if (f.has("text")) {
+    const lf::JsonFields t = f.object("text");
+    s.text.tokenizer = t.string("tokenizer", 64);
+    s.text.context_length = t.integer("context_length", 3, kMaxContextLength);
+    s.text.caption_bytes = t.integer("caption_bytes", 1, 4 * kMaxContextLength);
+    if (s.text.tokenizer != core::ByteTokenizer::kName)
+      t.fail("tokenizer", lf::str("is \"", lf::excerpt(s.text.tokenizer), "\", this build knows \"",
+                                  core::ByteTokenizer::kName, "\""));
+    if (s.text.caption_bytes != TextSettings::caption_bytes_for(s.text.context_length))
+      t.fail("caption_bytes", lf::str("is ", s.text.caption_bytes, ", expected ",
+                                      TextSettings::caption_bytes_for(s.text.context_length),
+                                      " for context_length ", s.text.context_length));
+  }
   if (manifest_layout) {
     const lf::JsonFields vae = f.object("vae");
     s.vae_sha256 = vae.string("sha256", 128);

@@ -45,9 +45,26 @@ int64_t num_shards(int64_t num_samples, int64_t shard_size);
 // The latent datasets of a shard, in checksum order: moments -> mean, logvar (then
 // mean_flip, logvar_flip when flip); sample -> latent (then latent_flip).
 std::vector<std::string> latent_dataset_names(StoreKind store, bool flip);
-// Every dataset of a shard, in checksum order: the latent ones, labels, index, then the
-// statistics (stats_count, stats_sum, stats_sumsq, stats_overall).
-std::vector<std::string> shard_dataset_names(StoreKind store, bool flip);
+struct CacheSettings;
+// Every dataset of a shard, in checksum order: the latent ones, labels, index, for a captioned
+// cache the text ones (caption, tokens, text_truncated), then the statistics (stats_count,
+// stats_sum, stats_sumsq, stats_overall).
+std::vector<std::string> shard_dataset_names(const CacheSettings& s);
+
+// The captions of a captioned cache: each as UTF-8 bytes in a fixed-width row of
+// `caption_bytes` (zero-padded; longer ones are cut at a character boundary), and tokenised by
+// `tokenizer` (core/tokenizer.h) to `context_length` tokens. Absent (context_length 0) for
+// uncaptioned data; a cache made from captions records them in the manifest as "text".
+struct TextSettings {
+  std::string tokenizer;
+  int64_t context_length = 0;
+  int64_t caption_bytes = 0;
+  bool enabled() const { return context_length > 0; }
+  // Bytes per caption row for a context length: room for every byte the tokens can hold and
+  // then some, so an over-long caption is still visible in full to `inspect` and eval.
+  static int64_t caption_bytes_for(int64_t context_length);
+};
+constexpr int64_t kMaxContextLength = 4096;
 
 // Everything that must be equal across the shards of one cache (and between a cache and a
 // re-run of encode into it).
@@ -61,11 +78,13 @@ struct CacheSettings {
   std::vector<int64_t> latent_shape;  // [c, h, w]
   nlohmann::json source;              // Source::description()
   std::vector<std::string> label_names;
+  TextSettings text;                  // captioned data only
   nlohmann::json skipped = nlohmann::json::array();  // [{path, reason}]
   std::string vae_sha256;
   nlohmann::json vae_config = nlohmann::json::object();
 
   nlohmann::json to_json() const;
+  nlohmann::json text_json() const;  // the "text" object (tokenizer, context_length, caption_bytes)
   // Parses and bounds-checks; throws std::runtime_error naming `where` and the bad field.
   static CacheSettings from_json(const nlohmann::json& j, const std::string& where);
   // The same from the fields of a larger object: the shard attribute's layout (vae_sha256,

@@ -18,6 +18,7 @@
 #include "core/util/json.h"
 #include "core/util/progress.h"
 #include "core/util/strings.h"
+#include "core/tokenizer.h"
 #include "data/shard_file.h"
 
 namespace lf::data {
@@ -45,6 +46,11 @@ CacheSettings run_settings(const Source& source, const EncodeOptions& o) {
   s.skipped = lf::valid_utf8(to_json(source.skipped()));
   s.vae_sha256 = o.vae_hash;
   s.vae_config = lf::valid_utf8(o.vae_config);
+  if (source.captioned()) {
+    s.text.tokenizer = core::ByteTokenizer::kName;
+    s.text.context_length = o.context_length;
+    s.text.caption_bytes = TextSettings::caption_bytes_for(o.context_length);
+  }
   return s;
 }
 
@@ -109,6 +115,7 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
   struct Pending {
     int64_t b = 0, e = 0;
     at::Tensor labels, indices;
+    std::vector<std::string> captions;
     std::vector<std::pair<bool, EncodedBatch>> encoded;  // (flipped, result)
   };
   auto write_pending = [&](Pending& p) {
@@ -137,7 +144,7 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
       settings.latent_shape = {first.size(1), first.size(2), first.size(3)};
       writer = std::make_unique<ShardWriter>(tmp, settings, i, begin, count);
     }
-    writer->write(latents, p.labels, p.indices);
+    writer->write(latents, p.labels, p.indices, p.captions);
     if (progress) progress->add(p.e - p.b);
   };
   try {
@@ -148,6 +155,7 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
       current.e = std::min(b + o.batch_size, begin + count);
       SourceBatch sb = source.get(b, current.e);
       current.labels = sb.labels;
+      current.captions = std::move(sb.captions);
       current.indices = at::arange(b, current.e, at::kLong);
       current.encoded.emplace_back(false, encode(sb.images, current.indices, false));
       // Horizontal flip = reversing the width axis of NCHW.
@@ -205,6 +213,10 @@ void EncodeOptions::validate() const {
   if (vae_hash.empty())
     throw std::invalid_argument("the VAE hash is empty; the cache must be bound to its VAE");
   if (scale_factor != "auto") parse_scale_factor(scale_factor);
+  if (context_length != 0 && (context_length < 3 || context_length > kMaxContextLength))
+    throw std::invalid_argument(lf::str("model.context_length is ", context_length,
+                                        ", expected 3..", kMaxContextLength,
+                                        " (tokens per caption, begin and end included)"));
 }
 
 std::vector<int64_t> shards_for_rank(int64_t num_shards, int rank, int world) {
@@ -223,6 +235,9 @@ EncodeReport encode_shards(const Source& source, const EncodeFn& encode,
   if (options.flip && source.captioned())
     throw std::invalid_argument("cache.flip = true with a captioned data set (metadata.jsonl): a mirrored image no "
                                 "longer matches a caption that says left or right; set cache.flip = false");
+  if (source.captioned() && options.context_length == 0)
+    throw std::invalid_argument("the data set is captioned (metadata.jsonl) but no context length is set; set "
+                                "model.context_length (tokens per caption)");
   fs::create_directories(options.cache_dir);
   const CacheSettings settings = run_settings(source, options);
   const std::string manifest_path = (fs::path(options.cache_dir) / kManifestName).string();
@@ -344,6 +359,7 @@ Manifest finalize_cache(const std::string& cache_dir, const EncodeOptions& optio
                                    ", found ", found, "; the shard is damaged: delete it and ",
                                    "re-run encode"));
     stats.add(r.read_stats());
+    if (settings.text.enabled()) m.captions_truncated += r.read_truncated();
     // The whole file's hash lets readers check the bytes before libhdf5 parses them.
     m.shards.push_back({shard_file_name(i), r.header().begin, r.header().count, found,
                         sha256_file(path), static_cast<int64_t>(fs::file_size(path))});

@@ -32,6 +32,7 @@ struct EncodeOptions {
   std::string vae_hash;                   // SHA-256 of the VAE weights (binds the cache to them)
   nlohmann::json vae_config = nlohmann::json::object();  // the VAE's config, recorded as given
   int64_t batch_size = 256;               // images per encoder call
+  int64_t context_length = 0;             // captioned data: tokens per caption (model.context_length)
   bool progress = true;                   // show a progress meter (set on one rank only)
   // Throws std::invalid_argument naming the bad field.
   void validate() const;

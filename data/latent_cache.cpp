@@ -125,6 +125,10 @@ const LatentCache::MappedShard& LatentCache::mapped(int64_t i) const {
     m.labels = reinterpret_cast<const int64_t*>(r.mapped_rows("labels"));
     m.index = reinterpret_cast<const int64_t*>(r.mapped_rows("index"));
     ok = m.labels && m.index;
+    if (ok && s.text.enabled()) {
+      m.tokens = reinterpret_cast<const int32_t*>(r.mapped_rows("tokens"));
+      ok = m.tokens != nullptr;
+    }
   }
   m.state.store(ok ? 1 : 2, std::memory_order_release);
   return m;
@@ -194,6 +198,7 @@ LatentRows LatentCache::allocate_rows(int64_t n, bool as_float) const {
     out.latents[name] = at::empty({n, s.latent_shape[0], s.latent_shape[1], s.latent_shape[2]}, st);
   out.labels = at::empty({n}, at::kLong);
   out.indices = at::empty({n}, at::kLong);
+  if (s.text.enabled()) out.tokens = at::empty({n, s.text.context_length}, at::kInt);
   return out;
 }
 
@@ -223,6 +228,14 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
   TORCH_CHECK(out.labels.numel() == n && out.indices.numel() == n &&
                   out.labels.scalar_type() == at::kLong && out.indices.scalar_type() == at::kLong,
               "LatentCache::read_into: labels and indices must be int64 [", n, "]");
+  const int64_t ctx = s.text.context_length;
+  int32_t* tok = nullptr;
+  if (s.text.enabled()) {
+    TORCH_CHECK(out.tokens.defined() && out.tokens.is_contiguous() &&
+                    out.tokens.scalar_type() == at::kInt && out.tokens.numel() == n * ctx,
+                "LatentCache::read_into: tokens must be a contiguous int32 [", n, ", ", ctx, "]");
+    tok = out.tokens.data_ptr<int32_t>();
+  }
   const bool convert = as_float && s.dtype == StoreDType::kF16;  // fused gather + f16->f32
   const int64_t lat_row = sample_bytes() / static_cast<int64_t>(names.size());
 
@@ -265,6 +278,7 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
       }
       lab[q] = b->labels[row];
       idx[q] = b->index[row];
+      if (tok) std::memcpy(tok + q * ctx, b->tokens + row * ctx, static_cast<size_t>(ctx) * 4);
       if (idx[q] != v)
         throw std::runtime_error(lf::str(shard(sh).path(), ": row ", row, " stores sample index ",
                                          idx[q], ", expected ", v, "; the shard is damaged"));
@@ -316,6 +330,13 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
     idx_buf.resize(static_cast<size_t>(rows));
     r.read_rows("labels", row0, rows, lab_buf.data());
     r.read_rows("index", row0, rows, idx_buf.data());
+    if (tok) {
+      std::vector<int32_t> tok_buf(static_cast<size_t>(rows * ctx));
+      r.read_rows("tokens", row0, rows, tok_buf.data());
+      for (size_t q = k; q < e; ++q)
+        std::memcpy(tok + order[q] * ctx, tok_buf.data() + (indices[order[q]] - first) * ctx,
+                    static_cast<size_t>(ctx) * 4);
+    }
     int64_t* lab = out.labels.data_ptr<int64_t>();
     int64_t* idx = out.indices.data_ptr<int64_t>();
     for (size_t q = k; q < e; ++q) {
@@ -328,6 +349,19 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
     }
     k = e;
   }
+}
+
+std::vector<std::string> LatentCache::read_captions(const std::vector<int64_t>& indices) const {
+  const auto& s = manifest_.settings;
+  if (!s.text.enabled()) throw std::invalid_argument(lf::str(dir_, ": the cache holds no captions"));
+  std::vector<std::string> out;
+  for (int64_t v : indices) {
+    if (v < 0 || v >= size())
+      throw std::invalid_argument(lf::str(dir_, ": sample index ", v, " is outside the cache of ", size(), " samples"));
+    const int64_t sh = v / s.shard_size;
+    out.push_back(shard(sh).read_captions(v - sh * s.shard_size, 1).at(0));
+  }
+  return out;
 }
 
 LatentRows LatentCache::read_all(bool as_float) const {

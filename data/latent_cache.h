@@ -26,6 +26,7 @@ struct LatentRows {
   std::map<std::string, at::Tensor> latents;
   at::Tensor labels;   // int64 [n]
   at::Tensor indices;  // int64 [n], the global sample indices (as stored in the shards)
+  at::Tensor tokens;   // int32 [n, context_length] for a captioned cache, else undefined
 };
 
 class LatentCache {
@@ -76,6 +77,10 @@ class LatentCache {
   // Every row, in stored dtype unless as_float (the in-memory mode of the loader).
   LatentRows read_all(bool as_float = false) const;
 
+  // A captioned cache's captions of global samples `indices` (UTF-8, as stored: cut to the
+  // cache's caption_bytes). Throws std::invalid_argument for an uncaptioned cache.
+  std::vector<std::string> read_captions(const std::vector<int64_t>& indices) const;
+
   // Multi-line description: source, shapes, store, VAE, scale factor, statistics, labels,
   // shards, skipped inputs, size on disk.
   std::string summary() const;
@@ -89,6 +94,7 @@ class LatentCache {
     std::vector<const char*> latent;
     const int64_t* labels = nullptr;
     const int64_t* index = nullptr;
+    const int32_t* tokens = nullptr;
   };
   const MappedShard& mapped(int64_t i) const;
   std::string dir_;

@@ -14,16 +14,17 @@ namespace {
 // dst[q] = src[idx[q]] row by row, converting f16 rows to float32 (dst is float32).
 void gather_rows(const at::Tensor& src, const std::vector<int64_t>& idx, at::Tensor& dst) {
   const int64_t elems = src[0].numel();
-  float* out = dst.data_ptr<float>();
-  if (src.scalar_type() == at::kHalf) {
+  if (src.scalar_type() == at::kHalf) {  // into float32
     const auto* in = reinterpret_cast<const uint16_t*>(src.data_ptr());
+    float* out = dst.data_ptr<float>();
     for (size_t q = 0; q < idx.size(); ++q)
       half_to_float(in + idx[q] * elems, out + static_cast<int64_t>(q) * elems, elems);
-  } else {
-    const float* in = src.data_ptr<float>();
+  } else {  // same dtype: float32 latents, int32 tokens
+    const int64_t row = elems * static_cast<int64_t>(src.element_size());
+    const char* in = static_cast<const char*>(src.data_ptr());
+    char* out = static_cast<char*>(dst.data_ptr());
     for (size_t q = 0; q < idx.size(); ++q)
-      std::memcpy(out + static_cast<int64_t>(q) * elems, in + idx[q] * elems,
-                  static_cast<size_t>(elems) * 4);
+      std::memcpy(out + static_cast<int64_t>(q) * row, in + idx[q] * row, static_cast<size_t>(row));
   }
 }
 
@@ -103,6 +104,7 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
     for (const auto& kv : g.rows.latents) out.latents[kv.first] = kv.second.narrow(0, b, e - b);
     out.labels = g.rows.labels.narrow(0, b, e - b);
     out.indices = g.rows.indices.narrow(0, b, e - b);
+    if (g.rows.tokens.defined()) out.tokens = g.rows.tokens.narrow(0, b, e - b);
     if (opt_.in_memory) {
       for (const auto& n : names_) gather_rows(all_.latents.at(n), part, out.latents.at(n));
       const int64_t* lab = all_.labels.data_ptr<int64_t>();
@@ -112,6 +114,7 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
         gl[q] = lab[part[q]];
         gi[q] = part[q];
       }
+      if (out.tokens.defined()) gather_rows(all_.tokens, part, out.tokens);
     } else {
       cache_->read_into(part, out, opt_.gap_bytes);
     }
@@ -140,7 +143,8 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
 LatentLoader::Group LatentLoader::acquire(int64_t total) {
   for (auto& b : pool_) {
     bool free = b.capacity == total && unreferenced(b.epochs) && unreferenced(b.rows.labels) &&
-                unreferenced(b.rows.indices);
+                unreferenced(b.rows.indices) &&
+                (!b.rows.tokens.defined() || unreferenced(b.rows.tokens));
     for (const auto& kv : b.rows.latents) free = free && unreferenced(kv.second);
     if (free) return b;  // a copy sharing the storage: the pool keeps its reference
   }
@@ -174,6 +178,7 @@ LoaderStep LatentLoader::make_step(const Group& g, int64_t step) const {
     mb.labels = g.rows.labels.narrow(0, off, micro);
     mb.indices = g.rows.indices.narrow(0, off, micro);
     mb.epochs = g.epochs.narrow(0, off, micro);
+    if (g.rows.tokens.defined()) mb.tokens = g.rows.tokens.narrow(0, off, micro);
     st.micro.push_back(std::move(mb));
   }
   return st;

@@ -47,6 +47,7 @@ struct LatentBatch {
   at::Tensor labels;   // int64 [n]
   at::Tensor indices;  // int64 [n], global sample indices
   at::Tensor epochs;   // int64 [n], the epoch each sample belongs to (a batch may span two)
+  at::Tensor tokens;   // int32 [n, context_length] for a captioned cache, else undefined
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 

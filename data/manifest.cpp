@@ -20,7 +20,7 @@ nlohmann::json Manifest::to_json() const {
     shards_j.push_back(e);
   }
   const auto& st = settings;
-  return {{"format", "latentforge-latent-cache"},
+  nlohmann::json j = {{"format", "latentforge-latent-cache"},
           {"format_version", format_version},
           {"producer", producer},
           {"source", st.source},
@@ -44,6 +44,11 @@ nlohmann::json Manifest::to_json() const {
           {"shard_size", st.shard_size},
           {"shards", shards_j},
           {"skipped", st.skipped}};
+  if (st.text.enabled()) {
+    j["text"] = st.text_json();
+    j["text"]["truncated"] = captions_truncated;
+  }
+  return j;
 }
 
 Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) {
@@ -59,6 +64,8 @@ Manifest Manifest::from_json(const nlohmann::json& j, const std::string& where) 
                        kCacheFormatVersion, "; re-run encode with this version"));
   m.producer = f.string("producer", 256);
   m.settings = CacheSettings::from_fields(f, /*manifest_layout=*/true);
+  if (m.settings.text.enabled())
+    m.captions_truncated = f.object("text").integer("truncated", 0, m.settings.num_samples);
   const int64_t classes = f.integer("num_classes", 0, kMaxClasses);
   if (classes != m.num_classes())
     f.fail("num_classes", lf::str("is ", classes, " but label_names lists ", m.num_classes(), " names"));

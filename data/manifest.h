@@ -33,6 +33,7 @@ struct Manifest {
   std::vector<double> channel_mean, channel_std;
   double latent_mean = 0, latent_std = 0;
   std::vector<ManifestShard> shards;
+  int64_t captions_truncated = 0;  // captioned caches: captions cut to the context length
 
   int64_t num_samples() const { return settings.num_samples; }
   int64_t num_classes() const { return static_cast<int64_t>(settings.label_names.size()); }

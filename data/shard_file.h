@@ -48,9 +48,11 @@ class ShardWriter {
   ~ShardWriter();
   // Appends the next rows: `latents` maps every name of latent_dataset_names() to a float
   // tensor [n, c, h, w] (converted to the storage dtype here); labels and global indices are
-  // int64 [n]. Throws std::invalid_argument for missing datasets or wrong shapes.
+  // int64 [n]; `captions` (n of them) are required exactly when the cache is captioned
+  // (settings.text): stored as bytes and tokenised here. Throws std::invalid_argument for
+  // missing datasets or wrong shapes.
   void write(const std::map<std::string, at::Tensor>& latents, const at::Tensor& labels,
-             const at::Tensor& indices);
+             const at::Tensor& indices, const std::vector<std::string>& captions = {});
   // Precondition: all `count` rows written. Writes stats + sha256, closes and fsyncs the
   // file. Returns the checksum.
   std::string finish();
@@ -67,6 +69,7 @@ class ShardWriter {
   std::map<std::string, std::unique_ptr<Sha256>> hashes_;
   std::map<std::string, std::string> dataset_lines_;
   LatentStats stats_;
+  int64_t truncated_ = 0;  // captions whose tokens were cut at the context length
   bool finished_ = false;
 };
 
@@ -87,6 +90,10 @@ class ShardReader {
   std::string compute_checksum();
   // The statistics datasets.
   LatentStats read_stats();
+  // Captioned caches: how many of this shard's captions were cut to the context length.
+  int64_t read_truncated();
+  // Captioned caches: the captions of rows [row, row+n) as UTF-8 strings.
+  std::vector<std::string> read_captions(int64_t row, int64_t n);
   // Copies rows [row, row+n) of dataset `name` in its stored type (f16 / f32 / int64) into
   // `dst`, which must hold n * row_bytes(name) bytes. Thread-safe.
   void read_rows(const std::string& name, int64_t row, int64_t n, void* dst);

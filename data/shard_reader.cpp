@@ -18,8 +18,20 @@ namespace lf::data {
 
 namespace {
 
+bool is_text(const std::string& name) {
+  return name == "caption" || name == "tokens" || name == "text_truncated";
+}
+
 bool is_latent(const std::string& name) {
-  return name != "labels" && name != "index" && name.rfind("stats_", 0) != 0;
+  return name != "labels" && name != "index" && name.rfind("stats_", 0) != 0 && !is_text(name);
+}
+
+// The dtype a non-latent dataset has, as its checksum line names it.
+const char* fixed_dtype(const std::string& name) {
+  if (name == "caption") return "u8";
+  if (name == "tokens") return "i32";
+  if (name == "stats_sum" || name == "stats_sumsq" || name == "stats_overall") return "f64";
+  return "i64";
 }
 
 }  // namespace
@@ -105,6 +117,13 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
     want_cls = H5T_FLOAT;
   } else if (name == "labels" || name == "index") {
     want = {n};
+  } else if (is_text(name)) {
+    if (!s.text.enabled())
+      throw std::runtime_error(lf::str(f, ": dataset '", name, "' asked of an uncaptioned shard"));
+    want = name == "caption"  ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.caption_bytes)}
+           : name == "tokens" ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.context_length)}
+                              : std::vector<hsize_t>{1};
+    want_elem = name == "caption" ? 1 : name == "tokens" ? 4 : 8;
   } else {
     want = {name == "stats_overall" ? 3 : c};
     if (name != "stats_count") want_cls = H5T_FLOAT;
@@ -187,7 +206,7 @@ std::string ShardReader::compute_checksum() {
   const auto& s = header_.settings;
   Sha256 all;
   std::vector<char> buf;
-  for (const auto& name : shard_dataset_names(s.store, s.flip)) {
+  for (const auto& name : shard_dataset_names(s)) {
     Dataset& d = dataset(name);
     const int64_t rows = static_cast<int64_t>(d.dims[0]);
     const int64_t step = std::max<int64_t>(1, (8 << 20) / d.row_bytes);
@@ -198,11 +217,7 @@ std::string ShardReader::compute_checksum() {
       read_rows(name, r, n, buf.data());
       h.update(buf.data(), static_cast<size_t>(n * d.row_bytes));
     }
-    std::string dtype = is_latent(name) ? to_string(s.dtype)
-                        : (name == "stats_sum" || name == "stats_sumsq" ||
-                           name == "stats_overall")
-                            ? "f64"
-                            : "i64";
+    std::string dtype = is_latent(name) ? to_string(s.dtype) : fixed_dtype(name);
     all.update(checksum_line(name, dtype, d.dims, h.hex()));
   }
   return all.hex();
@@ -219,6 +234,27 @@ LatentStats ShardReader::read_stats() {
   read_rows("stats_sum", 0, c, st.sum.data());
   read_rows("stats_sumsq", 0, c, st.sumsq.data());
   return st;
+}
+
+int64_t ShardReader::read_truncated() {
+  int64_t v = 0;
+  read_rows("text_truncated", 0, 1, &v);
+  if (v < 0 || v > header_.count)
+    throw std::runtime_error(lf::str(path_, ": dataset 'text_truncated' is ", v, ", expected 0..",
+                                     header_.count));
+  return v;
+}
+
+std::vector<std::string> ShardReader::read_captions(int64_t row, int64_t n) {
+  const int64_t width = header_.settings.text.caption_bytes;
+  std::vector<char> buf(static_cast<size_t>(std::max<int64_t>(n, 0) * width));
+  read_rows("caption", row, n, buf.data());
+  std::vector<std::string> out;
+  for (int64_t r = 0; r < n; ++r) {
+    const char* p = buf.data() + r * width;
+    out.emplace_back(p, strnlen(p, static_cast<size_t>(width)));
+  }
+  return out;
 }
 
 }  // namespace lf::data

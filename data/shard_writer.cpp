@@ -2,7 +2,10 @@
 // (see shard_file.h and docs/cache.md).
 #include "data/shard_file.h"
 
+#include <cstring>
 #include <stdexcept>
+
+#include "core/tokenizer.h"
 
 #include "core/util/fs.h"
 #include "core/util/strings.h"
@@ -107,7 +110,9 @@ ShardWriter::ShardWriter(std::string path, const CacheSettings& settings, int64_
     std::string dtype = type == f16_.get() ? "f16"
                         : H5Tget_class(type) == H5T_FLOAT
                             ? (H5Tget_size(type) == 8 ? "f64" : "f32")
-                            : "i64";
+                            : H5Tget_size(type) == 8 ? "i64"
+                            : H5Tget_size(type) == 4 ? "i32"
+                                                     : "u8";
     dataset_lines_[name] = lf::str(name, " ", dtype, " ", dims_str(dims), " ");
   };
   const hsize_t n = static_cast<hsize_t>(count);
@@ -117,6 +122,11 @@ ShardWriter::ShardWriter(std::string path, const CacheSettings& settings, int64_
            {n, channels, static_cast<hsize_t>(ls.at(1)), static_cast<hsize_t>(ls.at(2))});
   create("labels", H5T_STD_I64LE, {n});
   create("index", H5T_STD_I64LE, {n});
+  if (settings.text.enabled()) {
+    create("caption", H5T_STD_U8LE, {n, static_cast<hsize_t>(settings.text.caption_bytes)});
+    create("tokens", H5T_STD_I32LE, {n, static_cast<hsize_t>(settings.text.context_length)});
+    create("text_truncated", H5T_STD_I64LE, {1});
+  }
   create("stats_count", H5T_STD_I64LE, {channels});
   create("stats_sum", H5T_IEEE_F64LE, {channels});
   create("stats_sumsq", H5T_IEEE_F64LE, {channels});
@@ -151,7 +161,8 @@ void ShardWriter::write_rows(const std::string& name, hid_t type, const void* da
 }
 
 void ShardWriter::write(const std::map<std::string, at::Tensor>& latents,
-                        const at::Tensor& labels, const at::Tensor& indices) {
+                        const at::Tensor& labels, const at::Tensor& indices,
+                        const std::vector<std::string>& captions) {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   if (finished_) throw std::logic_error(lf::str(path_, ": write() after finish()"));
   const int64_t n = labels.size(0);
@@ -190,6 +201,25 @@ void ShardWriter::write(const std::map<std::string, at::Tensor>& latents,
   at::Tensor idx = indices.to(at::kCPU, at::kLong).contiguous();
   write_rows("labels", H5T_NATIVE_INT64, lab.data_ptr(), n, 1, 8);
   write_rows("index", H5T_NATIVE_INT64, idx.data_ptr(), n, 1, 8);
+  const TextSettings& text = settings_.text;
+  if (text.enabled() != !captions.empty() && n > 0)
+    throw std::invalid_argument(lf::str(path_, ": ", captions.size(), " captions for ", n, " rows of ",
+                                        text.enabled() ? "a captioned" : "an uncaptioned", " cache"));
+  if (text.enabled()) {
+    if (static_cast<int64_t>(captions.size()) != n)
+      throw std::invalid_argument(lf::str(path_, ": ", captions.size(), " captions for ", n, " rows"));
+    const core::ByteTokenizer tokenizer(text.context_length);
+    const core::ByteTokenizer::Batch tok = tokenizer.encode(captions);
+    truncated_ += tok.truncated;
+    std::vector<uint8_t> bytes(static_cast<size_t>(n * text.caption_bytes), 0);
+    for (int64_t r = 0; r < n; ++r) {
+      const std::string cut = lf::utf8_prefix(captions[static_cast<size_t>(r)], text.caption_bytes);
+      std::memcpy(bytes.data() + r * text.caption_bytes, cut.data(), cut.size());
+    }
+    write_rows("caption", H5T_NATIVE_UINT8, bytes.data(), n, text.caption_bytes, 1);
+    at::Tensor t = tok.tokens.to(at::kInt).contiguous();
+    write_rows("tokens", H5T_NATIVE_INT32, t.data_ptr(), n, text.context_length, 4);
+  }
 
   // Statistics of the latent the trainer will see (see LatentStats), from stored values.
   at::Tensor sum, sumsq;
@@ -222,9 +252,10 @@ std::string ShardWriter::finish() {
   write_rows("stats_sum", H5T_NATIVE_DOUBLE, stats_.sum.data(), c, 1, 8);
   write_rows("stats_sumsq", H5T_NATIVE_DOUBLE, stats_.sumsq.data(), c, 1, 8);
   write_rows("stats_overall", H5T_NATIVE_DOUBLE, overall.data(), 3, 1, 8);
+  if (settings_.text.enabled()) write_rows("text_truncated", H5T_NATIVE_INT64, &truncated_, 1, 1, 8);
   written_ = count_;
   Sha256 all;
-  for (const auto& name : shard_dataset_names(settings_.store, settings_.flip))
+  for (const auto& name : shard_dataset_names(settings_))
     all.update(dataset_lines_.at(name) + hashes_.at(name)->hex() + "\n");
   std::string sha = all.hex();
   h5_write_attr(file_, "sha256", sha, path_);

@@ -69,6 +69,7 @@ int run_encode(const Invocation& inv) {
                          data_cfg.source, " has ", source->channels(), " (set data.color)"));
   data::EncodeOptions eo = encode_options(cache, ae);
   eo.progress = rt.is_root();
+  if (source->captioned()) eo.context_length = std::stoll(inv.config.value("model.context_length"));
   ae.to(dev.device(), dev.dtype());
   if (rt.is_root() && !finalize_only) LOG(INFO) << "encode: " << rt.world() << " rank(s), VAE on " << dev.describe();
 

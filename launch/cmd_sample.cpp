@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/png.h"
 #include "core/util/progress.h"
 #include "core/util/sha256.h"
@@ -53,16 +54,68 @@ std::vector<int64_t> parse_classes(const std::string& spec, int64_t num_classes)
   return out;
 }
 
+// A text model's prompts: sample.prompt, then the non-blank lines of sample.prompt_file.
+std::vector<std::string> read_prompts(const SampleConfig& s) {
+  constexpr size_t kMaxPromptBytes = 64 << 20;
+  std::vector<std::string> out;
+  if (!s.prompt.empty()) out.push_back(s.prompt);
+  if (!s.prompt_file.empty()) {
+    if (!fs::is_regular_file(s.prompt_file))
+      throw UsageError(str("sample.prompt_file = ", s.prompt_file, ": no such file (one prompt per line)"));
+    const std::string text = read_file(s.prompt_file, kMaxPromptBytes);
+    int64_t line_no = 0;
+    for (const std::string& raw : split(text, '\n')) {
+      ++line_no;
+      std::string line = raw;
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (trim(line).empty()) continue;
+      if (valid_utf8(nlohmann::json(line)).get<std::string>() != line)
+        throw UsageError(str(s.prompt_file, ":", line_no, ": the prompt is not valid UTF-8"));
+      out.push_back(line);
+    }
+    if (out.empty()) throw UsageError(str("sample.prompt_file = ", s.prompt_file, " holds no prompt (all lines blank)"));
+  }
+  return out;
+}
+
+// What the job conditions on: K classes (class ids; {0} for an unconditional model) or K
+// prompts (a text model, whose "class" i is prompt i). Sample i gets condition i mod K.
+struct Conditions {
+  std::vector<int64_t> classes;
+  std::vector<std::string> prompts;
+  at::Tensor prompt_tokens;  // [K, context_length] for a text model
+  int64_t count() const { return static_cast<int64_t>(classes.size()); }
+};
+
+Conditions job_conditions(const core::DenoiserModule& model, const SampleConfig& s) {
+  Conditions c;
+  if (model.context_length() == 0) {
+    if (!s.prompt.empty() || !s.prompt_file.empty())
+      throw UsageError("sample.prompt / sample.prompt_file are for text models; this checkpoint's model is not "
+                       "conditioned on captions (use sample.classes)");
+    c.classes = parse_classes(s.classes, model.num_classes());
+    return c;
+  }
+  c.prompts = read_prompts(s);
+  if (c.prompts.empty())
+    throw UsageError("this checkpoint's model is conditioned on captions: give sample.prompt or sample.prompt_file");
+  for (int64_t k = 0; k < static_cast<int64_t>(c.prompts.size()); ++k) c.classes.push_back(k);
+  c.prompt_tokens = prompt_tokens(c.prompts, model.context_length());
+  return c;
+}
+
 // Everything that decides the images of a job (not the batch size, the ranks or the chunk
 // files' location): a chunk made under another description is never reused.
-std::string job_description(const TrainedModel& m, const SampleConfig& s, const std::vector<int64_t>& classes,
+std::string job_description(const TrainedModel& m, const SampleConfig& s, const Conditions& conditions,
                             const StageDevice& dev) {
+  const std::vector<int64_t>& classes = conditions.classes;
   nlohmann::json j = {{"checkpoint_state_sha256", sha256_hex(read_file((fs::path(m.checkpoint) / "state.json").string()))},
                       {"step", m.step}, {"use_ema", s.use_ema}, {"vae_sha256", m.autoencoder.hash()},
                       {"sampler", core::to_string(s.sampler)}, {"steps", s.steps}, {"eta", s.eta},
                       {"spacing", core::to_string(s.spacing)}, {"guidance", s.guidance}, {"seed", s.seed},
                       {"classes", classes}, {"num", s.num}, {"chunk_size", s.chunk_size},
                       {"device_type", dev.is_cuda() ? "cuda" : "cpu"}, {"precision", precisions().name(dev.precision())}};
+  if (!conditions.prompts.empty()) j["prompts"] = conditions.prompts;
   return j.dump();
 }
 
@@ -78,23 +131,30 @@ std::vector<int64_t> agree_on_todo(Runtime& rt, SampleParts& parts) {
   return std::vector<int64_t>(list.data_ptr<int64_t>(), list.data_ptr<int64_t>() + list.numel());
 }
 
-// The grid: one row per class, up to 10 samples each, read back from samples.h5.
-void write_grid(const std::string& samples, const std::string& grid, int64_t n, const std::vector<int64_t>& classes,
+// The grid: one row per class or prompt (the first 32 prompts), up to 10 samples each, read back
+// from samples.h5, labelled with the class names or the prompts.
+void write_grid(const std::string& samples, const std::string& grid, int64_t n, const Conditions& conditions,
                 int64_t num_classes, const std::vector<std::string>& label_names, int64_t* per_row_out) {
-  const int64_t k = static_cast<int64_t>(classes.size());
+  const std::vector<int64_t>& classes = conditions.classes;
+  const int64_t all = static_cast<int64_t>(classes.size());
+  const int64_t k = conditions.prompts.empty() ? all : std::min<int64_t>(all, 32);
   int64_t per_row = std::min<int64_t>(10, std::max<int64_t>(1, n / k));
-  at::Tensor images = data::read_samples_range(samples, 0, std::min(n, per_row * k)).images.to(at::kFloat) / 127.5 - 1.0;
+  at::Tensor images = data::read_samples_range(samples, 0, std::min(n, per_row * all)).images.to(at::kFloat) / 127.5 - 1.0;
   std::vector<at::Tensor> rows;
   for (int64_t c = 0; c < k; ++c) {
     // Fewer samples than classes leave the last rows empty (padding).
-    at::Tensor idx = at::arange(c, std::max(c, std::min(n, c + per_row * k)), k, at::kLong);
+    at::Tensor idx = at::arange(c, std::max(c, std::min(n, c + per_row * all)), all, at::kLong);
     at::Tensor row = images.index_select(0, idx);
     if (row.size(0) < per_row)
       row = at::cat({row, at::full({per_row - row.size(0), images.size(1), images.size(2), images.size(3)}, -1.0)});
     rows.push_back(row);
   }
-  write_png_grid(grid, at::cat(rows), per_row,
-                 num_classes > 0 ? class_row_labels(classes, label_names) : std::vector<std::string>{});
+  std::vector<std::string> row_labels;
+  if (!conditions.prompts.empty())
+    row_labels.assign(conditions.prompts.begin(), conditions.prompts.begin() + k);
+  else if (num_classes > 0)
+    row_labels = class_row_labels(classes, label_names);
+  write_png_grid(grid, at::cat(rows), per_row, row_labels);
   *per_row_out = per_row;
 }
 
@@ -108,7 +168,8 @@ int run_sample(const Invocation& inv) {
   std::string ckpt_path = s.checkpoint.empty() ? inv.config.value("train.run_dir") : s.checkpoint;
   TrainedModel m = load_trained_model(ckpt_path, s.use_ema, inv.config.value("vae.weights"));
   const int64_t num_classes = m.model->num_classes();
-  std::vector<int64_t> classes = parse_classes(s.classes, num_classes);
+  const Conditions conditions = job_conditions(*m.model, s);
+  const bool text = !conditions.prompts.empty();
   const LDMObjective objective(m.diffusion);
   objective.check_sampling(s.sampler, s.steps);
   std::string out_dir = s.out_dir;
@@ -117,8 +178,8 @@ int run_sample(const Invocation& inv) {
   dev.prepare(*m.model);
   m.autoencoder.to(dev.device(), dev.dtype());
 
-  const int64_t n = s.num, k = static_cast<int64_t>(classes.size());
-  const at::Tensor class_ids = at::tensor(classes, at::kLong);
+  const int64_t n = s.num, k = conditions.count();
+  const at::Tensor class_ids = at::tensor(conditions.classes, at::kLong);
   GenerateOptions g;
   g.sampler = s.sampler;
   g.steps = s.steps;
@@ -133,7 +194,7 @@ int run_sample(const Invocation& inv) {
   }
   g.autocast = dev.autocasts();
 
-  SampleParts parts(out_dir, ChunkPlan{n, s.chunk_size}, job_description(m, s, classes, dev));
+  SampleParts parts(out_dir, ChunkPlan{n, s.chunk_size}, job_description(m, s, conditions, dev));
   const std::vector<int64_t> todo = agree_on_todo(rt, parts);
   const ChunkPlan& plan = parts.plan();
   const std::vector<int64_t> image_shape = {m.autoencoder.image_channels(),
@@ -142,7 +203,7 @@ int run_sample(const Invocation& inv) {
   LOG(INFO) << "sampling " << n << " images from " << m.checkpoint << " (step " << m.step << ", "
             << (s.use_ema ? "EMA" : "raw") << " weights): " << core::to_string(s.sampler) << " " << s.steps
             << " steps, guidance " << s.guidance << ", seed " << s.seed << ", "
-            << (num_classes ? str(k, " class(es)") : "unconditional") << "; " << rt.world() << " rank(s) on "
+            << (text ? str(k, " prompt(s)") : num_classes ? str(k, " class(es)") : "unconditional") << "; " << rt.world() << " rank(s) on "
             << dev.describe() << "; " << plan.num_chunks() << " chunk(s) of " << s.chunk_size << ", "
             << todo.size() << " to sample (" << plan.num_chunks() - static_cast<int64_t>(todo.size())
             << " already in " << parts.dir() << ")";
@@ -176,10 +237,10 @@ int run_sample(const Invocation& inv) {
     mine.push_back(c);
     auto started = std::chrono::steady_clock::now();
     const int64_t first = plan.begin(c), count = plan.count(c);
-    auto writer = parts.open_chunk(c, image_shape, m.label_names);
+    auto writer = parts.open_chunk(c, image_shape, text ? std::vector<std::string>{} : m.label_names);
     const int64_t batches = (count + s.batch_size - 1) / s.batch_size;
     // Batch j of the chunk: ids (global sample indices) and labels (class of sample i:
-    // classes[i % K], so any N covers the classes evenly).
+    // classes[i % K], so any N covers the classes evenly; for a text model the prompt index).
     auto batch = [&](int64_t j) {
       const int64_t b = first + j * s.batch_size;
       at::Tensor ids = at::arange(b, std::min(b + s.batch_size, first + count), at::kLong);
@@ -190,7 +251,9 @@ int run_sample(const Invocation& inv) {
         [&](const at::Tensor& ids_labels) {
           GenerateOptions gb = g;
           gb.batch_size = ids_labels.size(1);
-          at::Tensor z = generate_latents(*m.model, objective, ids_labels[0], ids_labels[1], m.latent_shape, gb);
+          at::Tensor tokens = text ? conditions.prompt_tokens.index_select(0, ids_labels[1].cpu()) : at::Tensor();
+          at::Tensor z =
+              generate_latents(*m.model, objective, ids_labels[0], ids_labels[1], m.latent_shape, gb, {}, tokens);
           at::Tensor images;
           {
             auto autocast = dev.autocast();
@@ -201,7 +264,7 @@ int run_sample(const Invocation& inv) {
         },
         [&](int64_t j, std::vector<at::Tensor>& out) {
           at::Tensor labels = batch(j)[1];
-          if (num_classes == 0) labels.fill_(-1);
+          if (num_classes == 0 && !text) labels.fill_(-1);
           writer->write(j * s.batch_size, out[0], labels);
           own_done += labels.size(0);
           if (progress) update_progress();
@@ -223,12 +286,14 @@ int run_sample(const Invocation& inv) {
   LOG(INFO) << "sampled " << mine.size() << " of " << todo.size() << " chunk(s) on this rank";
   if (rt.is_root()) {
     Progress merging("merge", n, "images");
-    parts.merge(image_shape, m.label_names, &merging);
+    std::map<std::string, std::string> attributes;
+    if (text) attributes["prompts"] = nlohmann::json(conditions.prompts).dump();
+    parts.merge(image_shape, text ? std::vector<std::string>{} : m.label_names, attributes, &merging);
     merging.finish();
     const std::string h5 = parts.samples_path();
     const std::string grid = (fs::path(out_dir) / "grid.png").string();
     int64_t per_row = 0;
-    write_grid(h5, grid, n, classes, num_classes, m.label_names, &per_row);
+    write_grid(h5, grid, n, conditions, num_classes, m.label_names, &per_row);
     LOG(INFO) << "wrote " << grid << " (" << k << " row(s) x " << per_row << ") and " << h5 << " (" << n << " images)";
     std::cout << "grid: " << grid << "\nsamples: " << h5 << std::endl;
   }

@@ -26,6 +26,13 @@ void register_model(ModelConfig& m, ConfigRegistry& r) {
              "the denoiser: unet (ADM UNet, Dhariwal & Nichol 2021) or dit (DiT, Peebles & Xie 2023)");
   r.add_int("model.num_classes", &m.num_classes, -1, 1000000,
             "-1: from the cache's labels (0 when unlabelled); 0: unconditional");
+  r.add_choice("model.conditioning", &m.conditioning, {"auto", "text", "class", "none"},
+               "auto: captions when the cache has them, else class labels when it has labels, else none");
+  r.add_int("model.context_length", &m.net.text.context_length, 3, 4096,
+            "tokens per caption (UTF-8 bytes + begin/end; longer captions are cut): encode tokenises to it");
+  r.add_int("model.text_width", &m.net.text.width, 1, 16384, "text models: width of the joint text encoder (the context)");
+  r.add_int("model.text_depth", &m.net.text.depth, 1, 64, "text models: transformer layers of the joint text encoder");
+  r.add_int("model.text_heads", &m.net.text.heads, 1, 256, "text models: attention heads of the joint text encoder");
   r.add_int("model.channels", &u.model_channels, 1, 4096, "unet: channels at the input resolution");
   r.add_int_list("model.channel_mult", &u.channel_mult, 1, 64, 1, 8, "unet: channel multiplier per level");
   r.add_int("model.num_res_blocks", &u.num_res_blocks, 1, 16, "unet: ResBlocks per level");
@@ -79,6 +86,7 @@ void register_train_loop(TrainLoopConfig& t, const std::string& s, ConfigRegistr
 
 void register_config(Config& c, ConfigRegistry& r) {
   c.model.num_classes = -1;  // from the cache's labels unless set
+  c.model.net.text.context_length = 77;  // CLIP's; the emoji captions fit with their skin tones
   r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder; or metadata.jsonl: captions, labels)");
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
@@ -141,7 +149,7 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_float("diffusion.t_std", &c.diffusion.t_std, 0.01, 10.0, "flow, logit_normal: standard deviation s");
 
   register_train_loop(c.train, "train", r);
-  r.add_float("train.label_dropout", &c.ldm.label_dropout, 0.0, 1.0, "probability of the null class (for classifier-free guidance)");
+  r.add_float("train.label_dropout", &c.ldm.label_dropout, 0.0, 1.0, "probability of the null condition, class or caption (for classifier-free guidance)");
   r.add_int("train.sample_every", &c.ldm.sample_every, 0, kBig, "decode a sample grid (EMA, DDIM, CFG) every N steps (0: at the end only)");
   r.add_int("train.grid_per_class", &c.ldm.grid_per_class, 1, 64, "samples per class (row) in the training grids");
   r.add_int("train.grid_steps", &c.ldm.grid_steps, 1, 10000, "sampler steps of the training grids (DDIM; Euler for a flow model)");
@@ -183,6 +191,9 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_path("sample.out_dir", &c.sample.out_dir, "where grid.png and samples.h5 go (default: RUN_DIR/samples)");
   r.add_int("sample.num", &c.sample.num, 1, 100000000, "number of samples");
   r.add_string("sample.classes", &c.sample.classes, "all, or comma-separated class ids to sample");
+  r.add_string("sample.prompt", &c.sample.prompt, "text models: the prompt (with sample.prompt_file: the first one)");
+  r.add_path("sample.prompt_file", &c.sample.prompt_file,
+             "text models: a UTF-8 file of prompts, one per line (blank lines skipped); sample i gets prompt i mod K");
   r.add_float("sample.guidance", &c.sample.guidance, 0, 100, "classifier-free guidance scale (1: none)");
   r.add_enum("sample.sampler", &c.sample.sampler, core::sampler_kinds(),
              "ddim or ddpm for a ddpm-objective model, euler or heun for a flow one");
@@ -206,7 +217,7 @@ void register_config(Config& c, ConfigRegistry& r) {
   register_device_keys("eval", &c.eval.device, &c.eval.precision, r);
 }
 
-core::DenoiserOptions ModelConfig::resolve(int64_t channels, int64_t classes) const {
+core::DenoiserOptions ModelConfig::resolve(int64_t channels, int64_t classes, int64_t context_length) const {
   core::DenoiserOptions o = net;
   if (preset != "none") {
     const core::DiTSize s = core::dit_preset(preset);
@@ -221,7 +232,7 @@ core::DenoiserOptions ModelConfig::resolve(int64_t channels, int64_t classes) co
     take(&o.dit.width, s.width, defaults.width, "model.width");
     take(&o.dit.heads, s.heads, defaults.heads, "model.heads");
   }
-  o.set_io(channels, classes);
+  o.set_io(channels, classes, context_length);
   return o;
 }
 
@@ -231,7 +242,9 @@ void validate_config(const Config& c) {
     throw UsageError(str("model.preset = ", c.model.preset, " sizes a DiT, but model.kind = ",
                          core::to_string(c.model.net.kind), "; set model.kind = dit"));
   // Channels and classes come from the cache later; any valid ones check the rest now.
-  c.model.resolve(4, std::max<int64_t>(0, c.model.num_classes)).validate();
+  const bool text = c.model.conditioning == "text";
+  c.model.resolve(4, text ? 0 : std::max<int64_t>(0, c.model.num_classes), text ? c.model.net.text.context_length : 0)
+      .validate();
   c.vae.arch.validate();
   for (const auto* t : {&c.train, &c.vae_train}) check_batch_layout(*t, 1);
   if (c.dist.shard_optimizer && c.dist.grad_wire == dist::GradWire::kBF16)

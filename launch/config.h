@@ -111,10 +111,14 @@ struct ModelConfig {
   core::DenoiserOptions net;
   std::string preset = "none";  // none|dit-s|dit-b|dit-l|dit-xl: the DiT's depth, width, heads
   int64_t num_classes = -1;     // -1: from the cache's labels (0 when unlabelled)
+  // What the model is conditioned on: auto (captions when the cache has them, else class labels
+  // when it has labels, else nothing), text, class or none.
+  std::string conditioning = "auto";
 
   // The network's options: the preset applied (a size set to neither its default nor the
-  // preset's value is a UsageError naming both keys), `channels` in and out, `classes`.
-  core::DenoiserOptions resolve(int64_t channels, int64_t classes) const;
+  // preset's value is a UsageError naming both keys), `channels` in and out, `classes`, and
+  // `context_length` tokens per caption (0: no text conditioning).
+  core::DenoiserOptions resolve(int64_t channels, int64_t classes, int64_t context_length = 0) const;
 };
 
 struct DistConfig {
@@ -132,6 +136,8 @@ struct SampleConfig {
   std::string out_dir = "";      // default: <checkpoint run dir>/samples
   int64_t num = 100;
   std::string classes = "all";   // all|comma-separated class ids
+  std::string prompt = "";       // a text model's prompt (sample i gets prompt i mod K)
+  std::string prompt_file = "";  // ...or one prompt per line (UTF-8; blank lines skipped)
   double guidance = 3.0;
   core::SamplerKind sampler = core::SamplerKind::kDDIM;
   int64_t steps = 50;

@@ -9,7 +9,11 @@ namespace lf::launch {
 
 at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& o,
-                            const std::function<void(int64_t, int64_t)>& progress) {
+                            const std::function<void(int64_t, int64_t)>& progress, const at::Tensor& tokens) {
+  const bool text = model.context_length() > 0;
+  if (text && (!tokens.defined() || tokens.dim() != 2 || tokens.size(0) != ids.size(0)))
+    throw std::invalid_argument(str("generate: a text model needs tokens [", ids.size(0), ", ", model.context_length(),
+                                    "], one caption per sample"));
   at::NoGradGuard no_grad;
   bool was_training = model.is_training();
   model.eval();
@@ -27,7 +31,21 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
       return core::keyed_normal(o.seed, core::stream_id(core::Stream::kSampleStep), step, bid, latent_shape, opts);
     };
     core::Denoiser denoiser;
-    if (num_classes > 0) {
+    if (text) {
+      // Classifier-free guidance over captions: the "labels" CFG doubles are the rows of this
+      // batch's tokens, and the null label `len` marks the unconditional half (the learned null).
+      at::Tensor tok = tokens.narrow(0, begin, len).cpu().contiguous();
+      core::ConditionalModel cond = [&model, &o, tok, len](const at::Tensor& xt, const at::Tensor& t,
+                                                            const at::Tensor& rows) {
+        MixedPrecision::Guard autocast(o.autocast);
+        at::Tensor r = rows.cpu();
+        core::TextInput in;
+        in.drop = r.eq(len);
+        in.tokens = tok.index_select(0, r.clamp_max(len - 1));
+        return model.forward(xt, t, {}, in).to(xt.scalar_type());
+      };
+      denoiser = core::classifier_free_guidance(cond, at::arange(len, at::kLong), len, o.guidance);
+    } else if (num_classes > 0) {
       at::Tensor y = labels.narrow(0, begin, len).to(param.device(), at::kLong);
       core::ConditionalModel cond = [&model, &o](const at::Tensor& xt, const at::Tensor& t, const at::Tensor& yy) {
         MixedPrecision::Guard autocast(o.autocast);

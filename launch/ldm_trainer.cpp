@@ -57,20 +57,28 @@ at::Tensor draw_x0(const data::LatentBatch& b, uint64_t seed, bool flip, double 
   return mean * scale;
 }
 
-// The keyed draws of one micro-batch: the noised input and, for class-conditional models, the
-// labels with the keyed dropout to the null class (for classifier-free guidance).
+// The keyed draws of one micro-batch: the noised input and the condition with its keyed
+// dropout to the null condition (for classifier-free guidance): class-conditional models get
+// the labels with dropped ones set to the null class, text models the tokens with a drop mask
+// (the learned null embedding replaces a dropped caption). One draw per sample and epoch
+// decides both, so a caption is dropped exactly where a label would be.
 struct Batch {
   LDMObjective::Noised noised;
   at::Tensor labels;
+  core::TextInput text;
 };
 
 Batch prepare(const data::LatentBatch& b, uint64_t seed, bool flip, double scale, const LDMObjective& objective,
-              int64_t num_classes, double label_dropout, const at::TensorOptions& opts) {
+              int64_t num_classes, bool text, double cond_dropout, const at::TensorOptions& opts) {
   Batch out;
   out.noised = objective.noise(draw_x0(b, seed, flip, scale, opts), seed, b.epochs, b.indices, opts);
-  if (num_classes > 0) {
-    at::Tensor drop = core::keyed_bernoulli(seed, sid(core::Stream::kLabelDrop), b.epochs, b.indices, label_dropout);
-    out.labels = at::where(drop, at::full_like(b.labels, num_classes), b.labels).to(opts.device());
+  if (num_classes == 0 && !text) return out;
+  at::Tensor drop = core::keyed_bernoulli(seed, sid(core::Stream::kLabelDrop), b.epochs, b.indices, cond_dropout);
+  if (num_classes > 0) out.labels = at::where(drop, at::full_like(b.labels, num_classes), b.labels).to(opts.device());
+  if (text) {
+    if (!b.tokens.defined()) throw std::logic_error("a text model's batch holds no tokens");
+    out.text.tokens = b.tokens;  // on the host: the encoder checks them there, then moves them
+    out.text.drop = drop;
   }
   return out;
 }
@@ -170,14 +178,14 @@ class LDMTrainer : public Trainer {
     if (m.micro == 0) current_ = loader_->next();
     const data::LatentBatch& mb = current_.micro[m.micro];
     Batch b = prepare(mb, draw_seed_, cache_->manifest().settings.flip, scale_, objective_, mopt_.num_classes(),
-                      cfg_.ldm().label_dropout, opts_);
+                      mopt_.context_length() > 0, cfg_.ldm().label_dropout, opts_);
     if (model_->dropout() > 0) set_dropout_masks(mb);
     m.times->data += since(t0);
     auto tf = Clock::now();
     at::Tensor per;
     {
       auto guard = m.amp->autocast();
-      at::Tensor out = model_->forward(b.noised.x_t, b.noised.time, b.labels);
+      at::Tensor out = model_->forward(b.noised.x_t, b.noised.time, b.labels, b.text);
       per = objective_.per_sample_loss(out.to(opts_.dtype().toScalarType()), b.noised);
     }
     at::Tensor loss = per.sum() / per_rank_;
@@ -228,7 +236,27 @@ class LDMTrainer : public Trainer {
   // The network's options: the config's, with channels and classes from the cache.
   core::DenoiserOptions model_options(const data::Manifest& manifest) const {
     const ModelConfig& m = cfg_.model();
+    const data::TextSettings& cache_text = manifest.settings.text;
+    if (m.conditioning == "text" && !cache_text.enabled())
+      throw UsageError(str("model.conditioning = text but the cache ", cfg_.cache().dir,
+                           " holds no captions; encode an image folder with a metadata.jsonl (captions)"));
+    if ((m.conditioning == "auto" || m.conditioning == "text") && cache_text.enabled()) {
+      if (m.num_classes > 0)
+        throw UsageError(str("model.num_classes = ", m.num_classes, " but the cache ", cfg_.cache().dir,
+                             " holds captions, which condition the model instead; set model.conditioning = class ",
+                             "for a class-conditional model of this data, or model.num_classes = -1"));
+      if (m.net.text.context_length != cache_text.context_length)
+        throw UsageError(str("model.context_length = ", m.net.text.context_length, " but the cache ", cfg_.cache().dir,
+                             " holds captions tokenised to ", cache_text.context_length,
+                             " tokens; set model.context_length = ", cache_text.context_length,
+                             " or re-encode with the new length"));
+      core::DenoiserOptions o = m.resolve(latent_shape_.at(0), 0, cache_text.context_length);
+      o.validate();
+      o.check_latent_size(latent_shape_.at(1), latent_shape_.at(2));
+      return o;
+    }
     int64_t classes = m.num_classes < 0 ? manifest.num_classes() : m.num_classes;
+    if (m.conditioning == "none") classes = 0;
     if (classes > 0 && manifest.num_classes() == 0)
       throw UsageError(str("model.num_classes = ", classes, " but the cache ", cfg_.cache().dir,
                            " has no labels (an unlabelled image folder); set model.num_classes = 0 or -1"));
@@ -238,6 +266,18 @@ class LDMTrainer : public Trainer {
     o.validate();
     o.check_latent_size(latent_shape_.at(1), latent_shape_.at(2));
     return o;
+  }
+
+  // A text model's grid rows: the captions of up to 8 samples spread over the cache, distinct.
+  std::vector<std::string> grid_prompts() const {
+    std::vector<std::string> out;
+    const int64_t n = cache_->size(), want = std::min<int64_t>(8, n);
+    for (int64_t k = 0; k < n && static_cast<int64_t>(out.size()) < want; ++k) {
+      const int64_t i = (k % want) * (n / want) + k / want;  // 0, n/8, 2n/8, ..., then 1, n/8+1, ...
+      std::string c = cache_->read_captions({i}).at(0);
+      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
+    }
+    return out;
   }
 
   // Dropout masks drawn per sample from the keyed generator (one stream per layer).
@@ -269,6 +309,7 @@ class LDMTrainer : public Trainer {
     g.guidance = cfg_.ldm().grid_guidance;
     g.seed = static_cast<uint64_t>(cfg_.train().seed);
     g.label_names = cache_->manifest().settings.label_names;
+    if (ema_model_->context_length() > 0) g.prompts = grid_prompts();
     std::string path = write_training_grid(*ema_model_, objective_, *ae_, latent_shape_, scale_, g, cfg_.train().run_dir, step);
     LOG(INFO) << "sample grid (EMA, " << (objective_.is_flow() ? "Euler " : "DDIM ") << g.steps << " steps, guidance "
               << g.guidance << ") in " << since(t0) << " s: " << path;

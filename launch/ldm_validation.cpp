@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "core/keyed_rng.h"
+#include "core/util/strings.h"
 #include "data/latent_cache.h"
 
 namespace lf::launch {
@@ -20,6 +21,7 @@ ValidationSet::ValidationSet(const std::string& cache_dir, const std::string& va
   at::Tensor m = rows.latents.count("mean") ? rows.latents["mean"] : rows.latents["latent"];
   x0_ = m.to(opts) * scale;
   labels_ = rows.labels.to(opts.device());
+  tokens_ = rows.tokens;  // captioned caches: on the host, as the text encoder takes them
   positions_ = at::arange(begin, end, at::kLong);
   n_ = n;
   noise_ = core::keyed_normal(seed, core::stream_id(core::Stream::kValidation), 0, rows.indices,
@@ -33,7 +35,15 @@ double ValidationSet::loss(core::DenoiserModule& model, const LDMObjective& obje
   if (x0_.size(0) > 0) {
     LDMObjective::Noised nz = objective.at_fixed_times(x0_, positions_, n_, noise_);
     at::Tensor y = model.num_classes() > 0 ? labels_ : at::Tensor();
-    at::Tensor per = objective.per_sample_loss(model.forward(nz.x_t, nz.time, y), nz);
+    core::TextInput text;
+    if (model.context_length() > 0) {
+      if (!tokens_.defined() || tokens_.size(1) != model.context_length())
+        throw std::invalid_argument(lf::str("the validation cache holds ",
+                                        tokens_.defined() ? lf::str("captions of ", tokens_.size(1), " tokens") : "no captions",
+                                        " but the model reads ", model.context_length(), " tokens per caption"));
+      text.tokens = tokens_;
+    }
+    at::Tensor per = objective.per_sample_loss(model.forward(nz.x_t, nz.time, y, text), nz);
     sum[0] = per.sum().item<double>();
     sum[1] = static_cast<double>(per.size(0));
   }

@@ -7,11 +7,37 @@
 
 namespace lf::launch {
 
+namespace {
+
+// The "text" object of a text model's options (absent without text conditioning).
+void put_text(nlohmann::json& j, const core::TextOptions& t) {
+  if (!t.enabled()) return;
+  j["text"] = {{"context_length", t.context_length}, {"vocab_size", t.vocab_size}, {"width", t.width},
+               {"depth", t.depth}, {"heads", t.heads}, {"pad_token", t.pad_token}};
+}
+
+core::TextOptions get_text(const nlohmann::json& j) {
+  core::TextOptions t;
+  if (!j.contains("text")) return t;
+  const nlohmann::json& x = j.at("text");
+  t.context_length = x.at("context_length");
+  t.vocab_size = x.at("vocab_size");
+  t.width = x.at("width");
+  t.depth = x.at("depth");
+  t.heads = x.at("heads");
+  t.pad_token = x.at("pad_token");
+  return t;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const core::UNetOptions& o) {
-  return {{"in_channels", o.in_channels}, {"out_channels", o.out_channels}, {"model_channels", o.model_channels},
+  nlohmann::json j = {{"in_channels", o.in_channels}, {"out_channels", o.out_channels}, {"model_channels", o.model_channels},
           {"channel_mult", o.channel_mult}, {"num_res_blocks", o.num_res_blocks}, {"attention_ds", o.attention_ds},
           {"head_channels", o.head_channels}, {"num_classes", o.num_classes}, {"dropout", o.dropout},
           {"norm_groups", o.norm_groups}};
+  put_text(j, o.text);
+  return j;
 }
 
 core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::string& where) {
@@ -27,6 +53,7 @@ core::UNetOptions unet_options_from_json(const nlohmann::json& j, const std::str
     o.num_classes = j.at("num_classes");
     o.dropout = j.at("dropout");
     o.norm_groups = j.at("norm_groups");
+    o.text = get_text(j);
     o.validate();
     return o;
   } catch (const nlohmann::json::exception& e) {
@@ -41,9 +68,11 @@ nlohmann::json to_json(const core::DenoiserOptions& o) {
     return j;
   }
   const core::DiTOptions& d = o.dit;
-  return {{"kind", "dit"},         {"in_channels", d.in_channels}, {"out_channels", d.out_channels},
-          {"patch_size", d.patch_size}, {"depth", d.depth},           {"width", d.width},
-          {"heads", d.heads},           {"mlp_ratio", d.mlp_ratio},   {"num_classes", d.num_classes}};
+  nlohmann::json j = {{"kind", "dit"},         {"in_channels", d.in_channels}, {"out_channels", d.out_channels},
+                      {"patch_size", d.patch_size}, {"depth", d.depth},           {"width", d.width},
+                      {"heads", d.heads},           {"mlp_ratio", d.mlp_ratio},   {"num_classes", d.num_classes}};
+  put_text(j, d.text);
+  return j;
 }
 
 core::DenoiserOptions denoiser_options_from_json(const nlohmann::json& j, const std::string& where) {
@@ -63,6 +92,7 @@ core::DenoiserOptions denoiser_options_from_json(const nlohmann::json& j, const 
     d.heads = j.at("heads");
     d.mlp_ratio = j.at("mlp_ratio");
     d.num_classes = j.at("num_classes");
+    d.text = get_text(j);
     o.validate();
     return o;
   } catch (const nlohmann::json::exception& e) {

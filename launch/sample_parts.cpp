@@ -119,8 +119,8 @@ std::unique_ptr<data::SamplesWriter> SampleParts::open_chunk(int64_t k, const st
 void SampleParts::commit_chunk(data::SamplesWriter& writer) const { writer.commit("samples.chunk_written"); }
 
 void SampleParts::merge(const std::vector<int64_t>& image_shape, const std::vector<std::string>& label_names,
-                        Progress* progress) const {
-  data::SamplesWriter out(samples_path(), plan_.num, image_shape, label_names);
+                        const std::map<std::string, std::string>& attributes, Progress* progress) const {
+  data::SamplesWriter out(samples_path(), plan_.num, image_shape, label_names, attributes);
   for (int64_t k = 0; k < plan_.num_chunks(); ++k) {
     if (!is_done(k))
       throw std::runtime_error(str(chunk_path(k), ": missing or not of this job when merging; re-run sample"));

@@ -70,7 +70,9 @@ class SampleParts {
   // Rank 0, after every chunk is done: OUT/samples.h5 from the chunks in order, then parts/ is
   // removed. Crash points "samples.merge" (merged file fsynced, before its rename) and
   // "samples.merged" (renamed, parts/ not yet removed). A re-run after either merges again.
+  // `attributes`: extra string attributes of samples.h5 (a text model's "prompts").
   void merge(const std::vector<int64_t>& image_shape, const std::vector<std::string>& label_names,
+             const std::map<std::string, std::string>& attributes,
              Progress* progress) const;
 
  private:

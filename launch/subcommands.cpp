@@ -37,16 +37,17 @@ const std::vector<Subcommand>& subcommands() {
        "Encodes data.source with the VAE (vae.kind, vae.weights) into the sharded HDF5 cache at cache.dir.\n"
        "Shard i holds samples [i*S, (i+1)*S) whatever the number of processes; finished shards are\n"
        "skipped on a re-run; the last rank verifies every shard and writes manifest.json. The VAE runs on\n"
-       "cache.device (auto: the local rank's GPU) under cache.precision.",
+       "cache.device (auto: the local rank's GPU) under cache.precision. Captions (metadata.jsonl) are\n"
+       "stored as UTF-8 and as tokens of model.context_length.",
        {{"task-index", true, "K", "this job-array task (0-based); encodes shards K, K+N, ..."},
         {"task-count", true, "N", "number of job-array tasks"},
         {"finalize", false, "", "only verify the shards and write manifest.json (after a job array)"},
         {"no-finalize", false, "", "do not finalize (array tasks)"}},
-       {"data", "cache", "vae.kind", "vae.weights", "dist"},
+       {"data", "cache", "vae.kind", "vae.weights", "model.context_length", "dist"},
        run_encode},
       {"train", "train the latent diffusion model on a latent cache (MPI ranks)",
        "[--config FILE] [--resume auto|PATH] [--break-lock] [--section.key=VALUE ...]",
-       "Trains the class-conditional (or unconditional) UNet or DiT on cache.dir with the DDPM or flow objective,\n"
+       "Trains the text-conditioned (captioned cache), class-conditional or unconditional UNet or DiT on cache.dir with the DDPM or flow objective,\n"
        "data-parallel over the ranks of mpirun or srun. Exit codes: 0 done, 75 checkpointed after\n"
        "SIGUSR1 (requeue me), 143 checkpointed after SIGTERM, 1 failure, 2 usage/config error.",
        {{"resume", true, "auto|PATH", "auto: newest valid checkpoint of train.run_dir (fresh if none); or a checkpoint dir"},

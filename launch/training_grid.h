@@ -18,6 +18,7 @@ struct TrainingGridOptions {
   double guidance = 3.0;
   uint64_t seed = 0;
   std::vector<std::string> label_names;  // one per class (row labels); empty: "class k"
+  std::vector<std::string> prompts;      // a text model: one row per prompt, labelled with it
 };
 
 // Samples with `model` (already holding the weights to show), decodes them with `autoencoder`
@@ -26,6 +27,9 @@ struct TrainingGridOptions {
 std::string write_training_grid(core::DenoiserModule& model, const LDMObjective& objective, Autoencoder& autoencoder,
                                 const std::vector<int64_t>& latent_shape, double scale, const TrainingGridOptions& o,
                                 const std::string& run_dir, int64_t step);
+
+// The tokens [N, context_length] of prompts, as encode stores captions (the byte tokenizer).
+at::Tensor prompt_tokens(const std::vector<std::string>& prompts, int64_t context_length);
 
 // Row labels for a class-conditional grid: the class names where known, else "class k"; an
 // unconditional grid gets none.

@@ -100,6 +100,14 @@ std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
+std::string utf8_prefix(const std::string& s, size_t max_bytes) {
+  if (s.size() <= max_bytes) return s;
+  size_t n = max_bytes;
+  // A UTF-8 continuation byte is 10xxxxxx: back off until s[n] starts a character.
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
+
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n");
   if (b == std::string::npos) return "";

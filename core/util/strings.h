@@ -34,6 +34,10 @@ std::string human_duration(double seconds);
 // full length. Every message that quotes input of unbounded size goes through this.
 std::string excerpt(const std::string& s, size_t max_chars = 80);
 
+// The longest prefix of UTF-8 text `s` of at most `max_bytes` bytes that ends on a character
+// boundary (never inside a multi-byte character).
+std::string utf8_prefix(const std::string& s, size_t max_bytes);
+
 std::vector<std::string> split(const std::string& s, char sep);
 std::string trim(const std::string& s);
 std::string join(const std::vector<std::string>& parts, const std::string& sep);

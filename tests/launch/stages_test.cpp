@@ -135,7 +135,7 @@ TEST(SampleParts, ResumeKeepsThisJobsChunksAndDropsOthersThenMergesInOrder) {
   EXPECT_FALSE(fs::exists(parts.chunk_path(3))) << "the other job's chunk was kept";
   EXPECT_TRUE(fs::exists(parts.dir() + "/job.json"));
   for (int64_t k : {0, 2, 3}) write_chunk(parts, k, images);
-  parts.merge({1, 4, 4}, {"a"}, nullptr);
+  parts.merge({1, 4, 4}, {"a"}, {}, nullptr);
   auto merged = data::read_samples_file(parts.samples_path());
   EXPECT_TRUE(merged.images.equal(images));
   EXPECT_TRUE(merged.labels.equal(at::arange(23, at::kLong).div(5, "floor")));

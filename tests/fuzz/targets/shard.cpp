@@ -81,8 +81,14 @@ std::string settings_json(ByteReader& in, data::CacheSettings* s) {
   s->latent_shape = {in.in_range(1, 3), in.in_range(1, 3), in.in_range(1, 3)};
   s->source = nlohmann::json::object();
   s->vae_sha256 = std::string(64, 'a');
+  if (in.byte() % 4 == 3) {  // captioned
+    s->text.tokenizer = "bytes-v1";
+    s->text.context_length = in.in_range(3, 6);
+    s->text.caption_bytes = data::TextSettings::caption_bytes_for(s->text.context_length);
+  }
   nlohmann::json j = s->to_json();
-  switch (in.byte() % 10) {
+  switch (in.byte() % 11) {
+    case 10: if (s->text.enabled()) j["text"]["context_length"] = in.any_int64(); break;
     case 9: return in.text(255);  // raw text
     case 8: j[in.text(12)] = in.any_int64(); break;
     case 7: j.erase(in.flag() ? "store" : "latent_shape"); break;
@@ -163,9 +169,13 @@ void run_shard(const uint8_t* data, size_t size, const std::string& path, const 
     const hsize_t c = static_cast<hsize_t>(s.latent_shape[0]);
     const hid_t lat_type = s.dtype == data::StoreDType::kF16 ? kHalf : H5T_IEEE_F32LE;
     const size_t lat_bytes = s.dtype == data::StoreDType::kF16 ? 2 : 4;
-    for (const auto& name : data::shard_dataset_names(s.store, s.flip)) {
-      if (name == "labels" || name == "index")
-        dataset(in, file, name, {n}, H5T_STD_I64LE, 8);
+    for (const auto& name : data::shard_dataset_names(s)) {
+      if (name == "caption")
+        dataset(in, file, name, {n, static_cast<hsize_t>(s.text.caption_bytes)}, H5T_STD_U8LE, 1);
+      else if (name == "tokens")
+        dataset(in, file, name, {n, static_cast<hsize_t>(s.text.context_length)}, H5T_STD_I32LE, 4);
+      else if (name == "labels" || name == "index" || name == "text_truncated")
+        dataset(in, file, name, {name == "text_truncated" ? 1 : n}, H5T_STD_I64LE, 8);
       else if (name == "stats_count")
         dataset(in, file, name, {c}, H5T_STD_I64LE, 8);
       else if (name.rfind("stats_", 0) == 0)
@@ -186,6 +196,10 @@ void run_shard(const uint8_t* data, size_t size, const std::string& path, const 
     std::vector<char> buf(static_cast<size_t>(rows * r.row_bytes(name)));
     r.read_rows(name, 0, rows, buf.data());
     r.mapped_rows(name);
+  }
+  if (s.text.enabled()) {
+    r.read_truncated();
+    r.read_captions(0, std::min<int64_t>(r.header().count, 3));
   }
 }
 
