@@ -23,7 +23,7 @@ PACKAGES=(
   # the embedded dataset
   dataset-fashion-mnist
   # Python for reference scripts, benchmarks and plots (/usr/bin/python3, Debian's packages)
-  python3 python3-numpy python3-torch python3-h5py python3-matplotlib python3-scipy
+  python3 python3-numpy python3-torch python3-h5py python3-matplotlib python3-scipy python3-pil
   # a real local Slurm for the cluster tests (libpmix-dev comes with libopenmpi-dev)
   slurmctld slurmd slurm-client munge libpmix-dev
   # the multi-node test cluster: network namespaces, veths, a bridge (ip; nsenter and unshare

@@ -17,6 +17,7 @@
 #include "core/safetensors.h"
 #include "core/state_dict.h"
 #include "core/util/fs.h"
+#include "core/util/json.h"
 #include "core/util/progress.h"
 #include "core/util/strings.h"
 #include "data/sample_stream.h"
@@ -88,6 +89,10 @@ int run_train_classifier(const Invocation& inv) {
   at::Tensor x_all = batch.images, y_all = batch.labels;
   const int64_t n = train->size();
   const int64_t steps = ec.classifier_epochs * n / kClassifierBatch;
+  // Class-balanced cross-entropy (weight n / (K count_k)): on an unbalanced set (the emoji's
+  // People & Body is 60% of it) the rare classes still count; all ones on a balanced one.
+  at::Tensor counts = at::bincount(y_all, {}, o.num_classes).to(at::kFloat);
+  at::Tensor class_weight = at::where(counts > 0, static_cast<double>(n) / (o.num_classes * counts), at::zeros_like(counts));
   data::SampleStream stream(n, /*seed=*/0);
   std::vector<int64_t> idx(kClassifierBatch), ep(kClassifierBatch);
   Progress progress("train-classifier", steps, "steps");
@@ -98,7 +103,7 @@ int run_train_classifier(const Invocation& inv) {
     at::Tensor x = x_all.index_select(0, ix);
     // Horizontal flips on every other epoch: a fixed, deterministic augmentation.
     if (ep[0] % 2 == 1) x = x.flip({3});
-    at::Tensor loss = at::cross_entropy_loss(model->forward(x), y_all.index_select(0, ix));
+    at::Tensor loss = at::cross_entropy_loss(model->forward(x), y_all.index_select(0, ix), class_weight);
     loss.backward();
     opt.step(learning_rate(kClassifierLr, LRSchedule::kCosine, steps / 20, 0.01, s + 1, steps));
     for (auto& p : params) p.mutable_grad().zero_();
@@ -107,17 +112,22 @@ int run_train_classifier(const Invocation& inv) {
   progress.finish();
   model->eval();
   auto [feat, logits] = run_classifier(model, all_images(*test), ec.batch_size);
-  double acc = accuracy(logits, test->get(0, test->size()).labels);
+  const at::Tensor test_labels = test->get(0, test->size()).labels;
+  double acc = accuracy(logits, test_labels);
+  FeatureMoments tally;
+  tally.add(feat, logits, test_labels);
   fs::create_directories(fs::path(ec.classifier).parent_path().empty() ? "." : fs::path(ec.classifier).parent_path());
   std::map<std::string, std::string> meta = {
       {"latentforge.kind", "classifier"}, {"in_channels", std::to_string(o.in_channels)},
       {"num_classes", std::to_string(o.num_classes)}, {"width", std::to_string(o.width)},
       {"feature_dim", std::to_string(o.feature_dim)}, {"test_accuracy", str(acc)},
+      {"test_macro_accuracy", str(tally.macro_accuracy())},
       {"data", train->description().dump()}};
   save_module_weights(*model, ec.classifier, meta);
-  LOG(INFO) << "classifier: test accuracy " << acc * 100 << "% on " << test->size() << " images; written to "
-            << ec.classifier;
-  std::cout << "classifier: " << ec.classifier << "  test accuracy " << acc * 100 << "%" << std::endl;
+  LOG(INFO) << "classifier: test accuracy " << acc * 100 << "% (macro over classes " << tally.macro_accuracy() * 100
+            << "%) on " << test->size() << " images; written to " << ec.classifier;
+  std::cout << "classifier: " << ec.classifier << "  test accuracy " << acc * 100 << "%, macro "
+            << tally.macro_accuracy() * 100 << "%" << std::endl;
   if (acc < 0.9) LOG(WARNING) << "the classifier's test accuracy is below 90%: FD and class accuracy are less reliable";
   return 0;
 }
@@ -142,6 +152,58 @@ ImageSet source_set(const data::Source& s, int64_t n) {
             auto batch = s.get(b, e);
             return std::make_pair(batch.images, batch.labels);
           }};
+}
+
+// The category of each prompt of a text model's samples.h5: the label of that caption in the
+// test split (-1 when it is not one of its captions, or the split has no captions or labels).
+struct PromptCategories {
+  at::Tensor label;  // int64 [K]; undefined for samples of a model without prompts
+  int64_t count = 0;
+  at::Tensor of(const at::Tensor& prompt_index) const {
+    at::Tensor i = prompt_index.to(at::kLong);
+    at::Tensor inside = (i >= 0) & (i < count);
+    return at::where(inside, label.index_select(0, i.clamp(0, std::max<int64_t>(count - 1, 0))), at::full_like(i, -1));
+  }
+};
+
+PromptCategories prompt_categories(const std::string& samples, const data::Source& test, bool with_classes) {
+  PromptCategories out;
+  const std::string attr = data::read_samples_attribute(samples, "prompts");
+  if (attr.empty()) return out;
+  const nlohmann::json list = parse_json(attr, samples + " attribute prompts");
+  if (!list.is_array() || list.size() > (size_t{1} << 24))
+    throw std::invalid_argument(str(samples, ": attribute prompts is not a list of strings"));
+  std::vector<std::string> prompts;
+  for (const auto& p : list) {
+    if (!p.is_string()) throw std::invalid_argument(str(samples, ": attribute prompts holds a non-string"));
+    prompts.push_back(p.get<std::string>());
+  }
+  out.count = static_cast<int64_t>(prompts.size());
+  out.label = at::full({out.count}, -1, at::kLong);
+  if (!with_classes || !test.captioned()) {
+    LOG(WARNING) << samples << " holds samples of " << out.count << " prompt(s), but the test split "
+                 << (test.captioned() ? "has no labels the classifier predicts" : "has no captions")
+                 << ": no category accuracy";
+    return out;
+  }
+  std::map<std::string, int64_t> caption_label;  // the first label a caption has in the test split
+  for (int64_t b = 0; b < test.size(); b += 512) {
+    data::SourceBatch batch = test.get(b, std::min(test.size(), b + 512));
+    for (size_t i = 0; i < batch.captions.size(); ++i)
+      caption_label.emplace(batch.captions[i], batch.labels[static_cast<int64_t>(i)].item<int64_t>());
+  }
+  int64_t matched = 0;
+  for (int64_t k = 0; k < out.count; ++k) {
+    auto it = caption_label.find(prompts[static_cast<size_t>(k)]);
+    if (it != caption_label.end()) {
+      out.label[k] = it->second;
+      ++matched;
+    }
+  }
+  if (matched < out.count)
+    LOG(WARNING) << out.count - matched << " of " << out.count << " prompts of " << samples
+                 << " are not captions of the test split: their samples count toward FD only";
+  return out;
 }
 
 // A progress meter on rank 0 for one set ("eval test features (rank 0 of 2)").
@@ -205,8 +267,12 @@ int run_eval(const Invocation& inv) {
       return m;
     };
     FeatureMoments test_m = moments("test features", source_set(*test, test->size()));
-    FeatureMoments gen_m = moments("sample features", {n, [&samples](int64_t b, int64_t e) {
+    // A text model's samples: each sample's category is that of its prompt as a caption of the
+    // test split (held-out captions in, do the images land in the caption's category?).
+    const PromptCategories prompts = prompt_categories(samples, *test, with_classes);
+    FeatureMoments gen_m = moments("sample features", {n, [&samples, &prompts](int64_t b, int64_t e) {
                                                           auto part = data::read_samples_range(samples, b, e - b);
+                                                          if (prompts.label.defined()) part.labels = prompts.of(part.labels);
                                                           return std::make_pair(part.images, part.labels);
                                                         }});
     // The floor: as many real training images (evenly spread over the split) against the test split.
@@ -238,13 +304,38 @@ int run_eval(const Invocation& inv) {
     const bool labelled = with_classes && gen_m.unlabelled == 0;
     if (with_classes) {
       metrics["classifier_test_accuracy"] = test_m.accuracy();
+      metrics["classifier_test_macro_accuracy"] = test_m.macro_accuracy();
+      metrics["majority_baseline_accuracy"] = test_m.majority_share();
+      metrics["majority_baseline_macro_accuracy"] = 1.0 / std::max(1.0, (test_m.class_count > 0).sum().item<double>());
       metrics["real_class_accuracy"] = real_m.accuracy();
     }
-    if (labelled) metrics["class_accuracy"] = gen_m.accuracy();
+    if (labelled && !prompts.label.defined()) {
+      metrics["class_accuracy"] = gen_m.accuracy();
+      metrics["class_macro_accuracy"] = gen_m.macro_accuracy();
+    }
+    if (prompts.label.defined() && with_classes) {
+      const int64_t matched = gen_m.count - gen_m.unlabelled;
+      metrics["prompts"] = prompts.count;
+      metrics["samples_with_a_test_caption"] = matched;
+      if (matched > 0) {
+        metrics["prompt_category_accuracy"] = static_cast<double>(gen_m.correct) / static_cast<double>(matched);
+        metrics["prompt_category_macro_accuracy"] = gen_m.macro_accuracy();
+        metrics["prompt_vs_classifier_macro"] = gen_m.macro_accuracy() / std::max(1e-12, test_m.macro_accuracy());
+      }
+    }
     if (rt.is_root())
       LOG(INFO) << "eval " << samples << ": FD " << fd << " (floor " << floor << " at N = " << m << ", ratio "
                 << fd / floor << ")"
-                << (labelled ? str(", class accuracy ", metrics["class_accuracy"].get<double>() * 100, "%") : "");
+                << (metrics.contains("class_accuracy")
+                        ? str(", class accuracy ", metrics["class_accuracy"].get<double>() * 100, "%")
+                        : "")
+                << (metrics.contains("prompt_category_macro_accuracy")
+                        ? str(", category accuracy of the prompts' samples (macro) ",
+                              metrics["prompt_category_macro_accuracy"].get<double>() * 100, "% vs the classifier's ",
+                              metrics["classifier_test_macro_accuracy"].get<double>() * 100, "% on real test images",
+                              " (majority baseline ", metrics["majority_baseline_macro_accuracy"].get<double>() * 100,
+                              "%)")
+                        : "");
   } else if (!metrics.contains("vae")) {
     throw std::invalid_argument(str("eval: nothing to evaluate: no samples at ", samples,
                                     " (run `latentforge sample` or set eval.samples) and no VAE (vae.weights)"));

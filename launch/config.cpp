@@ -89,6 +89,9 @@ void register_config(Config& c, ConfigRegistry& r) {
   c.model.net.text.context_length = 77;  // CLIP's; the emoji captions fit with their skin tones
   r.add_path("data.source", &c.data.source, "IDX directory (MNIST/Fashion-MNIST) or image folder (class = subfolder; or metadata.jsonl: captions, labels)");
   r.add_choice("data.split", &c.data.split, {"train", "test"}, "which split, where the source has both");
+  r.add_path("data.test_source", &c.data.test_source,
+             "image folders: the folder of the test split (held-out images for eval, the classifier and encode with "
+             "data.split = test); IDX directories hold both splits");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
   r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty, truncated or too large inputs (listed in the manifest)");

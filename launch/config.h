@@ -20,6 +20,7 @@ namespace lf::launch {
 struct DataConfig {
   std::string source = "/usr/share/datasets/fashion-mnist";  // IDX directory or image folder
   std::string split = "train";                               // train|test (where the source has both)
+  std::string test_source = "";  // image folders: the test split's folder (IDX files hold both splits)
   int64_t image_size = 32;     // IDX 28x28 is padded to it; folder images resized + cropped
   std::string color = "auto";  // auto|gray|rgb
   bool skip_bad = false;       // skip (and list) undecodable inputs instead of failing

@@ -53,6 +53,7 @@ data::SourceOptions source_options(const DataConfig& d) {
 std::unique_ptr<data::Source> open_configured_source(const DataConfig& d, const std::string& split) {
   data::SourceOptions o = source_options(d);
   if (!split.empty()) o.split = split;
+  if (o.split == "test" && !d.test_source.empty()) o.path = d.test_source;
   auto source = data::open_source(o);
   if (d.limit > 0 && d.limit < source->size()) return std::make_unique<PrefixSource>(std::move(source), d.limit);
   return source;

@@ -64,22 +64,55 @@ std::pair<int64_t, int64_t> batches_for_rank(int64_t num_batches, int rank, int 
 
 void FeatureMoments::add(const at::Tensor& features, const at::Tensor& logits, const at::Tensor& labels) {
   at::Tensor f = features.to(at::kCPU, at::kDouble);
+  if (!sum.defined()) {
+    sum = at::zeros({f.size(1)}, at::kDouble);
+    outer = at::zeros({f.size(1), f.size(1)}, at::kDouble);
+  }
   sum.add_(f.sum(0));
   outer.add_(f.t().mm(f));
   count += f.size(0);
   at::Tensor l = labels.to(at::kCPU, at::kLong);
   at::Tensor known = l >= 0;
   unlabelled += (~known).sum().item<int64_t>();
-  correct += (logits.to(at::kCPU).argmax(1).eq(l) & known).sum().item<int64_t>();
+  at::Tensor hit = logits.to(at::kCPU).argmax(1).eq(l) & known;
+  correct += hit.sum().item<int64_t>();
+  const int64_t k = logits.size(1);
+  if (!class_count.defined()) {
+    class_count = at::zeros({k}, at::kDouble);
+    class_correct = at::zeros({k}, at::kDouble);
+  }
+  at::Tensor lk = l.masked_select(known & (l < k));
+  class_count.index_add_(0, lk, at::ones({lk.size(0)}, at::kDouble));
+  at::Tensor hits = l.masked_select(hit & (l < k));
+  class_correct.index_add_(0, hits, at::ones({hits.size(0)}, at::kDouble));
+}
+
+double FeatureMoments::macro_accuracy() const {
+  if (!class_count.defined()) return 0.0;
+  at::Tensor present = class_count > 0;
+  if (present.sum().item<int64_t>() == 0) return 0.0;
+  return (class_correct.masked_select(present) / class_count.masked_select(present)).mean().item<double>();
+}
+
+double FeatureMoments::majority_share() const {
+  if (!class_count.defined() || class_count.sum().item<double>() == 0) return 0.0;
+  return (class_count.max() / class_count.sum()).item<double>();
 }
 
 void FeatureMoments::all_reduce(dist::Communicator& comm, const std::string& what) {
   if (comm.world_size() == 1) return;
   const int64_t d = sum.size(0);
   // Counts travel as float64: exact below 2^53.
+  // Every rank has the per-class tallies (a rank without images has zeros of the classifier's width).
+  const int64_t k = class_count.defined() ? class_count.size(0) : 0;
   at::Tensor packed = at::cat({at::tensor({double(count), double(correct), double(unlabelled)}, at::kDouble),
                                sum, outer.flatten()});
+  if (k > 0) packed = at::cat({packed, class_count, class_correct});
   comm.all_reduce(packed, dist::ReduceOp::kSum, what);
+  if (k > 0) {
+    class_count = packed.narrow(0, 3 + d + d * d, k).clone();
+    class_correct = packed.narrow(0, 3 + d + d * d + k, k).clone();
+  }
   count = static_cast<int64_t>(packed[0].item<double>());
   correct = static_cast<int64_t>(packed[1].item<double>());
   unlabelled = static_cast<int64_t>(packed[2].item<double>());
@@ -101,6 +134,8 @@ FeatureMoments classify_set(core::Classifier& classifier, const StageDevice& dev
   FeatureMoments m;
   m.sum = at::zeros({d}, at::kDouble);
   m.outer = at::zeros({d, d}, at::kDouble);
+  m.class_count = at::zeros({classifier->options().num_classes}, at::kDouble);
+  m.class_correct = at::zeros({classifier->options().num_classes}, at::kDouble);
   run_batches(
       dev, set, batch, rank, world,
       [&](const at::Tensor& x) {

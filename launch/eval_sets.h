@@ -39,6 +39,7 @@ struct FeatureMoments {
   at::Tensor sum;    // [D]
   at::Tensor outer;  // [D, D]: sum of f f^T
   int64_t correct = 0, unlabelled = 0;  // predictions equal to the label; labels < 0
+  at::Tensor class_count, class_correct;  // float64 [K] per true class (K = the logits' width)
 
   void add(const at::Tensor& features, const at::Tensor& logits, const at::Tensor& labels);
   // Sums every rank's moments (collective; CPU communicator).
@@ -47,6 +48,11 @@ struct FeatureMoments {
   std::pair<at::Tensor, at::Tensor> statistics() const;
   // Fraction of correct predictions; only meaningful when unlabelled == 0.
   double accuracy() const { return count ? static_cast<double>(correct) / static_cast<double>(count) : 0.0; }
+  // The mean over the classes present of each class's accuracy (so a rare class weighs as much
+  // as a common one); 0 when no labelled image was added.
+  double macro_accuracy() const;
+  // The share of the most frequent true class (what always predicting it would score).
+  double majority_share() const;
 };
 
 // This rank's share of `set` through the classifier (features and logits under the stage's

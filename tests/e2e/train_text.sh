@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# Text-to-image end to end on a captioned image folder the test makes (coloured shapes, RGBA on a
+# transparent background, metadata.jsonl with captions and labels): the captions reach the cache
+# as UTF-8 and tokens (the manifest records the tokenizer, context length and the truncation
+# count), cache.flip is refused; a text UNet and a text DiT train with keyed caption dropout so
+# that 2 ranks == 1 rank in float64, a resumed run equals a straight one bitwise; `sample` takes
+# prompts (samples.h5 records them, 2 ranks == 1 rank) and refuses them for a class model.
+source "$(dirname "${BASH_SOURCE[0]}")/train_common.bash"
+setup train_text
+
+echo "== a captioned folder of 48 shapes (16x16 RGBA)"
+"$PY" - "$T/shapes" <<'EOF'
+import json, os, sys
+import numpy as np
+from PIL import Image
+out, side = sys.argv[1], 16
+os.makedirs(out)
+colours = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (40, 60, 220), "yellow": (230, 200, 20)}
+wheres = {"left": (0.3, 0.5), "right": (0.7, 0.5), "top": (0.5, 0.3), "bottom": (0.5, 0.7)}
+yy, xx = np.mgrid[0:side, 0:side] / side
+with open(os.path.join(out, "metadata.jsonl"), "w") as meta:
+    for k, (shape, (cname, rgb), (wname, (cx, cy))) in enumerate(
+            (s, c, w) for s in ["square", "disc", "bar"] for c in colours.items() for w in wheres.items()):
+        m = {"square": (abs(xx - cx) < 0.2) & (abs(yy - cy) < 0.2),
+             "disc": (xx - cx) ** 2 + (yy - cy) ** 2 < 0.04,
+             "bar": (abs(xx - cx) < 0.2) & (abs(yy - cy) < 0.07)}[shape]
+        img = np.zeros((side, side, 4), np.uint8)
+        img[m] = (*rgb, 255)
+        name = f"img{k:03d}.png"
+        Image.fromarray(img, "RGBA").save(os.path.join(out, name))
+        # One caption per shape with a multi-byte character, cut inside it by the context length.
+        text = f"{cname} {shape} at the {wname}" + (" ✓✓✓" if k % 12 == 0 else "")
+        meta.write(json.dumps({"file_name": name, "text": text, "label": shape}, ensure_ascii=False) + "\n")
+EOF
+
+CTX=24
+CACHE="$T/textcache"
+"$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$CACHE" \
+  --cache.shard_size=16 --cache.dtype=f32 --model.context_length=$CTX --threads=1 >"$T/encode.log" 2>&1 ||
+  { cat "$T/encode.log"; fail "encode failed"; }
+
+echo "== the cache holds the captions, their tokens, and the manifest counts the truncations"
+"$PY" - "$CACHE" "$T/shapes/metadata.jsonl" $CTX <<'EOF' || fail "the cache's text does not match metadata.jsonl"
+import glob, json, sys
+import h5py
+cache, meta, ctx = sys.argv[1], sys.argv[2], int(sys.argv[3])
+captions = [json.loads(l)["text"] for l in open(meta, encoding="utf-8")]
+m = json.load(open(f"{cache}/manifest.json"))
+t = m["text"]
+want_truncated = sum(len(c.encode()) > ctx - 2 for c in captions)
+assert t["tokenizer"] == "bytes-v1" and t["context_length"] == ctx, t
+assert t["truncated"] == want_truncated, (t, want_truncated)
+assert want_truncated > 0 and want_truncated < len(captions)
+seen = 0
+for path in sorted(glob.glob(f"{cache}/shard-*.h5")):
+    f = h5py.File(path, "r")
+    for row, index in enumerate(f["index"][:]):
+        caption = captions[index]
+        stored = bytes(f["caption"][row]).rstrip(b"\0").decode()
+        assert stored == caption, (stored, caption)
+        b = caption.encode()
+        if len(b) > ctx - 2:  # cut before the character that does not fit whole
+            n = ctx - 2
+            while n > 0 and (b[n] & 0xC0) == 0x80:
+                n -= 1
+            b = b[:n]
+        want = [256] + list(b) + [257]
+        want += [258] * (ctx - len(want))
+        assert list(f["tokens"][row]) == want, (list(f["tokens"][row]), want)
+        seen += 1
+assert seen == len(captions)
+print(f"  {seen} captions and tokens as written, {want_truncated} truncated")
+EOF
+
+echo "== cache.flip is refused for captions; a context length other than the cache's is refused"
+rc=0
+"$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$T/flip" \
+  --cache.flip=true --threads=1 >"$T/flip.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] || fail "encode with cache.flip on captions exited with $rc, expected 2"
+grep -q "cache.flip = true with a captioned data set" "$T/flip.log" || fail "no flip message: $(tail -2 "$T/flip.log")"
+TEXT=(--model.context_length=$CTX --model.text_width=16 --model.text_depth=1 --model.text_heads=2
+  --train.label_dropout=0.5)
+train "$T/badctx" "${TEXT[@]}" --model.context_length=30 --train.steps=1
+expect_rc 2 "$T/badctx" "train with another context length"
+grep -q "model.context_length = 30 but the cache .* holds captions tokenised to $CTX tokens" "$T/badctx.log" ||
+  fail "no context length message: $(tail -2 "$T/badctx.log")"
+
+F=(--train.precision=f64 --train.steps=4 --train.ckpt_every=2 --train.grad_clip=0 "${TEXT[@]}")
+TOL=(--atol=1e-13 --rtol=1e-9)
+echo "== text UNet: 1 rank vs 2 ranks in float64 (caption dropout keyed per sample)"
+run_ok "$T/u1" "1 rank" "${F[@]}"
+grep -q "sample grid" "$T/u1.log" || fail "no training grid"
+run_np2_ok "$T/u2" "2 ranks" "${F[@]}"
+same_checkpoints "$(ckpt "$T/u1" 4)" "$(ckpt "$T/u2" 4)" "${TOL[@]}"
+echo "== text UNet: 2 steps, resume, 2 more == 4 straight (bitwise)"
+run_ok "$T/ur" "first 2 steps" "${F[@]}" --train.steps=2
+run_ok "$T/ur" "resume to 4" "${F[@]}" --resume auto
+same_checkpoints "$(ckpt "$T/u1" 4)" "$(ckpt "$T/ur" 4)" --exact
+echo "  (not vacuous: the captions drive the model: without dropout the weights differ)"
+run_ok "$T/u0" "no caption dropout" "${F[@]}" --train.label_dropout=0
+different_checkpoints "$(ckpt "$T/u1" 4)" "$(ckpt "$T/u0" 4)" --exact >/dev/null
+
+echo "== text DiT: 1 rank vs 2 ranks in float64"
+DIT=(--model.kind=dit --model.patch_size=4 --model.depth=2 --model.width=16 --model.heads=2)
+run_ok "$T/d1" "DiT, 1 rank" "${F[@]}" "${DIT[@]}"
+run_np2_ok "$T/d2" "DiT, 2 ranks" "${F[@]}" "${DIT[@]}"
+same_checkpoints "$(ckpt "$T/d1" 4)" "$(ckpt "$T/d2" 4)" "${TOL[@]}"
+
+echo "== sample with prompts: samples.h5 records them; 2 ranks == 1 rank"
+printf 'red disc at the left\n\nblue bar at the top\n' >"$T/prompts.txt"
+S=(--sample.checkpoint="$T/u1" --sample.prompt="green square at the right" --sample.prompt_file="$T/prompts.txt"
+  --sample.num=7 --sample.steps=2 --sample.batch_size=3 --sample.chunk_size=4 --threads=1)
+"$LF_BIN" sample "${S[@]}" --sample.out_dir="$T/s1" >"$T/s1.log" 2>&1 || { tail "$T/s1.log"; fail "sample failed"; }
+"${MPIRUN[@]}" "$LF_BIN" sample "${S[@]}" --sample.out_dir="$T/s2" >"$T/s2.log" 2>&1 ||
+  { tail "$T/s2.log"; fail "sample on 2 ranks failed"; }
+[[ -f "$T/s1/grid.png" ]] || fail "no grid"
+"$PY" - "$T/s1/samples.h5" "$T/s2/samples.h5" <<'EOF' || fail "samples.h5 of the prompts is wrong"
+import json, sys
+import h5py, numpy as np
+a, b = h5py.File(sys.argv[1], "r"), h5py.File(sys.argv[2], "r")
+prompts = json.loads(a.attrs["prompts"])
+assert prompts == ["green square at the right", "red disc at the left", "blue bar at the top"], prompts
+assert list(a["labels"][:]) == [0, 1, 2, 0, 1, 2, 0], list(a["labels"][:])
+assert np.array_equal(a["images"][:], b["images"][:]), "2 ranks sampled other images"
+assert not np.array_equal(a["images"][0], a["images"][1]), "two prompts gave the same image"
+print("  prompts recorded; 2 ranks == 1 rank")
+EOF
+
+echo "== prompts for a model without text, and no prompt for a text model, are usage errors"
+rc=0
+"$LF_BIN" sample --sample.checkpoint="$T/u1" --sample.out_dir="$T/s3" --threads=1 >"$T/s3.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "give sample.prompt or sample.prompt_file" "$T/s3.log" ||
+  fail "sampling a text model without prompts: exit $rc, $(tail -1 "$T/s3.log")"
+make_cache --data.limit=16
+run_ok "$T/c1" "a class model" --train.steps=1
+rc=0
+"$LF_BIN" sample --sample.checkpoint="$T/c1" --sample.prompt=hello --sample.out_dir="$T/s4" --threads=1 \
+  >"$T/s4.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "sample.prompt / sample.prompt_file are for text models" "$T/s4.log" ||
+  fail "prompts for a class model: exit $rc, $(tail -1 "$T/s4.log")"
+echo "PASS"
