@@ -42,6 +42,16 @@ if [ -n "$CLASSIFIER" ] && [ ! -f "$CLASSIFIER" ]; then
   echo "== quickstart: training the evaluation classifier once ($CLASSIFIER; not counted)"
   one eval train-classifier
 fi
+# A text model samples the test split's captions (configs/emoji.ini: sample.prompt_file), one
+# sample per held-out image, so eval can tell whether each lands in its caption's category.
+PROMPTS=$(sed -n 's/^prompt_file *= *//p' "$CONFIG" | head -1)
+TEST_SOURCE=$(sed -n 's/^test_source *= *//p' "$CONFIG" | head -1)
+if [ -n "$PROMPTS" ] && [ -f "$TEST_SOURCE/metadata.jsonl" ]; then
+  mkdir -p "$(dirname "$PROMPTS")"
+  /usr/bin/python3 -c 'import json, sys; print("\n".join(json.loads(l)["text"] for l in open(sys.argv[1], encoding="utf-8")))' \
+    "$TEST_SOURCE/metadata.jsonl" >"$PROMPTS"
+  echo "== quickstart: $(wc -l <"$PROMPTS") held-out captions in $PROMPTS"
+fi
 START=$SECONDS
 stage "vae train" par vae train --resume auto
 stage "encode train" par encode

@@ -126,6 +126,27 @@ assert not np.array_equal(a["images"][0], a["images"][1]), "two prompts gave the
 print("  prompts recorded; 2 ranks == 1 rank")
 EOF
 
+echo "== eval: the category accuracy of the prompts' samples, beside the classifier's and the baseline"
+SHAPES=(--data.source="$T/shapes" --data.test_source="$T/shapes" --data.image_size=16 --data.color=rgb
+  --eval.classifier="$T/clf.safetensors" --threads=1)
+"$LF_BIN" eval train-classifier "${SHAPES[@]}" --eval.classifier_epochs=8 >"$T/clf.log" 2>&1 ||
+  { tail "$T/clf.log"; fail "train-classifier failed"; }
+"$LF_BIN" eval "${SHAPES[@]}" --eval.samples="$T/s1/samples.h5" --eval.out="$T/metrics.json" >"$T/eval.log" 2>&1 ||
+  { tail "$T/eval.log"; fail "eval failed"; }
+"$PY" - "$T/metrics.json" <<'EOF' || fail "eval's prompt metrics are wrong"
+import json, sys
+m = json.load(open(sys.argv[1]))
+assert m["prompts"] == 3 and m["samples_with_a_test_caption"] == 7, m
+# 16 images of each of the 3 shapes: the majority class is a third, micro and macro.
+assert abs(m["majority_baseline_accuracy"] - 1 / 3) < 1e-12, m
+assert abs(m["majority_baseline_macro_accuracy"] - 1 / 3) < 1e-12, m
+for k in ["prompt_category_accuracy", "prompt_category_macro_accuracy", "classifier_test_macro_accuracy"]:
+    assert 0 <= m[k] <= 1, (k, m[k])
+assert "class_accuracy" not in m, "samples of prompts have no class labels"
+print(f"  prompt category accuracy {m['prompt_category_macro_accuracy']:.2f} (macro), "
+      f"classifier {m['classifier_test_macro_accuracy']:.2f}")
+EOF
+
 echo "== prompts for a model without text, and no prompt for a text model, are usage errors"
 rc=0
 "$LF_BIN" sample --sample.checkpoint="$T/u1" --sample.out_dir="$T/s3" --threads=1 >"$T/s3.log" 2>&1 || rc=$?
