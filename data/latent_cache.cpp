@@ -412,6 +412,11 @@ std::string LatentCache::summary() const {
   } else {
     os << " (unlabelled: unconditional)";
   }
+  if (s.text.enabled()) {
+    os << "\n  captions:     " << s.text.tokenizer << " tokens, context length " << s.text.context_length << ", "
+       << m.captions_truncated << " of " << s.num_samples << " cut to it";
+    if (s.num_samples > 0) os << "; sample 0: \"" << excerpt(read_captions({0}).at(0)) << "\"";
+  }
   os << "\n  shards:       " << m.shards.size() << " of up to " << s.shard_size
      << " samples, " << human_bytes(static_cast<double>(disk)) << " on disk\n";
   os << "  skipped:      " << s.skipped.size() << " inputs\n";

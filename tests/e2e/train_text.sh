@@ -72,6 +72,10 @@ assert seen == len(captions)
 print(f"  {seen} captions and tokens as written, {want_truncated} truncated")
 EOF
 
+"$LF_BIN" inspect "$CACHE" >"$T/inspect.log" 2>&1 || { cat "$T/inspect.log"; fail "inspect failed"; }
+grep -q "captions:     bytes-v1 tokens, context length $CTX, [0-9]* of 48 cut to it; sample 0: \"red square at the left" \
+  "$T/inspect.log" || fail "inspect does not describe the captions: $(grep captions "$T/inspect.log")"
+
 echo "== cache.flip is refused for captions; a context length other than the cache's is refused"
 rc=0
 "$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$T/flip" \
