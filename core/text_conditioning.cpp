@@ -173,7 +173,7 @@ TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at:
                             1);
   null.mask = at::zeros({n, len}, at::TensorOptions().dtype(at::kBool).device(device));
   null.mask.select(1, 0).fill_(true);
-  if (!text.tokens.defined()) return null;
+  if (!text.tokens.defined()) return {null.embeddings.narrow(1, 0, 1), null.mask.narrow(1, 0, 1)};
   const at::Tensor& tok = text.tokens;
   if (tok.dim() != 2 || tok.size(0) != n || tok.size(1) != len || at::isFloatingType(tok.scalar_type()))
     throw std::invalid_argument(lf::str("text encoder: tokens have shape ", tok.sizes(), " and dtype ",
@@ -182,18 +182,32 @@ TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at:
   // Checked where the tokens are (the host, from the loader or the prompts): no device sync.
   if (n > 0 && (tok.min().item<int64_t>() < 0 || tok.max().item<int64_t>() >= options_.vocab_size))
     throw std::invalid_argument(lf::str("text encoder: token ids outside [0, ", options_.vocab_size, ")"));
-  at::Tensor ids = tok.to(device, at::kLong);
+  // Only the columns up to the batch's longest caption are computed: the padding after it is
+  // masked as a key everywhere, so dropping it changes no output (only the order of sums over
+  // attended keys may differ in the last bits), and most of a context is padding.
+  at::Tensor keep = tok.ne(options_.pad_token);
+  int64_t used = 1;
+  if (n > 0) {
+    at::Tensor any = keep.any(0);
+    for (int64_t j = len - 1; j >= 0; --j)
+      if (any[j].item<bool>()) {
+        used = j + 1;
+        break;
+      }
+  }
+  at::Tensor ids = tok.narrow(1, 0, used).to(device, at::kLong);
   TextContext out;
-  out.mask = ids.ne(options_.pad_token);
-  at::Tensor h = token_embedding(ids).to(dtype) + position_embedding.to(dtype).unsqueeze(0);
+  out.mask = keep.narrow(1, 0, used).to(device);
+  at::Tensor h = token_embedding(ids).to(dtype) + position_embedding.narrow(0, 0, used).to(dtype).unsqueeze(0);
   for (const auto& layer : *layers) h = layer->as<EncoderLayer>()->forward(h, out.mask);
   out.embeddings = final_layer_norm(h);
   if (text.drop.defined()) {
     if (text.drop.dim() != 1 || text.drop.size(0) != n)
       throw std::invalid_argument(lf::str("text encoder: drop has shape ", text.drop.sizes(), ", expected [", n, "]"));
     at::Tensor drop = text.drop.to(device, at::kBool);
-    out.embeddings = at::where(drop.view({n, 1, 1}), null.embeddings.to(out.embeddings.scalar_type()), out.embeddings);
-    out.mask = at::where(drop.view({n, 1}), null.mask, out.mask);
+    out.embeddings = at::where(drop.view({n, 1, 1}),
+                               null.embeddings.narrow(1, 0, used).to(out.embeddings.scalar_type()), out.embeddings);
+    out.mask = at::where(drop.view({n, 1}), null.mask.narrow(1, 0, used), out.mask);
   }
   return out;
 }

@@ -39,7 +39,8 @@ struct TextInput {
 };
 
 // The encoded captions a denoiser attends to: [N, L, D] and the key mask bool [N, L] (true: a
-// token to attend to; every row has at least one).
+// token to attend to; every row has at least one). L is the batch's longest caption in tokens
+// (the padding after it is never computed), 1 for the null condition alone.
 struct TextContext {
   at::Tensor embeddings;
   at::Tensor mask;

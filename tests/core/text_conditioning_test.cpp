@@ -109,11 +109,16 @@ TEST(TextConditioning, DroppedCaptionsAreTheLearnedNullConditionAndTrainIt) {
   TextInput in{tokens({"red square", "green bar"}), at::tensor({1, 0}, at::kLong).to(at::kBool)};
   TextContext c = enc->forward(in, 2, like);
   TextContext null = enc->forward(TextInput{}, 2, like);
-  // Row 0 is the null condition whatever its caption: the learned embedding, first token only.
-  EXPECT_TRUE(at::equal(c.embeddings[0], null.embeddings[0]));
-  EXPECT_TRUE(at::equal(c.mask[0], null.mask[0]));
-  EXPECT_EQ(null.mask[0].sum().item<int64_t>(), 1);
+  // Row 0 is the null condition whatever its caption: the learned embedding as the only attended
+  // token. Alone, the null context is that one token; in a batch it is padded to the batch's
+  // longest caption ("red square": 10 bytes + begin + end), the padding masked.
+  EXPECT_EQ(null.embeddings.size(1), 1);
+  EXPECT_EQ(c.embeddings.size(1), 12);
+  EXPECT_TRUE(at::equal(c.embeddings[0][0], null.embeddings[0][0]));
   EXPECT_TRUE(at::equal(null.embeddings[0][0], enc->null_embedding[0]));
+  EXPECT_EQ(c.mask[0].sum().item<int64_t>(), 1);
+  EXPECT_TRUE(c.mask[0][0].item<bool>());
+  EXPECT_EQ(c.embeddings[0].narrow(0, 1, 11).abs().sum().item<double>(), 0.0);
   // Row 1 is the caption: its tokens are attended up to the end token.
   EXPECT_EQ(c.mask[1].sum().item<int64_t>(), static_cast<int64_t>(std::string("green bar").size()) + 2);
   // The null embedding gets a gradient through a dropped row (it is trained, not fixed).
