@@ -39,7 +39,10 @@ class BlankSource : public lf::data::Source {
   nlohmann::json description() const override { return {{"kind", "bench-blank"}, {"n", size_}}; }
   lf::data::SourceBatch get(int64_t b, int64_t e) const override {
     check_range(b, e);
-    return {at::zeros({e - b, 1, 32, 32}), at::arange(b, e, at::kLong) % 10};
+    lf::data::SourceBatch out;
+    out.images = at::zeros({e - b, 1, 32, 32});
+    out.labels = at::arange(b, e, at::kLong) % 10;
+    return out;
   }
 };
 

@@ -3,6 +3,7 @@
 
 #include <torch/nn/modules/container/sequential.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <stdexcept>
@@ -186,12 +187,12 @@ TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at:
   // masked as a key everywhere, so dropping it changes no output (only the order of sums over
   // attended keys may differ in the last bits), and most of a context is padding.
   at::Tensor keep = tok.ne(options_.pad_token);
-  int64_t used = 1;
+  int64_t used = std::clamp<int64_t>(text.length, 1, len);
   if (n > 0) {
     at::Tensor any = keep.any(0);
     for (int64_t j = len - 1; j >= 0; --j)
       if (any[j].item<bool>()) {
-        used = j + 1;
+        used = std::max(used, j + 1);
         break;
       }
   }

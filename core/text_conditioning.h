@@ -18,7 +18,7 @@ namespace lf::core {
 
 // The text side of a denoiser. context_length 0: no text conditioning.
 struct TextOptions {
-  int64_t context_length = 0;  // tokens per caption (the tokenizer's, core/tokenizer.h)
+  int64_t context_length = 0;  // tokens per caption (the tokenizer's, core/util/tokenizer.h)
   int64_t vocab_size = 259;    // ByteTokenizer::kVocabSize
   int64_t width = 256;         // D of the encoded tokens, the context the denoiser attends to
   int64_t depth = 2;           // transformer layers of the encoder
@@ -33,9 +33,12 @@ struct TextOptions {
 // One batch's text input: tokens int [N, context_length] (pad_token after the caption), and
 // `drop` bool [N], true where the null condition replaces the caption (classifier-free
 // guidance's unconditional half, caption dropout in training). Undefined tokens: all null.
+// `length` > 0 computes at least that many token positions (a sampling job passes its longest
+// prompt, so a sample's output does not depend on the other prompts of its batch).
 struct TextInput {
   at::Tensor tokens;
   at::Tensor drop;
+  int64_t length = 0;
 };
 
 // The encoded captions a denoiser attends to: [N, L, D] and the key mask bool [N, L] (true: a

@@ -5,7 +5,7 @@
 #include <cstdio>
 #include <stdexcept>
 
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 #include "core/util/checked.h"
 #include "core/util/strings.h"
 
@@ -120,9 +120,9 @@ CacheSettings CacheSettings::from_fields(const lf::JsonFields& f, bool manifest_
     s.text.tokenizer = t.string("tokenizer", 64);
     s.text.context_length = t.integer("context_length", 3, kMaxContextLength);
     s.text.caption_bytes = t.integer("caption_bytes", 1, 4 * kMaxContextLength);
-    if (s.text.tokenizer != core::ByteTokenizer::kName)
+    if (s.text.tokenizer != lf::ByteTokenizer::kName)
       t.fail("tokenizer", lf::str("is \"", lf::excerpt(s.text.tokenizer), "\", this build knows \"",
-                                  core::ByteTokenizer::kName, "\""));
+                                  lf::ByteTokenizer::kName, "\""));
     if (s.text.caption_bytes != TextSettings::caption_bytes_for(s.text.context_length))
       t.fail("caption_bytes", lf::str("is ", s.text.caption_bytes, ", expected ",
                                       TextSettings::caption_bytes_for(s.text.context_length),

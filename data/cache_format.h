@@ -53,7 +53,7 @@ std::vector<std::string> shard_dataset_names(const CacheSettings& s);
 
 // The captions of a captioned cache: each as UTF-8 bytes in a fixed-width row of
 // `caption_bytes` (zero-padded; longer ones are cut at a character boundary), and tokenised by
-// `tokenizer` (core/tokenizer.h) to `context_length` tokens. Absent (context_length 0) for
+// `tokenizer` (core/util/tokenizer.h) to `context_length` tokens. Absent (context_length 0) for
 // uncaptioned data; a cache made from captions records them in the manifest as "text".
 struct TextSettings {
   std::string tokenizer;

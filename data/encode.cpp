@@ -18,7 +18,7 @@
 #include "core/util/json.h"
 #include "core/util/progress.h"
 #include "core/util/strings.h"
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 #include "data/shard_file.h"
 
 namespace lf::data {
@@ -47,7 +47,7 @@ CacheSettings run_settings(const Source& source, const EncodeOptions& o) {
   s.vae_sha256 = o.vae_hash;
   s.vae_config = lf::valid_utf8(o.vae_config);
   if (source.captioned()) {
-    s.text.tokenizer = core::ByteTokenizer::kName;
+    s.text.tokenizer = lf::ByteTokenizer::kName;
     s.text.context_length = o.context_length;
     s.text.caption_bytes = TextSettings::caption_bytes_for(o.context_length);
   }

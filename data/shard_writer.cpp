@@ -5,7 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 
 #include "core/util/fs.h"
 #include "core/util/strings.h"
@@ -208,8 +208,8 @@ void ShardWriter::write(const std::map<std::string, at::Tensor>& latents,
   if (text.enabled()) {
     if (static_cast<int64_t>(captions.size()) != n)
       throw std::invalid_argument(lf::str(path_, ": ", captions.size(), " captions for ", n, " rows"));
-    const core::ByteTokenizer tokenizer(text.context_length);
-    const core::ByteTokenizer::Batch tok = tokenizer.encode(captions);
+    const lf::ByteTokenizer tokenizer(text.context_length);
+    const lf::ByteTokenizer::Batch tok = tokenizer.encode(captions);
     truncated_ += tok.truncated;
     std::vector<uint8_t> bytes(static_cast<size_t>(n * text.caption_bytes), 0);
     for (int64_t r = 0; r < n; ++r) {

@@ -2,6 +2,7 @@
 #include "launch/generate.h"
 
 #include "core/keyed_rng.h"
+#include "core/util/tokenizer.h"
 #include "core/util/strings.h"
 #include "launch/mixed_precision.h"
 
@@ -21,6 +22,14 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
   auto opts = param.options().requires_grad(false);
   const int64_t num_classes = model.num_classes();
   const int64_t n = ids.size(0);
+  // Every batch computes the tokens of the job's longest prompt (padding is masked either way),
+  // so which prompts share a batch changes no bit of a sample.
+  int64_t job_length = 0;
+  if (text && n > 0) {
+    at::Tensor any = tokens.cpu().ne(lf::ByteTokenizer::kPad).any(0);
+    for (int64_t j = any.size(0) - 1; j >= 0 && job_length == 0; --j)
+      if (any[j].item<bool>()) job_length = j + 1;
+  }
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
@@ -35,11 +44,12 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
       // Classifier-free guidance over captions: the "labels" CFG doubles are the rows of this
       // batch's tokens, and the null label `len` marks the unconditional half (the learned null).
       at::Tensor tok = tokens.narrow(0, begin, len).cpu().contiguous();
-      core::ConditionalModel cond = [&model, &o, tok, len](const at::Tensor& xt, const at::Tensor& t,
-                                                            const at::Tensor& rows) {
+      core::ConditionalModel cond = [&model, &o, tok, len, job_length](const at::Tensor& xt, const at::Tensor& t,
+                                                                        const at::Tensor& rows) {
         MixedPrecision::Guard autocast(o.autocast);
         at::Tensor r = rows.cpu();
         core::TextInput in;
+        in.length = job_length;
         in.drop = r.eq(len);
         in.tokens = tok.index_select(0, r.clamp_max(len - 1));
         return model.forward(xt, t, {}, in).to(xt.scalar_type());

@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 #include "core/util/png.h"
 #include "core/util/strings.h"
 #include "launch/checkpoint.h"
@@ -21,7 +21,7 @@ std::vector<std::string> class_row_labels(const std::vector<int64_t>& classes, c
 }
 
 at::Tensor prompt_tokens(const std::vector<std::string>& prompts, int64_t context_length) {
-  return core::ByteTokenizer(context_length).encode(prompts).tokens;
+  return lf::ByteTokenizer(context_length).encode(prompts).tokens;
 }
 
 std::string write_training_grid(core::DenoiserModule& model, const LDMObjective& objective, Autoencoder& autoencoder,

@@ -366,7 +366,7 @@ TEST(DiT, ValidateNamesEveryBadField) {
   o = DiTOptions();
   o.num_classes = -2;
   expect_error(o, {"model.num_classes = -2 (must be >= 0; 0 means unconditional)"});
-  ExpectThrowContains<std::invalid_argument>([] { DiT bad(DiTOptions{0}); }, {"model.in_channels = 0"});
+  ExpectThrowContains<std::invalid_argument>([] { DiTOptions o; o.in_channels = 0; DiT bad(o); }, {"model.in_channels = 0"});
 }
 
 }  // namespace

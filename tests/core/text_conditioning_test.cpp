@@ -11,7 +11,7 @@
 #include "core/dit.h"
 #include "core/state_dict.h"
 #include "core/text_conditioning.h"
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 #include "core/unet.h"
 #include "tests/core/models_test_support.h"
 

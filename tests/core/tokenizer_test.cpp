@@ -1,6 +1,6 @@
 // The byte tokenizer: captions frame as begin, UTF-8 bytes, end, padding; long ones are cut at a
 // character boundary and counted; decoding gives the caption back.
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 
 #include <gtest/gtest.h>
 

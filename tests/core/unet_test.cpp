@@ -174,7 +174,7 @@ TEST(UNet, ValidateNamesEveryBadField) {
   o.attention_ds = {3, 8, 0};
   expect_error(o, {"model.attention_ds contains 3 (allowed: powers of two from 1 to 4 for 3 levels)",
                    "contains 8", "contains 0"});
-  ExpectThrowContains<std::invalid_argument>([] { UNet bad(UNetOptions{0}); }, {"model.in_channels = 0"});
+  ExpectThrowContains<std::invalid_argument>([] { UNetOptions o; o.in_channels = 0; UNet bad(o); }, {"model.in_channels = 0"});
 }
 
 TEST(UNet, DropoutTakesMasksFromTheCallerOnly) {

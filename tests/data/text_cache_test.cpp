@@ -6,7 +6,7 @@
 
 #include <fstream>
 
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 #include "data/latent_cache.h"
 #include "data/latent_loader.h"
 #include "data/shard_file.h"
@@ -58,8 +58,8 @@ TEST(TextCache, CaptionsAndTokensReachTheShardsTheLoaderAndTheManifest) {
   o.context_length = kCtx;
   encode_shards(src, fake_encoder(), o, 0, 1);
   Manifest m = finalize_cache(o.cache_dir, o);
-  const core::ByteTokenizer tok(kCtx);
-  const core::ByteTokenizer::Batch want = tok.encode(caps);
+  const lf::ByteTokenizer tok(kCtx);
+  const lf::ByteTokenizer::Batch want = tok.encode(caps);
   EXPECT_EQ(m.settings.text.tokenizer, "bytes-v1");
   EXPECT_EQ(m.settings.text.context_length, kCtx);
   EXPECT_EQ(m.captions_truncated, want.truncated);

@@ -51,8 +51,11 @@ TEST(Docs, HelpListsEveryKeyTheSubcommandReads) {
     const std::string help = subcommand_help(s);
     for (const auto& key : view.keys()) EXPECT_NE(help.find("    " + key + " = "), std::string::npos) << s.name << ": " << key;
     // And nothing else: a key listed is a key read.
-    for (const auto& key : registry.keys())
-      if (!view.declares(key)) EXPECT_EQ(help.find("    " + key + " = "), std::string::npos) << s.name << ": " << key;
+    for (const auto& key : registry.keys()) {
+      if (!view.declares(key)) {
+        EXPECT_EQ(help.find("    " + key + " = "), std::string::npos) << s.name << ": " << key;
+      }
+    }
   }
 }
 

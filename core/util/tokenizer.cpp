@@ -1,11 +1,11 @@
 // The byte-level tokenizer (see tokenizer.h).
-#include "core/tokenizer.h"
+#include "core/util/tokenizer.h"
 
 #include <stdexcept>
 
 #include "core/util/strings.h"
 
-namespace lf::core {
+namespace lf {
 
 ByteTokenizer::ByteTokenizer(int64_t context_length) : context_length_(context_length) {
   if (context_length < 3)
@@ -46,4 +46,4 @@ std::string ByteTokenizer::decode(const std::vector<int32_t>& tokens) {
   return s;
 }
 
-}  // namespace lf::core
+}  // namespace lf

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-namespace lf::core {
+namespace lf {
 
 class ByteTokenizer {
  public:
@@ -43,4 +43,4 @@ class ByteTokenizer {
   int64_t context_length_;
 };
 
-}  // namespace lf::core
+}  // namespace lf
