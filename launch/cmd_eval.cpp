@@ -321,6 +321,16 @@ int run_eval(const Invocation& inv) {
         metrics["prompt_category_accuracy"] = static_cast<double>(gen_m.correct) / static_cast<double>(matched);
         metrics["prompt_category_macro_accuracy"] = gen_m.macro_accuracy();
         metrics["prompt_vs_classifier_macro"] = gen_m.macro_accuracy() / std::max(1e-12, test_m.macro_accuracy());
+        // Per category, which prompts land and which do not: {name: [samples, accuracy, the classifier's]}.
+        nlohmann::json per = nlohmann::json::object();
+        for (int64_t k = 0; k < test->num_classes(); ++k) {
+          const double c = gen_m.class_count[k].item<double>(), t = test_m.class_count[k].item<double>();
+          if (c > 0)
+            per[test->label_names()[static_cast<size_t>(k)]] = {
+                static_cast<int64_t>(c), gen_m.class_correct[k].item<double>() / c,
+                t > 0 ? test_m.class_correct[k].item<double>() / t : 0.0};
+        }
+        metrics["prompt_category_per_class"] = per;
       }
     }
     if (rt.is_root())

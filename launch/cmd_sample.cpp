@@ -16,6 +16,7 @@
 #include "core/util/json.h"
 #include "core/util/png.h"
 #include "core/util/progress.h"
+#include "core/util/tokenizer.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
 #include "distributed/rank_context.h"
@@ -100,7 +101,11 @@ Conditions job_conditions(const core::DenoiserModule& model, const SampleConfig&
   if (c.prompts.empty())
     throw UsageError("this checkpoint's model is conditioned on captions: give sample.prompt or sample.prompt_file");
   for (int64_t k = 0; k < static_cast<int64_t>(c.prompts.size()); ++k) c.classes.push_back(k);
-  c.prompt_tokens = prompt_tokens(c.prompts, model.context_length());
+  const ByteTokenizer::Batch tokens = ByteTokenizer(model.context_length()).encode(c.prompts);
+  c.prompt_tokens = tokens.tokens;
+  if (tokens.truncated > 0)
+    LOG(WARNING) << tokens.truncated << " of " << c.prompts.size() << " prompt(s) are longer than the model's "
+                 << model.context_length() << " tokens (UTF-8 bytes + 2) and are cut, as training cut its captions";
   return c;
 }
 

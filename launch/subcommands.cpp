@@ -58,17 +58,20 @@ const std::vector<Subcommand>& subcommands() {
        "[--config FILE] [--sample.checkpoint=PATH] [--section.key=VALUE ...]",
        "Samples sample.num images with DDIM or DDPM and classifier-free guidance from a checkpoint (EMA\n"
        "weights by default), decodes them with the VAE the checkpoint records, writes grid.png (one row\n"
-       "per class) and samples.h5. Sample i's noise is keyed by (sample.seed, i): any number of ranks and\n"
+       "per class, or per prompt for a text model: sample.prompt, sample.prompt_file) and samples.h5.\n"
+       "Sample i's noise is keyed by (sample.seed, i): any number of ranks and\n"
        "any sample.batch_size give the same images. Runs on sample.device, in resumable chunks of\n"
        "sample.chunk_size (a re-run of a killed job samples only the missing ones); rank 0 merges them.",
        {},
        {"sample", "train.run_dir", "vae.weights", "dist"},
        run_sample},
-      {"eval", "measure a VAE (PSNR, SSIM) and samples (FD against the test split, class accuracy)",
+      {"eval", "measure a VAE (PSNR, SSIM) and samples (FD against the test split, class or prompt accuracy)",
        "[--config FILE] [--eval.samples=samples.h5] [--section.key=VALUE ...]",
        "Reports the VAE's PSNR/SSIM on the test split and, for samples.h5, the Fréchet distance of the\n"
        "classifier's features against the test split, with its floor (as many real training\n"
-       "images), and the class accuracy of class-conditional samples; writes metrics.json. Runs on\n"
+       "images), the class accuracy of class-conditional samples and, for a text model's samples, the\n"
+       "category accuracy of each prompt's samples (the label the prompt has as a caption of the test\n"
+       "split), macro-averaged beside the classifier's and the majority baseline; writes metrics.json. Runs on\n"
        "eval.device and on any number of ranks (the same metrics as one process).",
        {},
        {"data", "vae.kind", "vae.weights", "eval", "sample.checkpoint", "sample.out_dir", "train.run_dir", "dist"},

@@ -147,6 +147,9 @@ assert abs(m["majority_baseline_macro_accuracy"] - 1 / 3) < 1e-12, m
 for k in ["prompt_category_accuracy", "prompt_category_macro_accuracy", "classifier_test_macro_accuracy"]:
     assert 0 <= m[k] <= 1, (k, m[k])
 assert "class_accuracy" not in m, "samples of prompts have no class labels"
+per = m["prompt_category_per_class"]
+assert set(per) == {"square", "disc", "bar"} and sum(v[0] for v in per.values()) == 7, per
+assert abs(sum(v[1] for v in per.values()) / 3 - m["prompt_category_macro_accuracy"]) < 1e-12, per
 print(f"  prompt category accuracy {m['prompt_category_macro_accuracy']:.2f} (macro), "
       f"classifier {m['classifier_test_macro_accuracy']:.2f}")
 EOF
