@@ -110,7 +110,10 @@ SourceBatch InMemorySource::get(int64_t begin, int64_t end) const {
   check_range(begin, end);
   at::Tensor im = images_.narrow(0, begin, end - begin);
   im = im.scalar_type() == at::kByte ? to_unit_range(im) : im.clone();
-  return {im, labels_.narrow(0, begin, end - begin).clone()};
+  SourceBatch out;
+  out.images = im;
+  out.labels = labels_.narrow(0, begin, end - begin).clone();
+  return out;
 }
 
 }  // namespace lf::data

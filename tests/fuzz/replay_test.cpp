@@ -41,7 +41,9 @@ TEST_P(Replay, EveryCorpusInputIsReadOrRefusedByName) {
         run_checked(t, reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &refusal);
     EXPECT_EQ(problem, "") << p;
     // Seeds (tests/fuzz/make_seeds.py) are valid inputs: they must still be read.
-    if (p.filename().string().rfind("seed-", 0) == 0) EXPECT_EQ(refusal, "") << p;
+    if (p.filename().string().rfind("seed-", 0) == 0) {
+      EXPECT_EQ(refusal, "") << p;
+    }
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   RecordProperty("inputs", static_cast<int>(inputs.size()));
