@@ -59,6 +59,12 @@ void TextOptions::validate(std::vector<std::string>& errors) const {
     errors.push_back(lf::str("model.text_width = ", width, " is not a positive multiple of model.text_heads = ", heads));
 }
 
+int64_t used_length(const at::Tensor& tokens, int64_t pad_token) {
+  if (tokens.numel() == 0) return 0;
+  const at::Tensor cols = tokens.ne(pad_token).any(0).nonzero();
+  return cols.numel() == 0 ? 0 : cols.max().item<int64_t>() + 1;
+}
+
 at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& key_mask) {
   const int64_t n = q.size(0), lk = k.size(2);
@@ -187,15 +193,7 @@ TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at:
   // masked as a key everywhere, so dropping it changes no output (only the order of sums over
   // attended keys may differ in the last bits), and most of a context is padding.
   at::Tensor keep = tok.ne(options_.pad_token);
-  int64_t used = std::clamp<int64_t>(text.length, 1, len);
-  if (n > 0) {
-    at::Tensor any = keep.any(0);
-    for (int64_t j = len - 1; j >= 0; --j)
-      if (any[j].item<bool>()) {
-        used = std::max(used, j + 1);
-        break;
-      }
-  }
+  const int64_t used = std::max(std::clamp<int64_t>(text.length, 1, len), used_length(tok, options_.pad_token));
   at::Tensor ids = tok.narrow(1, 0, used).to(device, at::kLong);
   TextContext out;
   out.mask = keep.narrow(1, 0, used).to(device);

@@ -49,6 +49,10 @@ struct TextContext {
   at::Tensor mask;
 };
 
+// The number of leading token positions that hold a non-padding token in any row of tokens
+// [N, L] (0 when every row is padding): the context length a batch needs computed.
+int64_t used_length(const at::Tensor& tokens, int64_t pad_token);
+
 // softmax(q k^T / sqrt(d) with masked keys at -inf) v for q [N, H, Lq, d], k and v [N, H, Lk, d]
 // and key_mask bool [N, Lk] (undefined: every key). LibTorch 2.x runs the fused
 // at::scaled_dot_product_attention; 1.x the two batched GEMMs.

@@ -24,12 +24,7 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
   const int64_t n = ids.size(0);
   // Every batch computes the tokens of the job's longest prompt (padding is masked either way),
   // so which prompts share a batch changes no bit of a sample.
-  int64_t job_length = 0;
-  if (text && n > 0) {
-    at::Tensor any = tokens.cpu().ne(lf::ByteTokenizer::kPad).any(0);
-    for (int64_t j = any.size(0) - 1; j >= 0 && job_length == 0; --j)
-      if (any[j].item<bool>()) job_length = j + 1;
-  }
+  const int64_t job_length = text ? core::used_length(tokens.cpu(), lf::ByteTokenizer::kPad) : 0;
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
