@@ -52,6 +52,9 @@ class DenoiserModule : public torch::nn::Module {
   virtual int64_t num_classes() const = 0;
   // Tokens per caption of a text-conditioned model; 0 without text conditioning.
   virtual int64_t context_length() const = 0;
+  // A text model of external caption embeddings: their size D (it reads TextInput::embeddings
+  // [N, context_length(), D] and mask); 0 for the joint encoder (it reads tokens).
+  virtual int64_t text_embedding_dim() const = 0;
   // H and W of the input must be positive multiples of this.
   virtual int64_t size_multiple() const = 0;
 

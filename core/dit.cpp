@@ -65,9 +65,10 @@ int64_t DiTOptions::num_parameters() const {
   // A text model: each block's cross-attention (q, out on D; k, v from the text width) and the encoder.
   const int64_t tw = text.width;
   const int64_t cross = text.enabled() ? 2 * d * d + 2 * tw * d + d : 0;
-  const int64_t encoder = text.enabled() ? text.vocab_size * tw + text.context_length * tw + tw +
-                                               text.depth * (4 * tw + 4 * tw * tw + tw + 8 * tw * tw + 5 * tw) + 2 * tw
-                                         : 0;
+  const int64_t encoder = !text.enabled()   ? 0
+                          : text.external() ? text.embedding_dim * tw + tw + tw * tw + tw  // the projection
+                                            : text.vocab_size * tw + text.context_length * tw + tw +
+                                                  text.depth * (4 * tw + 4 * tw * tw + tw + 8 * tw * tw + 5 * tw) + 2 * tw;
   return (d * in_channels * p2 + d) + (DiTImpl::kFrequencyDim * d + d) + (d * d + d) +
          (num_classes > 0 ? (num_classes + 1) * d : 0) + depth * (block + cross) +
          (p2 * out_channels * d + p2 * out_channels) + (2 * d * d + 2 * d) + encoder;
@@ -285,7 +286,7 @@ at::Tensor DiTImpl::embed(const at::Tensor& x) {
 
 at::Tensor DiTImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, const TextInput& text) {
   check_inputs(x, t, y);
-  if (!text_encoder && (text.tokens.defined() || text.drop.defined()))
+  if (!text_encoder && (text.defined() || text.drop.defined()))
     throw std::invalid_argument("DiT: text input given to a model without text conditioning (model.context_length = 0)");
   const int64_t p = options_.patch_size, rows = x.size(2) / p, cols = x.size(3) / p;
   const at::Tensor c_act = conditioning(x, t, y);

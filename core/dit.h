@@ -113,6 +113,7 @@ class DiTImpl : public DenoiserModule {
 
   DenoiserKind kind() const override { return DenoiserKind::kDiT; }
   int64_t context_length() const override { return options_.text.context_length; }
+  int64_t text_embedding_dim() const override { return options_.text.embedding_dim; }
   int64_t in_channels() const override { return options_.in_channels; }
   int64_t out_channels() const override { return options_.out_channels; }
   int64_t num_classes() const override { return options_.num_classes; }

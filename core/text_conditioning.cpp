@@ -54,15 +54,39 @@ void TextOptions::validate(std::vector<std::string>& errors) const {
     errors.push_back(lf::str("model.context_length = ", context_length, " (must be 3..4096, or 0 for no text)"));
   if (vocab_size < 1 || pad_token < 0 || pad_token >= vocab_size)
     errors.push_back(lf::str("text vocabulary of ", vocab_size, " tokens with padding token ", pad_token));
+  if (embedding_dim < 0 || embedding_dim > 65536)
+    errors.push_back(lf::str("text embedding size ", embedding_dim, " (must be 1..65536, or 0 for the joint encoder)"));
+  if (external()) {
+    if (width < 1) errors.push_back(lf::str("model.text_width = ", width, " (must be >= 1)"));
+    return;
+  }
   if (depth < 1) errors.push_back(lf::str("model.text_depth = ", depth, " (must be >= 1)"));
   if (heads < 1 || width < 1 || width % heads != 0)
     errors.push_back(lf::str("model.text_width = ", width, " is not a positive multiple of model.text_heads = ", heads));
 }
 
-int64_t used_length(const at::Tensor& tokens, int64_t pad_token) {
-  if (tokens.numel() == 0) return 0;
-  const at::Tensor cols = tokens.ne(pad_token).any(0).nonzero();
+namespace {
+// The last column + 1 of a [N, L] boolean that is true in any row (0 when none).
+int64_t used_columns(const at::Tensor& present) {
+  if (present.numel() == 0) return 0;
+  const at::Tensor cols = present.any(0).nonzero();
   return cols.numel() == 0 ? 0 : cols.max().item<int64_t>() + 1;
+}
+}  // namespace
+
+int64_t used_length(const at::Tensor& tokens, int64_t pad_token) { return used_columns(tokens.ne(pad_token)); }
+
+TextInput TextInput::rows(const at::Tensor& r) const {
+  TextInput out = *this;
+  if (tokens.defined()) out.tokens = tokens.index_select(0, r.to(tokens.device()));
+  if (embeddings.defined()) out.embeddings = embeddings.index_select(0, r.to(embeddings.device()));
+  if (mask.defined()) out.mask = mask.index_select(0, r.to(mask.device()));
+  return out;
+}
+
+int64_t TextInput::used(int64_t pad_token) const {
+  if (tokens.defined()) return used_length(tokens, pad_token);
+  return mask.defined() ? used_columns(mask.ne(0)) : 0;
 }
 
 at::Tensor masked_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -155,6 +179,12 @@ TextEncoderImpl::TextEncoderImpl(TextOptions options) : options_(options) {
   if (!errors.empty()) throw std::invalid_argument("invalid text encoder options: " + lf::join(errors, "; "));
   using namespace torch::nn;
   const int64_t d = options_.width;
+  if (options_.external()) {
+    auto proj = named_group(*this, "caption_projection");
+    linear_1 = proj->register_module("linear_1", Linear(options_.embedding_dim, d));
+    linear_2 = proj->register_module("linear_2", Linear(d, d));
+    return;
+  }
   token_embedding = register_module("token_embedding", Embedding(options_.vocab_size, d));
   position_embedding = register_parameter("position_embedding", at::empty({options_.context_length, d}));
   null_embedding = register_parameter("null_embedding", at::empty({1, d}));
@@ -170,9 +200,12 @@ TextEncoderImpl::TextEncoderImpl(TextOptions options) : options_(options) {
 }
 
 TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at::Tensor& like) {
+  if (options_.external()) return forward_external(text, n, like);
   const int64_t len = options_.context_length, d = options_.width;
   const auto dtype = like.scalar_type();
   const at::Device device = like.device();
+  if (text.embeddings.defined())
+    throw std::invalid_argument("text encoder: caption embeddings given to the joint encoder (it reads tokens)");
   // The null condition: the learned embedding as the only attended token.
   TextContext null;
   null.embeddings = at::cat({null_embedding.to(dtype).view({1, 1, d}).expand({n, 1, d}),
@@ -207,6 +240,47 @@ TextContext TextEncoderImpl::forward(const TextInput& text, int64_t n, const at:
     out.embeddings = at::where(drop.view({n, 1, 1}),
                                null.embeddings.narrow(1, 0, used).to(out.embeddings.scalar_type()), out.embeddings);
     out.mask = at::where(drop.view({n, 1}), null.mask.narrow(1, 0, used), out.mask);
+  }
+  return out;
+}
+
+TextContext TextEncoderImpl::forward_external(const TextInput& text, int64_t n, const at::Tensor& like) {
+  const int64_t len = options_.context_length, dim = options_.embedding_dim;
+  const auto dtype = like.scalar_type();
+  const at::Device device = like.device();
+  auto project = [&](const at::Tensor& e) { return linear_2(at::gelu(linear_1(e), "tanh")); };
+  at::Tensor null_mask = at::zeros({n, 1}, at::TensorOptions().dtype(at::kBool).device(device));
+  null_mask.fill_(true);
+  if (text.tokens.defined())
+    throw std::invalid_argument("text encoder: tokens given to a model of external caption embeddings");
+  if (!text.embeddings.defined())
+    return {project(at::zeros({n, 1, dim}, like.options())), null_mask};
+  const at::Tensor& e = text.embeddings;
+  if (e.dim() != 3 || e.size(0) != n || e.size(1) != len || e.size(2) != dim || !at::isFloatingType(e.scalar_type()))
+    throw std::invalid_argument(lf::str("text encoder: caption embeddings have shape ", e.sizes(), " and dtype ",
+                                        e.scalar_type(), ", expected floats [", n, ", ", len, ", ", dim, "]"));
+  if (!text.mask.defined() || text.mask.dim() != 2 || text.mask.size(0) != n || text.mask.size(1) != len)
+    throw std::invalid_argument(lf::str("text encoder: caption embeddings need a mask [", n, ", ", len, "]"));
+  at::Tensor present = text.mask.ne(0);
+  // Every kept row must attend to something (a dropped row attends to the null token).
+  at::Tensor empty = present.any(1).logical_not();
+  if (text.drop.defined()) empty = empty.logical_and(text.drop.to(empty.device(), at::kBool).logical_not());
+  if (n > 0 && empty.any().item<bool>())
+    throw std::invalid_argument("text encoder: a caption's embedding mask has no token set");
+  const int64_t used = std::max(std::clamp<int64_t>(text.length, 1, len), text.used(0));
+  TextContext out;
+  out.mask = present.narrow(1, 0, used).to(device);
+  out.embeddings = project(e.narrow(1, 0, used).to(device, dtype));
+  if (text.drop.defined()) {
+    if (text.drop.dim() != 1 || text.drop.size(0) != n)
+      throw std::invalid_argument(lf::str("text encoder: drop has shape ", text.drop.sizes(), ", expected [", n, "]"));
+    at::Tensor drop = text.drop.to(device, at::kBool);
+    // The null: the projection of one zero embedding in the first position, the rest masked.
+    at::Tensor first = at::zeros({n, used}, null_mask.options());
+    first.select(1, 0).fill_(true);
+    at::Tensor null = project(at::zeros({1, 1, dim}, like.options())).expand({n, used, options_.width});
+    out.embeddings = at::where(drop.view({n, 1, 1}), null.to(out.embeddings.scalar_type()), out.embeddings);
+    out.mask = at::where(drop.view({n, 1}), first, out.mask);
   }
   return out;
 }

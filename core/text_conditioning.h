@@ -24,21 +24,36 @@ struct TextOptions {
   int64_t depth = 2;           // transformer layers of the encoder
   int64_t heads = 4;           // attention heads of the encoder (divide width)
   int64_t pad_token = 258;     // ByteTokenizer::kPad: masked as a key everywhere
+  // > 0: the captions come as embeddings of this size computed elsewhere (a frozen CLIP or T5,
+  // cached by encode), [N, context_length, embedding_dim] with a mask; the encoder is then only
+  // a projection to `width`, and vocab_size, depth and heads are unused.
+  int64_t embedding_dim = 0;
 
   bool enabled() const { return context_length > 0; }
+  bool external() const { return embedding_dim > 0; }
   // Appends "model.<key> = value (must ...)" for every bad field to `errors`.
   void validate(std::vector<std::string>& errors) const;
 };
 
-// One batch's text input: tokens int [N, context_length] (pad_token after the caption), and
-// `drop` bool [N], true where the null condition replaces the caption (classifier-free
-// guidance's unconditional half, caption dropout in training). Undefined tokens: all null.
-// `length` > 0 computes at least that many token positions (a sampling job passes its longest
-// prompt, so a sample's output does not depend on the other prompts of its batch).
+// One batch's text input: tokens int [N, context_length] (pad_token after the caption) for the
+// joint encoder, or for external embeddings `embeddings` float [N, context_length,
+// embedding_dim] with `mask` [N, context_length] (bool or integer, non-zero: a token; every row
+// has one); and `drop` bool [N], true where the null condition replaces the caption
+// (classifier-free guidance's unconditional half, caption dropout in training). Neither tokens
+// nor embeddings: all null. `length` > 0 computes at least that many token positions (a
+// sampling job passes its longest prompt, so a sample's output does not depend on the other
+// prompts of its batch).
 struct TextInput {
   at::Tensor tokens;
   at::Tensor drop;
   int64_t length = 0;
+  at::Tensor embeddings, mask;
+  bool defined() const { return tokens.defined() || embeddings.defined(); }
+  // Rows `rows` (int64 [M]) of the tokens or embeddings and mask; drop and length are kept.
+  TextInput rows(const at::Tensor& rows) const;
+  // The number of leading positions that hold a token in any row (0 when none): the context
+  // length a batch needs computed. `pad_token` marks padding among tokens.
+  int64_t used(int64_t pad_token) const;
 };
 
 // The encoded captions a denoiser attends to: [N, L, D] and the key mask bool [N, L] (true: a
@@ -106,6 +121,11 @@ TORCH_MODULE(SpatialTransformer);
 // attended token (the rest masked). Names: token_embedding, position_embedding,
 // layers.i.{layer_norm1, self_attn, layer_norm2, mlp.fc1, mlp.fc2}, final_layer_norm,
 // null_embedding.
+// With external embeddings (options.external()) it is PixArt's caption projection instead:
+// caption_projection.linear_1 (embedding_dim -> width), tanh-GELU, caption_projection.linear_2
+// (width -> width), applied per token. The null condition is fixed, not learned: one all-zero
+// embedding as the only attended token (so the projection of zeros, its biases), the choice
+// of PixArt and of the "zeros" option of diffusers' pipelines for cached embeddings.
 class TextEncoderImpl : public torch::nn::Module {
  public:
   explicit TextEncoderImpl(TextOptions options);
@@ -118,8 +138,10 @@ class TextEncoderImpl : public torch::nn::Module {
   at::Tensor position_embedding, null_embedding;
   torch::nn::ModuleList layers{nullptr};
   torch::nn::LayerNorm final_layer_norm{nullptr};
+  torch::nn::Linear linear_1{nullptr}, linear_2{nullptr};  // external embeddings' projection
 
  private:
+  TextContext forward_external(const TextInput& text, int64_t n, const at::Tensor& like);
   TextOptions options_;
 };
 TORCH_MODULE(TextEncoder);

@@ -207,7 +207,7 @@ void UNetImpl::check_inputs(const at::Tensor& x, const at::Tensor& t, const at::
 
 at::Tensor UNetImpl::forward(const at::Tensor& x, const at::Tensor& t, const at::Tensor& y, const TextInput& text) {
   check_inputs(x, t, y);
-  if (!text_encoder && (text.tokens.defined() || text.drop.defined()))
+  if (!text_encoder && (text.defined() || text.drop.defined()))
     throw std::invalid_argument("UNet: text input given to a model without text conditioning (model.context_length = 0)");
   TextContext context;
   if (text_encoder) context = text_encoder->forward(text, x.size(0), x);

@@ -100,6 +100,7 @@ class UNetImpl : public DenoiserModule {
   int64_t out_channels() const override { return options_.out_channels; }
   int64_t num_classes() const override { return options_.num_classes; }
   int64_t context_length() const override { return options_.text.context_length; }
+  int64_t text_embedding_dim() const override { return options_.text.embedding_dim; }
   int64_t size_multiple() const override { return options_.size_multiple(); }
   double dropout() const override { return options_.dropout; }
   // Sets (or clears, with nullptr) the dropout mask source; required in training when

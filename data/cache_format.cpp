@@ -49,6 +49,8 @@ std::vector<std::string> shard_dataset_names(const CacheSettings& s) {
   out.push_back("index");
   if (s.text.enabled())
     for (const char* n : {"caption", "tokens", "text_truncated"}) out.push_back(n);
+  if (s.text.external())
+    for (const char* n : {"text_embedding", "text_mask"}) out.push_back(n);
   for (const char* n : {"stats_count", "stats_sum", "stats_sumsq", "stats_overall"})
     out.push_back(n);
   return out;
@@ -70,9 +72,12 @@ nlohmann::json CacheSettings::to_json() const {
 }
 
 nlohmann::json CacheSettings::text_json() const {
-  return {{"tokenizer", text.tokenizer},
-          {"context_length", text.context_length},
-          {"caption_bytes", text.caption_bytes}};
+  nlohmann::json j = {{"tokenizer", text.tokenizer},
+                      {"context_length", text.context_length},
+                      {"caption_bytes", text.caption_bytes}};
+  if (text.external())
+    j["embedding"] = {{"length", text.embedding_length}, {"dim", text.embedding_dim}, {"sha256", text.embedding_sha256}};
+  return j;
 }
 
 CacheSettings CacheSettings::from_json(const nlohmann::json& j, const std::string& where) {
@@ -127,6 +132,15 @@ CacheSettings CacheSettings::from_fields(const lf::JsonFields& f, bool manifest_
       t.fail("caption_bytes", lf::str("is ", s.text.caption_bytes, ", expected ",
                                       TextSettings::caption_bytes_for(s.text.context_length),
                                       " for context_length ", s.text.context_length));
+    if (t.has("embedding")) {
+      const lf::JsonFields e = t.object("embedding");
+      s.text.embedding_length = e.integer("length", 1, kMaxContextLength);
+      s.text.embedding_dim = e.integer("dim", 1, 65536);
+      s.text.embedding_sha256 = e.string("sha256", 128);
+      if (s.text.embedding_length * s.text.embedding_dim > kMaxLatentElements)
+        e.fail("dim", lf::str("is ", s.text.embedding_dim, ": ", s.text.embedding_length, " x ", s.text.embedding_dim,
+                              " values per caption, more than ", kMaxLatentElements));
+    }
   }
   if (manifest_layout) {
     const lf::JsonFields vae = f.object("vae");

@@ -47,19 +47,27 @@ int64_t num_shards(int64_t num_samples, int64_t shard_size);
 std::vector<std::string> latent_dataset_names(StoreKind store, bool flip);
 struct CacheSettings;
 // Every dataset of a shard, in checksum order: the latent ones, labels, index, for a captioned
-// cache the text ones (caption, tokens, text_truncated), then the statistics (stats_count,
-// stats_sum, stats_sumsq, stats_overall).
+// cache the text ones (caption, tokens, text_truncated, and with external embeddings
+// text_embedding, text_mask), then the statistics (stats_count, stats_sum, stats_sumsq,
+// stats_overall).
 std::vector<std::string> shard_dataset_names(const CacheSettings& s);
 
 // The captions of a captioned cache: each as UTF-8 bytes in a fixed-width row of
 // `caption_bytes` (zero-padded; longer ones are cut at a character boundary), and tokenised by
 // `tokenizer` (core/util/tokenizer.h) to `context_length` tokens. Absent (context_length 0) for
 // uncaptioned data; a cache made from captions records them in the manifest as "text".
+// A cache may also hold each caption's embedding computed elsewhere (encode's
+// data.text_embeddings, data/text_embeddings.h): `embedding_length` x `embedding_dim` values
+// (f16) and a mask of `embedding_length` bytes per row, from the file whose SHA-256 is
+// `embedding_sha256`.
 struct TextSettings {
   std::string tokenizer;
   int64_t context_length = 0;
   int64_t caption_bytes = 0;
+  int64_t embedding_length = 0, embedding_dim = 0;
+  std::string embedding_sha256;
   bool enabled() const { return context_length > 0; }
+  bool external() const { return embedding_dim > 0; }
   // Bytes per caption row for a context length: room for every byte the tokens can hold and
   // then some, so an over-long caption is still visible in full to `inspect` and eval.
   static int64_t caption_bytes_for(int64_t context_length);

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
+#include <unordered_map>
 
 #include "core/util/checked.h"
 #include "core/util/crash_point.h"
@@ -20,6 +21,7 @@
 #include "core/util/strings.h"
 #include "core/util/tokenizer.h"
 #include "data/shard_file.h"
+#include "data/text_embeddings.h"
 
 namespace lf::data {
 
@@ -102,9 +104,43 @@ bool existing_shard_ok(const std::string& path, const CacheSettings& wanted,
   return false;
 }
 
+// Caption embeddings computed elsewhere (EncodeOptions::text_embeddings): the file and the row
+// of each sample.
+struct ExternalText {
+  std::unique_ptr<TextEmbeddingFile> file;
+  std::vector<int64_t> rows;  // per global sample index
+};
+
+// Opens options.text_embeddings and finds every image of the source in it by file name.
+ExternalText open_external_text(const Source& source, const EncodeOptions& o) {
+  ExternalText x;
+  if (o.text_embeddings.empty()) return x;
+  if (!source.captioned())
+    throw std::invalid_argument(lf::str("data.text_embeddings = ", o.text_embeddings,
+                                        " but the data set has no captions; it needs an image folder with a "
+                                        "metadata.jsonl (the embeddings are of its captions)"));
+  x.file = std::make_unique<TextEmbeddingFile>(o.text_embeddings, "file_name");
+  // Matched as normalised relative paths ("./a/b.png" and "a//b.png" name a/b.png).
+  std::unordered_map<std::string, int64_t> row_of;
+  for (size_t r = 0; r < x.file->keys().size(); ++r)
+    row_of.emplace(fs::path(x.file->keys()[r]).lexically_normal().string(), static_cast<int64_t>(r));
+  const std::vector<std::string> names = source.item_names();
+  std::vector<std::string> missing;
+  for (const std::string& n : names) {
+    auto it = row_of.find(n);
+    x.rows.push_back(it == row_of.end() ? -1 : it->second);
+    if (x.rows.back() < 0) missing.push_back(n);
+  }
+  if (!missing.empty())
+    throw std::invalid_argument(lf::str(o.text_embeddings, ": no embedding for ", missing.size(), " of the ",
+                                        names.size(), " images (dataset 'file_name' holds paths as in the folder's "
+                                        "metadata.jsonl), e.g. '", lf::excerpt(missing[0]), "'"));
+  return x;
+}
+
 // Writes shard `i` of the cache to its final path; returns its sample count.
 int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const EncodeOptions& o,
-                         CacheSettings settings, int64_t i, Progress* progress) {
+                         CacheSettings settings, int64_t i, Progress* progress, ExternalText& external) {
   const std::string path = (fs::path(o.cache_dir) / shard_file_name(i)).string();
   const int64_t begin = i * o.shard_size;
   const int64_t count = std::min(o.shard_size, source.size() - begin);
@@ -116,6 +152,7 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
     int64_t b = 0, e = 0;
     at::Tensor labels, indices;
     std::vector<std::string> captions;
+    at::Tensor text_embedding, text_mask;
     std::vector<std::pair<bool, EncodedBatch>> encoded;  // (flipped, result)
   };
   auto write_pending = [&](Pending& p) {
@@ -144,7 +181,7 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
       settings.latent_shape = {first.size(1), first.size(2), first.size(3)};
       writer = std::make_unique<ShardWriter>(tmp, settings, i, begin, count);
     }
-    writer->write(latents, p.labels, p.indices, p.captions);
+    writer->write(latents, p.labels, p.indices, p.captions, p.text_embedding, p.text_mask);
     if (progress) progress->add(p.e - p.b);
   };
   try {
@@ -156,6 +193,9 @@ int64_t encode_one_shard(const Source& source, const EncodeFn& encode, const Enc
       SourceBatch sb = source.get(b, current.e);
       current.labels = sb.labels;
       current.captions = std::move(sb.captions);
+      if (external.file)
+        external.file->read(std::vector<int64_t>(external.rows.begin() + b, external.rows.begin() + current.e),
+                            &current.text_embedding, &current.text_mask);
       current.indices = at::arange(b, current.e, at::kLong);
       current.encoded.emplace_back(false, encode(sb.images, current.indices, false));
       // Horizontal flip = reversing the width axis of NCHW.
@@ -238,8 +278,14 @@ EncodeReport encode_shards(const Source& source, const EncodeFn& encode,
   if (source.captioned() && options.context_length == 0)
     throw std::invalid_argument("the data set is captioned (metadata.jsonl) but no context length is set; set "
                                 "model.context_length (tokens per caption)");
+  ExternalText external = open_external_text(source, options);
   fs::create_directories(options.cache_dir);
-  const CacheSettings settings = run_settings(source, options);
+  CacheSettings settings = run_settings(source, options);
+  if (external.file) {
+    settings.text.embedding_length = external.file->length();
+    settings.text.embedding_dim = external.file->dim();
+    settings.text.embedding_sha256 = external.file->sha256();
+  }
   const std::string manifest_path = (fs::path(options.cache_dir) / kManifestName).string();
   if (fs::exists(manifest_path))
     check_compatible(Manifest::read(manifest_path).settings, settings, manifest_path);
@@ -273,7 +319,7 @@ EncodeReport encode_shards(const Source& source, const EncodeFn& encode,
       redo = true;
     }
     report.samples_encoded +=
-        encode_one_shard(source, encode, options, settings, i, progress.get());
+        encode_one_shard(source, encode, options, settings, i, progress.get(), external);
     ++report.shards_written;
     if (redo) ++report.shards_redone;
   }

@@ -33,6 +33,9 @@ struct EncodeOptions {
   nlohmann::json vae_config = nlohmann::json::object();  // the VAE's config, recorded as given
   int64_t batch_size = 256;               // images per encoder call
   int64_t context_length = 0;             // captioned data: tokens per caption (model.context_length)
+  // Captioned data: an HDF5 file of caption embeddings computed elsewhere (data/text_embeddings.h),
+  // matched to the images by file name and stored in the shards (f16) beside the tokens.
+  std::string text_embeddings;
   bool progress = true;                   // show a progress meter (set on one rank only)
   // Throws std::invalid_argument naming the bad field.
   void validate() const;

@@ -150,6 +150,15 @@ nlohmann::json ImageFolderSource::description() const {
   return d;
 }
 
+std::vector<std::string> ImageFolderSource::item_names() const {
+  fs::path root = fs::path(root_).lexically_normal();
+  if (!root.has_filename()) root = root.parent_path();  // "dir/" -> "dir"
+  std::vector<std::string> out;
+  out.reserve(files_.size());
+  for (const auto& f : files_) out.push_back(fs::path(f).lexically_relative(root).string());
+  return out;
+}
+
 SourceBatch ImageFolderSource::get(int64_t begin, int64_t end) const {
   check_range(begin, end);
   const int64_t n = end - begin, c = channels_, r = height_;

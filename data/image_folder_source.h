@@ -35,6 +35,8 @@ class ImageFolderSource : public Source {
   nlohmann::json description() const override;
   SourceBatch get(int64_t begin, int64_t end) const override;
   const std::vector<std::string>& files() const { return files_; }
+  // The files' paths relative to the folder, normalised (a/b.png).
+  std::vector<std::string> item_names() const override;
   const std::vector<std::string>& captions() const { return captions_; }
 
  private:

@@ -129,6 +129,11 @@ const LatentCache::MappedShard& LatentCache::mapped(int64_t i) const {
       m.tokens = reinterpret_cast<const int32_t*>(r.mapped_rows("tokens"));
       ok = m.tokens != nullptr;
     }
+    if (ok && s.text.external()) {
+      m.text_embedding = r.mapped_rows("text_embedding");
+      m.text_mask = r.mapped_rows("text_mask");
+      ok = m.text_embedding && m.text_mask;
+    }
   }
   m.state.store(ok ? 1 : 2, std::memory_order_release);
   return m;
@@ -199,6 +204,10 @@ LatentRows LatentCache::allocate_rows(int64_t n, bool as_float) const {
   out.labels = at::empty({n}, at::kLong);
   out.indices = at::empty({n}, at::kLong);
   if (s.text.enabled()) out.tokens = at::empty({n, s.text.context_length}, at::kInt);
+  if (s.text.external()) {
+    out.text_embedding = at::empty({n, s.text.embedding_length, s.text.embedding_dim}, as_float ? at::kFloat : at::kHalf);
+    out.text_mask = at::empty({n, s.text.embedding_length}, at::kByte);
+  }
   return out;
 }
 
@@ -236,6 +245,30 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
                 "LatentCache::read_into: tokens must be a contiguous int32 [", n, ", ", ctx, "]");
     tok = out.tokens.data_ptr<int32_t>();
   }
+  // External caption embeddings: f16 rows, converted like the latents when read as float.
+  const int64_t emb_elems = s.text.embedding_length * s.text.embedding_dim, mask_row = s.text.embedding_length;
+  char* emb = nullptr;
+  uint8_t* emask = nullptr;
+  bool emb_float = false;
+  if (s.text.external()) {
+    emb_float = out.text_embedding.defined() && out.text_embedding.scalar_type() == at::kFloat;
+    TORCH_CHECK(out.text_embedding.defined() && out.text_embedding.is_contiguous() &&
+                    (emb_float || out.text_embedding.scalar_type() == at::kHalf) &&
+                    out.text_embedding.numel() == n * emb_elems && out.text_mask.defined() &&
+                    out.text_mask.is_contiguous() && out.text_mask.scalar_type() == at::kByte &&
+                    out.text_mask.numel() == n * mask_row,
+                "LatentCache::read_into: text_embedding must be a contiguous float32 or float16 [", n, ", ",
+                s.text.embedding_length, ", ", s.text.embedding_dim, "] and text_mask uint8 [", n, ", ", mask_row, "]");
+    emb = static_cast<char*>(out.text_embedding.data_ptr());
+    emask = out.text_mask.data_ptr<uint8_t>();
+  }
+  // Copies one stored embedding row (f16) to output row q.
+  auto put_embedding = [&](int64_t q, const char* src) {
+    if (emb_float)
+      half_to_float(reinterpret_cast<const uint16_t*>(src), reinterpret_cast<float*>(emb) + q * emb_elems, emb_elems);
+    else
+      std::memcpy(emb + q * emb_elems * 2, src, static_cast<size_t>(emb_elems) * 2);
+  };
   const bool convert = as_float && s.dtype == StoreDType::kF16;  // fused gather + f16->f32
   const int64_t lat_row = sample_bytes() / static_cast<int64_t>(names.size());
 
@@ -279,6 +312,10 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
       lab[q] = b->labels[row];
       idx[q] = b->index[row];
       if (tok) std::memcpy(tok + q * ctx, b->tokens + row * ctx, static_cast<size_t>(ctx) * 4);
+      if (emb) {
+        put_embedding(q, b->text_embedding + row * emb_elems * 2);
+        std::memcpy(emask + q * mask_row, b->text_mask + row * mask_row, static_cast<size_t>(mask_row));
+      }
       if (idx[q] != v)
         throw std::runtime_error(lf::str(shard(sh).path(), ": row ", row, " stores sample index ",
                                          idx[q], ", expected ", v, "; the shard is damaged"));
@@ -336,6 +373,17 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
       for (size_t q = k; q < e; ++q)
         std::memcpy(tok + order[q] * ctx, tok_buf.data() + (indices[order[q]] - first) * ctx,
                     static_cast<size_t>(ctx) * 4);
+    }
+    if (emb) {
+      std::vector<char> emb_buf(static_cast<size_t>(rows * emb_elems * 2));
+      std::vector<uint8_t> mask_buf(static_cast<size_t>(rows * mask_row));
+      r.read_rows("text_embedding", row0, rows, emb_buf.data());
+      r.read_rows("text_mask", row0, rows, mask_buf.data());
+      for (size_t q = k; q < e; ++q) {
+        const int64_t at_row = indices[order[q]] - first;
+        put_embedding(order[q], emb_buf.data() + at_row * emb_elems * 2);
+        std::memcpy(emask + order[q] * mask_row, mask_buf.data() + at_row * mask_row, static_cast<size_t>(mask_row));
+      }
     }
     int64_t* lab = out.labels.data_ptr<int64_t>();
     int64_t* idx = out.indices.data_ptr<int64_t>();
@@ -416,6 +464,9 @@ std::string LatentCache::summary() const {
     os << "\n  captions:     " << s.text.tokenizer << " tokens, context length " << s.text.context_length << ", "
        << m.captions_truncated << " of " << s.num_samples << " cut to it";
     if (s.num_samples > 0) os << "; sample 0: \"" << excerpt(read_captions({0}).at(0)) << "\"";
+    if (s.text.external())
+      os << "\n  embeddings:   " << s.text.embedding_length << " x " << s.text.embedding_dim
+         << " per caption (f16, external; file sha256 " << s.text.embedding_sha256.substr(0, 12) << "…)";
   }
   os << "\n  shards:       " << m.shards.size() << " of up to " << s.shard_size
      << " samples, " << human_bytes(static_cast<double>(disk)) << " on disk\n";

@@ -27,6 +27,9 @@ struct LatentRows {
   at::Tensor labels;   // int64 [n]
   at::Tensor indices;  // int64 [n], the global sample indices (as stored in the shards)
   at::Tensor tokens;   // int32 [n, context_length] for a captioned cache, else undefined
+  // A cache with external caption embeddings: [n, embedding_length, embedding_dim] (float32,
+  // or float16 with as_float = false) and the mask uint8 [n, embedding_length] (0/1).
+  at::Tensor text_embedding, text_mask;
 };
 
 class LatentCache {
@@ -95,6 +98,8 @@ class LatentCache {
     const int64_t* labels = nullptr;
     const int64_t* index = nullptr;
     const int32_t* tokens = nullptr;
+    const char* text_embedding = nullptr;
+    const char* text_mask = nullptr;
   };
   const MappedShard& mapped(int64_t i) const;
   std::string dir_;

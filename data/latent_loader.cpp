@@ -105,6 +105,10 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
     out.labels = g.rows.labels.narrow(0, b, e - b);
     out.indices = g.rows.indices.narrow(0, b, e - b);
     if (g.rows.tokens.defined()) out.tokens = g.rows.tokens.narrow(0, b, e - b);
+    if (g.rows.text_embedding.defined()) {
+      out.text_embedding = g.rows.text_embedding.narrow(0, b, e - b);
+      out.text_mask = g.rows.text_mask.narrow(0, b, e - b);
+    }
     if (opt_.in_memory) {
       for (const auto& n : names_) gather_rows(all_.latents.at(n), part, out.latents.at(n));
       const int64_t* lab = all_.labels.data_ptr<int64_t>();
@@ -115,6 +119,10 @@ LatentLoader::Group LatentLoader::read_group(int64_t first, int64_t count) {
         gi[q] = part[q];
       }
       if (out.tokens.defined()) gather_rows(all_.tokens, part, out.tokens);
+      if (out.text_embedding.defined()) {
+        gather_rows(all_.text_embedding, part, out.text_embedding);
+        gather_rows(all_.text_mask, part, out.text_mask);
+      }
     } else {
       cache_->read_into(part, out, opt_.gap_bytes);
     }
@@ -144,7 +152,8 @@ LatentLoader::Group LatentLoader::acquire(int64_t total) {
   for (auto& b : pool_) {
     bool free = b.capacity == total && unreferenced(b.epochs) && unreferenced(b.rows.labels) &&
                 unreferenced(b.rows.indices) &&
-                (!b.rows.tokens.defined() || unreferenced(b.rows.tokens));
+                unreferenced(b.rows.tokens) && unreferenced(b.rows.text_embedding) &&
+                unreferenced(b.rows.text_mask);
     for (const auto& kv : b.rows.latents) free = free && unreferenced(kv.second);
     if (free) return b;  // a copy sharing the storage: the pool keeps its reference
   }
@@ -179,6 +188,10 @@ LoaderStep LatentLoader::make_step(const Group& g, int64_t step) const {
     mb.indices = g.rows.indices.narrow(0, off, micro);
     mb.epochs = g.epochs.narrow(0, off, micro);
     if (g.rows.tokens.defined()) mb.tokens = g.rows.tokens.narrow(0, off, micro);
+    if (g.rows.text_embedding.defined()) {
+      mb.text_embedding = g.rows.text_embedding.narrow(0, off, micro);
+      mb.text_mask = g.rows.text_mask.narrow(0, off, micro);
+    }
     st.micro.push_back(std::move(mb));
   }
   return st;

@@ -48,6 +48,8 @@ struct LatentBatch {
   at::Tensor indices;  // int64 [n], global sample indices
   at::Tensor epochs;   // int64 [n], the epoch each sample belongs to (a batch may span two)
   at::Tensor tokens;   // int32 [n, context_length] for a captioned cache, else undefined
+  // float32 [n, L, D] and uint8 [n, L] for a cache with external caption embeddings
+  at::Tensor text_embedding, text_mask;
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
 };
 

@@ -49,10 +49,12 @@ class ShardWriter {
   // Appends the next rows: `latents` maps every name of latent_dataset_names() to a float
   // tensor [n, c, h, w] (converted to the storage dtype here); labels and global indices are
   // int64 [n]; `captions` (n of them) are required exactly when the cache is captioned
-  // (settings.text): stored as bytes and tokenised here. Throws std::invalid_argument for
-  // missing datasets or wrong shapes.
+  // (settings.text): stored as bytes and tokenised here; `text_embedding` float [n, L, D] and
+  // `text_mask` [n, L] exactly when it holds external embeddings (stored as f16 and 0/1 bytes).
+  // Throws std::invalid_argument for missing datasets or wrong shapes.
   void write(const std::map<std::string, at::Tensor>& latents, const at::Tensor& labels,
-             const at::Tensor& indices, const std::vector<std::string>& captions = {});
+             const at::Tensor& indices, const std::vector<std::string>& captions = {},
+             const at::Tensor& text_embedding = {}, const at::Tensor& text_mask = {});
   // Precondition: all `count` rows written. Writes stats + sha256, closes and fsyncs the
   // file. Returns the checksum.
   std::string finish();

@@ -19,7 +19,8 @@ namespace lf::data {
 namespace {
 
 bool is_text(const std::string& name) {
-  return name == "caption" || name == "tokens" || name == "text_truncated";
+  return name == "caption" || name == "tokens" || name == "text_truncated" || name == "text_embedding" ||
+         name == "text_mask";
 }
 
 bool is_latent(const std::string& name) {
@@ -28,7 +29,8 @@ bool is_latent(const std::string& name) {
 
 // The dtype a non-latent dataset has, as its checksum line names it.
 const char* fixed_dtype(const std::string& name) {
-  if (name == "caption") return "u8";
+  if (name == "caption" || name == "text_mask") return "u8";
+  if (name == "text_embedding") return "f16";
   if (name == "tokens") return "i32";
   if (name == "stats_sum" || name == "stats_sumsq" || name == "stats_overall") return "f64";
   return "i64";
@@ -118,12 +120,18 @@ ShardReader::Dataset& ShardReader::dataset(const std::string& name) {
   } else if (name == "labels" || name == "index") {
     want = {n};
   } else if (is_text(name)) {
-    if (!s.text.enabled())
-      throw std::runtime_error(lf::str(f, ": dataset '", name, "' asked of an uncaptioned shard"));
-    want = name == "caption"  ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.caption_bytes)}
-           : name == "tokens" ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.context_length)}
-                              : std::vector<hsize_t>{1};
-    want_elem = name == "caption" ? 1 : name == "tokens" ? 4 : 8;
+    const bool embedding = name == "text_embedding" || name == "text_mask";
+    if (!s.text.enabled() || (embedding && !s.text.external()))
+      throw std::runtime_error(lf::str(f, ": dataset '", name, "' asked of a shard without ",
+                                       embedding ? "caption embeddings" : "captions"));
+    const hsize_t len = static_cast<hsize_t>(s.text.embedding_length);
+    want = name == "caption"          ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.caption_bytes)}
+           : name == "tokens"         ? std::vector<hsize_t>{n, static_cast<hsize_t>(s.text.context_length)}
+           : name == "text_embedding" ? std::vector<hsize_t>{n, len, static_cast<hsize_t>(s.text.embedding_dim)}
+           : name == "text_mask"      ? std::vector<hsize_t>{n, len}
+                                      : std::vector<hsize_t>{1};
+    want_elem = name == "caption" || name == "text_mask" ? 1 : name == "tokens" ? 4 : name == "text_embedding" ? 2 : 8;
+    if (name == "text_embedding") want_cls = H5T_FLOAT;
   } else {
     want = {name == "stats_overall" ? 3 : c};
     if (name != "stats_count") want_cls = H5T_FLOAT;

@@ -127,6 +127,11 @@ ShardWriter::ShardWriter(std::string path, const CacheSettings& settings, int64_
     create("tokens", H5T_STD_I32LE, {n, static_cast<hsize_t>(settings.text.context_length)});
     create("text_truncated", H5T_STD_I64LE, {1});
   }
+  if (settings.text.external()) {
+    const hsize_t len = static_cast<hsize_t>(settings.text.embedding_length);
+    create("text_embedding", f16_.get(), {n, len, static_cast<hsize_t>(settings.text.embedding_dim)});
+    create("text_mask", H5T_STD_U8LE, {n, len});
+  }
   create("stats_count", H5T_STD_I64LE, {channels});
   create("stats_sum", H5T_IEEE_F64LE, {channels});
   create("stats_sumsq", H5T_IEEE_F64LE, {channels});
@@ -162,7 +167,8 @@ void ShardWriter::write_rows(const std::string& name, hid_t type, const void* da
 
 void ShardWriter::write(const std::map<std::string, at::Tensor>& latents,
                         const at::Tensor& labels, const at::Tensor& indices,
-                        const std::vector<std::string>& captions) {
+                        const std::vector<std::string>& captions, const at::Tensor& text_embedding,
+                        const at::Tensor& text_mask) {
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   if (finished_) throw std::logic_error(lf::str(path_, ": write() after finish()"));
   const int64_t n = labels.size(0);
@@ -219,6 +225,24 @@ void ShardWriter::write(const std::map<std::string, at::Tensor>& latents,
     write_rows("caption", H5T_NATIVE_UINT8, bytes.data(), n, text.caption_bytes, 1);
     at::Tensor t = tok.tokens.to(at::kInt).contiguous();
     write_rows("tokens", H5T_NATIVE_INT32, t.data_ptr(), n, text.context_length, 4);
+  }
+  if (text.external() != text_embedding.defined())
+    throw std::invalid_argument(lf::str(path_, ": caption embeddings ", text_embedding.defined() ? "given to" : "missing for",
+                                        " a cache ", text.external() ? "with" : "without", " them"));
+  if (text.external()) {
+    const int64_t len = text.embedding_length, dim = text.embedding_dim;
+    if (text_embedding.sizes() != at::IntArrayRef{n, len, dim} || !text_mask.defined() ||
+        text_mask.sizes() != at::IntArrayRef{n, len})
+      throw std::invalid_argument(lf::str(path_, ": caption embeddings ", text_embedding.sizes(), " and mask ",
+                                          text_mask.defined() ? lf::str(text_mask.sizes()) : "(none)", ", expected [", n,
+                                          ", ", len, ", ", dim, "] and [", n, ", ", len, "]"));
+    at::Tensor e = text_embedding.to(at::kCPU, at::kHalf).contiguous();
+    if (!at::isfinite(e).all().item<bool>())
+      throw std::runtime_error(lf::str(path_, ": caption embeddings of samples ", begin_ + written_, "..",
+                                       begin_ + written_ + n - 1, " are not finite in f16 (beyond +-65504?)"));
+    at::Tensor m = text_mask.to(at::kCPU).ne(0).to(at::kByte).contiguous();
+    write_rows("text_embedding", f16_.get(), e.data_ptr(), n, len * dim, 2);
+    write_rows("text_mask", H5T_NATIVE_UINT8, m.data_ptr(), n, len, 1);
   }
 
   // Statistics of the latent the trainer will see (see LatentStats), from stored values.

@@ -44,6 +44,9 @@ class Source {
   const std::vector<SkippedInput>& skipped() const { return skipped_; }
   // Whether every image has a caption (an image folder with metadata.jsonl).
   bool captioned() const { return captioned_; }
+  // Each image's name (an image folder: its path inside the folder, as metadata.jsonl gives it),
+  // in index order; empty for sources without file names.
+  virtual std::vector<std::string> item_names() const { return {}; }
   // What the data are, for the manifest: kind, path, split, resolution... Deterministic.
   virtual nlohmann::json description() const = 0;
   // Images [begin, end) (0 <= begin <= end <= size()). Blocks while decoding. Thread-safe for

@@ -4,6 +4,7 @@
 // The VAE runs on cache.device (the local rank's GPU with auto) under cache.precision; on a
 // GPU the images go up through pinned memory and the latents come back while the next batch
 // encodes (launch/stage_device.h).
+#include <filesystem>
 #include <glog/logging.h>
 
 #include "core/keyed_rng.h"
@@ -70,6 +71,9 @@ int run_encode(const Invocation& inv) {
   data::EncodeOptions eo = encode_options(cache, ae);
   eo.progress = rt.is_root();
   if (source->captioned()) eo.context_length = std::stoll(inv.config.value("model.context_length"));
+  eo.text_embeddings = inv.config.value("data.text_embeddings");
+  if (!eo.text_embeddings.empty() && !std::filesystem::is_regular_file(eo.text_embeddings))
+    throw UsageError(str("data.text_embeddings = ", eo.text_embeddings, ": no such file"));
   ae.to(dev.device(), dev.dtype());
   if (rt.is_root() && !finalize_only) LOG(INFO) << "encode: " << rt.world() << " rank(s), VAE on " << dev.describe();
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <numeric>
 
 #include "core/util/fs.h"
 #include "core/util/json.h"
@@ -19,6 +20,7 @@
 #include "core/util/tokenizer.h"
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
+#include "data/text_embeddings.h"
 #include "distributed/rank_context.h"
 #include "launch/checkpoint_model.h"
 #include "launch/generate.h"
@@ -84,25 +86,51 @@ std::vector<std::string> read_prompts(const SampleConfig& s) {
 struct Conditions {
   std::vector<int64_t> classes;
   std::vector<std::string> prompts;
-  at::Tensor prompt_tokens;  // [K, context_length] for a text model
+  // A text model's K captions: tokens [K, context_length], or embeddings [K, L, D] and mask.
+  core::TextInput prompt_text;
+  std::string embeddings_sha256;  // sample.prompt_embeddings' file
   int64_t count() const { return static_cast<int64_t>(classes.size()); }
 };
 
 Conditions job_conditions(const core::DenoiserModule& model, const SampleConfig& s) {
   Conditions c;
   if (model.context_length() == 0) {
-    if (!s.prompt.empty() || !s.prompt_file.empty())
-      throw UsageError("sample.prompt / sample.prompt_file are for text models; this checkpoint's model is not "
-                       "conditioned on captions (use sample.classes)");
+    if (!s.prompt.empty() || !s.prompt_file.empty() || !s.prompt_embeddings.empty())
+      throw UsageError("sample.prompt / sample.prompt_file / sample.prompt_embeddings are for text models; this "
+                       "checkpoint's model is not conditioned on captions (use sample.classes)");
     c.classes = parse_classes(s.classes, model.num_classes());
     return c;
   }
+  if (model.text_embedding_dim() > 0) {
+    if (s.prompt_embeddings.empty() || !s.prompt.empty() || !s.prompt_file.empty())
+      throw UsageError(str("this checkpoint's model reads caption embeddings computed elsewhere (", model.context_length(),
+                           " x ", model.text_embedding_dim(), " per caption): give the prompts' embeddings in "
+                           "sample.prompt_embeddings (an HDF5 file: embedding, mask, text; docs/cache.md), and no "
+                           "sample.prompt or sample.prompt_file"));
+    if (!fs::is_regular_file(s.prompt_embeddings))
+      throw UsageError(str("sample.prompt_embeddings = ", s.prompt_embeddings, ": no such file"));
+    data::TextEmbeddingFile file(s.prompt_embeddings, "text", /*unique_keys=*/false);
+    if (file.length() != model.context_length() || file.dim() != model.text_embedding_dim())
+      throw UsageError(str(s.prompt_embeddings, ": dataset 'embedding' holds ", file.length(), " x ", file.dim(),
+                           " per prompt, the model reads ", model.context_length(), " x ", model.text_embedding_dim(),
+                           " (the embeddings it was trained on)"));
+    c.prompts = file.keys();
+    std::vector<int64_t> rows(c.prompts.size());
+    std::iota(rows.begin(), rows.end(), 0);
+    file.read(rows, &c.prompt_text.embeddings, &c.prompt_text.mask);
+    c.embeddings_sha256 = file.sha256();
+    for (int64_t k = 0; k < static_cast<int64_t>(c.prompts.size()); ++k) c.classes.push_back(k);
+    return c;
+  }
+  if (!s.prompt_embeddings.empty())
+    throw UsageError(str("sample.prompt_embeddings = ", s.prompt_embeddings, " but this checkpoint's model has its own "
+                         "text encoder: give sample.prompt or sample.prompt_file"));
   c.prompts = read_prompts(s);
   if (c.prompts.empty())
     throw UsageError("this checkpoint's model is conditioned on captions: give sample.prompt or sample.prompt_file");
   for (int64_t k = 0; k < static_cast<int64_t>(c.prompts.size()); ++k) c.classes.push_back(k);
   const ByteTokenizer::Batch tokens = ByteTokenizer(model.context_length()).encode(c.prompts);
-  c.prompt_tokens = tokens.tokens;
+  c.prompt_text.tokens = tokens.tokens;
   if (tokens.truncated > 0)
     LOG(WARNING) << tokens.truncated << " of " << c.prompts.size() << " prompt(s) are longer than the model's "
                  << model.context_length() << " tokens (UTF-8 bytes + 2) and are cut, as training cut its captions";
@@ -121,6 +149,7 @@ std::string job_description(const TrainedModel& m, const SampleConfig& s, const 
                       {"classes", classes}, {"num", s.num}, {"chunk_size", s.chunk_size},
                       {"device_type", dev.is_cuda() ? "cuda" : "cpu"}, {"precision", precisions().name(dev.precision())}};
   if (!conditions.prompts.empty()) j["prompts"] = conditions.prompts;
+  if (!conditions.embeddings_sha256.empty()) j["prompt_embeddings_sha256"] = conditions.embeddings_sha256;
   return j.dump();
 }
 
@@ -256,9 +285,9 @@ int run_sample(const Invocation& inv) {
         [&](const at::Tensor& ids_labels) {
           GenerateOptions gb = g;
           gb.batch_size = ids_labels.size(1);
-          at::Tensor tokens = text ? conditions.prompt_tokens.index_select(0, ids_labels[1].cpu()) : at::Tensor();
+          core::TextInput captions = text ? conditions.prompt_text.rows(ids_labels[1].cpu()) : core::TextInput();
           at::Tensor z =
-              generate_latents(*m.model, objective, ids_labels[0], ids_labels[1], m.latent_shape, gb, {}, tokens);
+              generate_latents(*m.model, objective, ids_labels[0], ids_labels[1], m.latent_shape, gb, {}, captions);
           at::Tensor images;
           {
             auto autocast = dev.autocast();

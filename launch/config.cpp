@@ -92,6 +92,10 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_path("data.test_source", &c.data.test_source,
              "image folders: the folder of the test split (held-out images for eval, the classifier and encode with "
              "data.split = test); IDX directories hold both splits");
+  r.add_path("data.text_embeddings", &c.data.text_embeddings,
+             "captioned folders: an HDF5 file of caption embeddings computed elsewhere (embedding N x L x D, mask, "
+             "file_name), stored in the cache (f16); the text model then reads them instead of its own encoder. "
+             "One file per folder: encode --data.split=test takes the test folder's");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
   r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty, truncated or too large inputs (listed in the manifest)");
@@ -197,6 +201,9 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_string("sample.prompt", &c.sample.prompt, "text models: the prompt (with sample.prompt_file: the first one)");
   r.add_path("sample.prompt_file", &c.sample.prompt_file,
              "text models: a UTF-8 file of prompts, one per line (blank lines skipped); sample i gets prompt i mod K");
+  r.add_path("sample.prompt_embeddings", &c.sample.prompt_embeddings,
+             "models of external caption embeddings: an HDF5 file of the prompts' embeddings (embedding, mask, text); "
+             "sample i gets prompt i mod K");
   r.add_float("sample.guidance", &c.sample.guidance, 0, 100, "classifier-free guidance scale (1: none)");
   r.add_enum("sample.sampler", &c.sample.sampler, core::sampler_kinds(),
              "ddim or ddpm for a ddpm-objective model, euler or heun for a flow one");

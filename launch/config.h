@@ -21,6 +21,7 @@ struct DataConfig {
   std::string source = "/usr/share/datasets/fashion-mnist";  // IDX directory or image folder
   std::string split = "train";                               // train|test (where the source has both)
   std::string test_source = "";  // image folders: the test split's folder (IDX files hold both splits)
+  std::string text_embeddings = "";  // captioned folders: caption embeddings computed elsewhere (HDF5)
   int64_t image_size = 32;     // IDX 28x28 is padded to it; folder images resized + cropped
   std::string color = "auto";  // auto|gray|rgb
   bool skip_bad = false;       // skip (and list) undecodable inputs instead of failing
@@ -139,6 +140,7 @@ struct SampleConfig {
   std::string classes = "all";   // all|comma-separated class ids
   std::string prompt = "";       // a text model's prompt (sample i gets prompt i mod K)
   std::string prompt_file = "";  // ...or one prompt per line (UTF-8; blank lines skipped)
+  std::string prompt_embeddings = "";  // models of external embeddings: the prompts' (HDF5)
   double guidance = 3.0;
   core::SamplerKind sampler = core::SamplerKind::kDDIM;
   int64_t steps = 50;

@@ -10,11 +10,12 @@ namespace lf::launch {
 
 at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& o,
-                            const std::function<void(int64_t, int64_t)>& progress, const at::Tensor& tokens) {
+                            const std::function<void(int64_t, int64_t)>& progress, const core::TextInput& captions) {
   const bool text = model.context_length() > 0;
-  if (text && (!tokens.defined() || tokens.dim() != 2 || tokens.size(0) != ids.size(0)))
-    throw std::invalid_argument(str("generate: a text model needs tokens [", ids.size(0), ", ", model.context_length(),
-                                    "], one caption per sample"));
+  const at::Tensor& rows0 = captions.tokens.defined() ? captions.tokens : captions.embeddings;
+  if (text && (!rows0.defined() || rows0.size(0) != ids.size(0)))
+    throw std::invalid_argument(str("generate: a text model needs ", ids.size(0), " captions (tokens or embeddings of ",
+                                    model.context_length(), " positions), one per sample"));
   at::NoGradGuard no_grad;
   bool was_training = model.is_training();
   model.eval();
@@ -24,7 +25,7 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
   const int64_t n = ids.size(0);
   // Every batch computes the tokens of the job's longest prompt (padding is masked either way),
   // so which prompts share a batch changes no bit of a sample.
-  const int64_t job_length = text ? core::used_length(tokens.cpu(), lf::ByteTokenizer::kPad) : 0;
+  const int64_t job_length = text ? captions.used(lf::ByteTokenizer::kPad) : 0;
   std::vector<at::Tensor> out;
   for (int64_t begin = 0; begin < n; begin += o.batch_size) {
     int64_t len = std::min(o.batch_size, n - begin);
@@ -37,16 +38,15 @@ at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& obj
     core::Denoiser denoiser;
     if (text) {
       // Classifier-free guidance over captions: the "labels" CFG doubles are the rows of this
-      // batch's tokens, and the null label `len` marks the unconditional half (the learned null).
-      at::Tensor tok = tokens.narrow(0, begin, len).cpu().contiguous();
-      core::ConditionalModel cond = [&model, &o, tok, len, job_length](const at::Tensor& xt, const at::Tensor& t,
-                                                                        const at::Tensor& rows) {
+      // batch's captions, and the null label `len` marks the unconditional half (the null condition).
+      const core::TextInput batch = captions.rows(at::arange(begin, begin + len, at::kLong));
+      core::ConditionalModel cond = [&model, &o, batch, len, job_length](const at::Tensor& xt, const at::Tensor& t,
+                                                                          const at::Tensor& rows) {
         MixedPrecision::Guard autocast(o.autocast);
         at::Tensor r = rows.cpu();
-        core::TextInput in;
+        core::TextInput in = batch.rows(r.clamp_max(len - 1));
         in.length = job_length;
         in.drop = r.eq(len);
-        in.tokens = tok.index_select(0, r.clamp_max(len - 1));
         return model.forward(xt, t, {}, in).to(xt.scalar_type());
       };
       denoiser = core::classifier_free_guidance(cond, at::arange(len, at::kLong), len, o.guidance);

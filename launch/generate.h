@@ -26,15 +26,16 @@ struct GenerateOptions {
 };
 
 // Latents [N, c, h, w] for sample ids `ids` (int64 [N]) with `labels` (int64 [N], ignored
-// when the model is unconditional or a text model) and, for a text model, `tokens` (int
-// [N, context_length], one caption per sample), with options.sampler, which must fit the
-// objective (UsageError otherwise). Guidance mixes the caption's prediction with the learned
-// null condition's. Runs without autograd on the model's device and dtype;
+// when the model is unconditional or a text model) and, for a text model, `captions`: one
+// caption per sample as tokens (int [N, context_length]) or, for a model of external
+// embeddings, embeddings [N, L, D] with their mask [N, L]; with options.sampler, which must fit
+// the objective (UsageError otherwise). Guidance mixes the caption's prediction with the null
+// condition's. Runs without autograd on the model's device and dtype;
 // `progress(done, total)` is called after each batch. Blocks.
 at::Tensor generate_latents(core::DenoiserModule& model, const LDMObjective& objective, const at::Tensor& ids,
                             const at::Tensor& labels, std::vector<int64_t> latent_shape, const GenerateOptions& options,
                             const std::function<void(int64_t, int64_t)>& progress = {},
-                            const at::Tensor& tokens = {});
+                            const core::TextInput& captions = {});
 
 // One row per class, `per_class` samples each: labels 0,0,..,1,1,.. and ids 0..N-1.
 std::pair<at::Tensor, at::Tensor> grid_labels(int64_t num_classes, int64_t per_class);

@@ -69,15 +69,21 @@ struct Batch {
 };
 
 Batch prepare(const data::LatentBatch& b, uint64_t seed, bool flip, double scale, const LDMObjective& objective,
-              int64_t num_classes, bool text, double cond_dropout, const at::TensorOptions& opts) {
+              int64_t num_classes, bool text, bool external, double cond_dropout, const at::TensorOptions& opts) {
   Batch out;
   out.noised = objective.noise(draw_x0(b, seed, flip, scale, opts), seed, b.epochs, b.indices, opts);
   if (num_classes == 0 && !text) return out;
   at::Tensor drop = core::keyed_bernoulli(seed, sid(core::Stream::kLabelDrop), b.epochs, b.indices, cond_dropout);
   if (num_classes > 0) out.labels = at::where(drop, at::full_like(b.labels, num_classes), b.labels).to(opts.device());
   if (text) {
-    if (!b.tokens.defined()) throw std::logic_error("a text model's batch holds no tokens");
-    out.text.tokens = b.tokens;  // on the host: the encoder checks them there, then moves them
+    if (external) {
+      if (!b.text_embedding.defined()) throw std::logic_error("a text model's batch holds no caption embeddings");
+      out.text.embeddings = b.text_embedding;
+      out.text.mask = b.text_mask;
+    } else {
+      if (!b.tokens.defined()) throw std::logic_error("a text model's batch holds no tokens");
+      out.text.tokens = b.tokens;  // on the host: the encoder checks them there, then moves them
+    }
     out.text.drop = drop;
   }
   return out;
@@ -178,7 +184,7 @@ class LDMTrainer : public Trainer {
     if (m.micro == 0) current_ = loader_->next();
     const data::LatentBatch& mb = current_.micro[m.micro];
     Batch b = prepare(mb, draw_seed_, cache_->manifest().settings.flip, scale_, objective_, mopt_.num_classes(),
-                      mopt_.context_length() > 0, cfg_.ldm().label_dropout, opts_);
+                      mopt_.context_length() > 0, mopt_.text.external(), cfg_.ldm().label_dropout, opts_);
     if (model_->dropout() > 0) set_dropout_masks(mb);
     m.times->data += since(t0);
     auto tf = Clock::now();
@@ -251,6 +257,10 @@ class LDMTrainer : public Trainer {
                              " tokens; set model.context_length = ", cache_text.context_length,
                              " or re-encode with the new length"));
       core::DenoiserOptions o = m.resolve(latent_shape_.at(0), 0, cache_text.context_length);
+      if (cache_text.external()) {  // the cached embeddings replace the joint encoder
+        o.text.embedding_dim = cache_text.embedding_dim;
+        o.set_io(latent_shape_.at(0), 0, cache_text.embedding_length);
+      }
       o.validate();
       o.check_latent_size(latent_shape_.at(1), latent_shape_.at(2));
       return o;
@@ -268,16 +278,23 @@ class LDMTrainer : public Trainer {
     return o;
   }
 
-  // A text model's grid rows: the captions of up to 8 samples spread over the cache, distinct.
-  std::vector<std::string> grid_prompts() const {
-    std::vector<std::string> out;
+  // A text model's grid rows: the captions of up to 8 samples spread over the cache, distinct
+  // (with their cached embeddings for a model of external embeddings).
+  void grid_prompts(TrainingGridOptions& g) const {
+    std::vector<int64_t> rows;
     const int64_t n = cache_->size(), want = std::min<int64_t>(8, n);
-    for (int64_t k = 0; k < n && static_cast<int64_t>(out.size()) < want; ++k) {
+    for (int64_t k = 0; k < n && static_cast<int64_t>(g.prompts.size()) < want; ++k) {
       const int64_t i = (k % want) * (n / want) + k / want;  // 0, n/8, 2n/8, ..., then 1, n/8+1, ...
       std::string c = cache_->read_captions({i}).at(0);
-      if (std::find(out.begin(), out.end(), c) == out.end()) out.push_back(std::move(c));
+      if (std::find(g.prompts.begin(), g.prompts.end(), c) != g.prompts.end()) continue;
+      g.prompts.push_back(std::move(c));
+      rows.push_back(i);
     }
-    return out;
+    if (mopt_.text.external()) {
+      data::LatentRows r = cache_->read(rows, /*as_float=*/true);
+      g.prompt_embeddings.embeddings = r.text_embedding;
+      g.prompt_embeddings.mask = r.text_mask;
+    }
   }
 
   // Dropout masks drawn per sample from the keyed generator (one stream per layer).
@@ -309,7 +326,7 @@ class LDMTrainer : public Trainer {
     g.guidance = cfg_.ldm().grid_guidance;
     g.seed = static_cast<uint64_t>(cfg_.train().seed);
     g.label_names = cache_->manifest().settings.label_names;
-    if (ema_model_->context_length() > 0) g.prompts = grid_prompts();
+    if (ema_model_->context_length() > 0) grid_prompts(g);
     std::string path = write_training_grid(*ema_model_, objective_, *ae_, latent_shape_, scale_, g, cfg_.train().run_dir, step);
     LOG(INFO) << "sample grid (EMA, " << (objective_.is_flow() ? "Euler " : "DDIM ") << g.steps << " steps, guidance "
               << g.guidance << ") in " << since(t0) << " s: " << path;

@@ -21,7 +21,10 @@ ValidationSet::ValidationSet(const std::string& cache_dir, const std::string& va
   at::Tensor m = rows.latents.count("mean") ? rows.latents["mean"] : rows.latents["latent"];
   x0_ = m.to(opts) * scale;
   labels_ = rows.labels.to(opts.device());
-  tokens_ = rows.tokens;  // captioned caches: on the host, as the text encoder takes them
+  // Captioned caches: on the host, as the text encoder takes them.
+  tokens_ = rows.tokens;
+  text_embedding_ = rows.text_embedding;
+  text_mask_ = rows.text_mask;
   positions_ = at::arange(begin, end, at::kLong);
   n_ = n;
   noise_ = core::keyed_normal(seed, core::stream_id(core::Stream::kValidation), 0, rows.indices,
@@ -36,7 +39,18 @@ double ValidationSet::loss(core::DenoiserModule& model, const LDMObjective& obje
     LDMObjective::Noised nz = objective.at_fixed_times(x0_, positions_, n_, noise_);
     at::Tensor y = model.num_classes() > 0 ? labels_ : at::Tensor();
     core::TextInput text;
-    if (model.context_length() > 0) {
+    if (model.text_embedding_dim() > 0) {
+      if (!text_embedding_.defined() || text_embedding_.size(1) != model.context_length() ||
+          text_embedding_.size(2) != model.text_embedding_dim())
+        throw std::invalid_argument(lf::str("the validation cache holds ",
+                                            text_embedding_.defined() ? lf::str("caption embeddings of ", text_embedding_.size(1),
+                                                                                " x ", text_embedding_.size(2))
+                                                                      : "no caption embeddings",
+                                            " but the model reads ", model.context_length(), " x ",
+                                            model.text_embedding_dim(), " per caption"));
+      text.embeddings = text_embedding_;
+      text.mask = text_mask_;
+    } else if (model.context_length() > 0) {
       if (!tokens_.defined() || tokens_.size(1) != model.context_length())
         throw std::invalid_argument(lf::str("the validation cache holds ",
                                         tokens_.defined() ? lf::str("captions of ", tokens_.size(1), " tokens") : "no captions",

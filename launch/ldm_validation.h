@@ -25,7 +25,7 @@ class ValidationSet {
   double loss(core::DenoiserModule& model, const LDMObjective& objective, dist::Communicator& comm) const;
 
  private:
-  at::Tensor x0_, labels_, positions_, noise_, tokens_;
+  at::Tensor x0_, labels_, positions_, noise_, tokens_, text_embedding_, text_mask_;
   int64_t n_ = 0;
 };
 

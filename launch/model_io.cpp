@@ -14,6 +14,7 @@ void put_text(nlohmann::json& j, const core::TextOptions& t) {
   if (!t.enabled()) return;
   j["text"] = {{"context_length", t.context_length}, {"vocab_size", t.vocab_size}, {"width", t.width},
                {"depth", t.depth}, {"heads", t.heads}, {"pad_token", t.pad_token}};
+  if (t.external()) j["text"]["embedding_dim"] = t.embedding_dim;
 }
 
 core::TextOptions get_text(const nlohmann::json& j) {
@@ -26,6 +27,7 @@ core::TextOptions get_text(const nlohmann::json& j) {
   t.depth = x.at("depth");
   t.heads = x.at("heads");
   t.pad_token = x.at("pad_token");
+  t.embedding_dim = x.value("embedding_dim", int64_t{0});
   return t;
 }
 

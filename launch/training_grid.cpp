@@ -31,14 +31,20 @@ std::string write_training_grid(core::DenoiserModule& model, const LDMObjective&
   const bool text = model.context_length() > 0;
   if (text && o.prompts.empty()) throw std::invalid_argument("a text model's training grid needs prompts");
   auto [ids, labels] = grid_labels(text ? static_cast<int64_t>(o.prompts.size()) : num_classes, o.per_class);
-  at::Tensor tokens;
-  if (text) tokens = prompt_tokens(o.prompts, model.context_length()).repeat_interleave(o.per_class, 0);
+  core::TextInput captions;
+  if (text) {
+    const at::Tensor rows = at::arange(static_cast<int64_t>(o.prompts.size()), at::kLong).repeat_interleave(o.per_class);
+    if (o.prompt_embeddings.embeddings.defined())
+      captions = o.prompt_embeddings.rows(rows);
+    else
+      captions.tokens = prompt_tokens(o.prompts, model.context_length()).index_select(0, rows);
+  }
   GenerateOptions g;
   g.sampler = objective.is_flow() ? core::SamplerKind::kEuler : core::SamplerKind::kDDIM;
   g.steps = o.steps;
   g.guidance = o.guidance;
   g.seed = o.seed;
-  at::Tensor z = generate_latents(model, objective, ids, labels, latent_shape, g, {}, tokens);
+  at::Tensor z = generate_latents(model, objective, ids, labels, latent_shape, g, {}, captions);
   autoencoder.to(z.device());
   at::Tensor images = autoencoder.decode(z.to(at::kFloat) / scale).cpu();
   std::vector<int64_t> classes;

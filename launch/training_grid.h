@@ -19,6 +19,8 @@ struct TrainingGridOptions {
   uint64_t seed = 0;
   std::vector<std::string> label_names;  // one per class (row labels); empty: "class k"
   std::vector<std::string> prompts;      // a text model: one row per prompt, labelled with it
+  // A model of external caption embeddings: the prompts' embeddings and mask (one row each).
+  core::TextInput prompt_embeddings;
 };
 
 // Samples with `model` (already holding the weights to show), decodes them with `autoencoder`

@@ -22,21 +22,25 @@ for arm, color in (("latent", "tab:blue"), ("pixel", "tab:orange")):
     pts = arms[arm]
     if pts:
         ax.plot([p["wall_s"] / 60 for p in pts], [p["fd"] for p in pts], marker="o", color=color,
-                label=f"{arm} (f = {'4' if arm == 'latent' else '1'})")
+                label="latent (the config's VAE)" if arm == "latent" else "pixel (f = 1)")
 floor = [r["fd_floor"] for rs in arms.values() for r in rs]
 if floor:
     ax.axhline(sum(floor) / len(floor), color="gray", ls="--", label="floor (real images)")
 ax.set_xlabel("wall-clock minutes (latent: VAE + encode + training)")
-ax.set_ylabel("FD (classifier features, N = 1,000)")
+ax.set_ylabel("FD (classifier features)")
 ax.set_yscale("log")
 ax.grid(alpha=0.3)
 ax.legend()
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)
-print(f"{'arm':7} {'step':>7} {'wall min':>9} {'FD':>9} {'FD/floor':>9} {'class acc':>9}")
+# Accuracy: the class accuracy of a class model, the held-out captions' macro category accuracy of
+# a text model.
+print(f"{'arm':7} {'step':>7} {'wall min':>9} {'FD':>9} {'FD/floor':>9} {'accuracy':>9}")
 for arm, pts in arms.items():
     for p in pts:
-        acc = p["class_accuracy"]
+        acc = p.get("class_accuracy")
+        if acc is None:
+            acc = p.get("prompt_macro_accuracy")
         print(f"{arm:7} {p['step']:7d} {p['wall_s'] / 60:9.1f} {p['fd']:9.3f} {p['fd'] / p['fd_floor']:9.1f} "
               f"{(acc or 0) * 100:8.1f}%")
 if arms["latent"] and arms["pixel"]:

@@ -22,6 +22,13 @@ using test::ExpectThrowContains;
 
 constexpr int64_t kLen = 12;
 
+TextInput token_input(const at::Tensor& tok, const at::Tensor& drop = {}) {
+  TextInput in;
+  in.tokens = tok;
+  in.drop = drop;
+  return in;
+}
+
 TextOptions tiny_text() {
   TextOptions t;
   t.context_length = kLen;
@@ -90,7 +97,7 @@ void padding_never_matters(const Options& o, int64_t side) {
   net->eval();
   torch::NoGradGuard no_grad;
   at::Tensor x = at::randn({3, 4, side, side}, at::kDouble), t = at::tensor({5, 500, 999}, at::kLong);
-  TextInput in{tokens({"red", "a blue disc", "x"}), {}};
+  TextInput in = token_input(tokens({"red", "a blue disc", "x"}));
   at::Tensor before = net->forward(x, t, {}, in);
   net->text_encoder->token_embedding->weight[ByteTokenizer::kPad].normal_(0.0, 10.0);
   at::Tensor after = net->forward(x, t, {}, in);
@@ -106,7 +113,7 @@ TEST(TextConditioning, DroppedCaptionsAreTheLearnedNullConditionAndTrainIt) {
   at::manual_seed(3);
   TextEncoder enc(tiny_text());
   at::Tensor like = at::zeros({1}, at::kFloat);
-  TextInput in{tokens({"red square", "green bar"}), at::tensor({1, 0}, at::kLong).to(at::kBool)};
+  TextInput in = token_input(tokens({"red square", "green bar"}), at::tensor({1, 0}, at::kLong).to(at::kBool));
   TextContext c = enc->forward(in, 2, like);
   TextContext null = enc->forward(TextInput{}, 2, like);
   // Row 0 is the null condition whatever its caption: the learned embedding as the only attended
@@ -137,15 +144,15 @@ void captions_condition(const Options& o) {
   torch::NoGradGuard no_grad;
   at::Tensor x = at::randn({1, 4, 8, 8}, at::kDouble).repeat({3, 1, 1, 1});
   at::Tensor t = at::full({3}, 300, at::kLong);
-  at::Tensor out = net->forward(x, t, {}, TextInput{tokens({"red square", "blue disc", "red square"}), {}});
+  at::Tensor out = net->forward(x, t, {}, token_input(tokens({"red square", "blue disc", "red square"})));
   EXPECT_GT((out[0] - out[1]).abs().max().item<double>(), 1e-6) << "another caption, another prediction";
   EXPECT_LT((out[0] - out[2]).abs().max().item<double>(), 1e-12) << "the same caption, the same prediction";
   // Per-sample independence: sample 1 alone equals sample 1 in the batch.
-  at::Tensor one = net->forward(x.narrow(0, 1, 1), t.narrow(0, 1, 1), {}, TextInput{tokens({"blue disc"}), {}});
+  at::Tensor one = net->forward(x.narrow(0, 1, 1), t.narrow(0, 1, 1), {}, token_input(tokens({"blue disc"})));
   EXPECT_LT((one[0] - out[1]).abs().max().item<double>(), 1e-12);
   // The null condition (no tokens) is the same as every caption dropped.
   at::Tensor none = net->forward(x, t, {}, TextInput{});
-  at::Tensor dropped = net->forward(x, t, {}, TextInput{tokens({"a", "b", "c"}), at::ones({3}, at::kBool)});
+  at::Tensor dropped = net->forward(x, t, {}, token_input(tokens({"a", "b", "c"}), at::ones({3}, at::kBool)));
   EXPECT_LT((none - dropped).abs().max().item<double>(), 1e-12);
 }
 
@@ -196,14 +203,100 @@ TEST(TextConditioning, ValidationNamesTheKeys) {
   ExpectThrowContains<std::invalid_argument>([&] { DiT{d}; }, {"model.context_length = 2 (must be 3..4096"});
   UNet plain(UNetOptions{});
   at::Tensor x = at::zeros({1, 4, 8, 8});
-  ExpectThrowContains<std::invalid_argument>([&] { plain->forward(x, at::zeros({1}), {}, TextInput{tokens({"a"}), {}}); },
+  ExpectThrowContains<std::invalid_argument>([&] { plain->forward(x, at::zeros({1}), {}, token_input(tokens({"a"}))); },
                       {"text input given to a model without text conditioning"});
   UNet net(text_unet());
-  ExpectThrowContains<std::invalid_argument>([&] { net->forward(x, at::zeros({1}), {}, TextInput{at::zeros({1, 5}, at::kInt), {}}); },
+  ExpectThrowContains<std::invalid_argument>([&] { net->forward(x, at::zeros({1}), {}, token_input(at::zeros({1, 5}, at::kInt))); },
                       {"expected integers [1, 12] (model.context_length = 12)"});
   ExpectThrowContains<std::invalid_argument>(
-      [&] { net->forward(x, at::zeros({1}), {}, TextInput{at::full({1, kLen}, 300, at::kInt), {}}); },
+      [&] { net->forward(x, at::zeros({1}), {}, token_input(at::full({1, kLen}, 300, at::kInt))); },
       {"token ids outside [0, 259)"});
+}
+
+// ---- external caption embeddings (a frozen encoder's, cached by encode) -------------------
+
+constexpr int64_t kDim = 6;
+
+template <typename Options>
+Options external(Options o) {
+  o.text.embedding_dim = kDim;
+  return o;
+}
+
+// Embeddings [3, kLen, kDim] whose rows hold 2, 5 and 3 tokens (the rest masked).
+TextInput embedding_input(at::ScalarType dtype) {
+  TextInput in;
+  in.embeddings = at::randn({3, kLen, kDim}, dtype);
+  in.mask = at::zeros({3, kLen}, at::kByte);
+  const int64_t lengths[] = {2, 5, 3};
+  for (int64_t r = 0; r < 3; ++r) in.mask[r].narrow(0, 0, lengths[r]).fill_(1);
+  return in;
+}
+
+template <typename Net, typename Options>
+void masked_embeddings_never_matter(const Options& o, int64_t side) {
+  at::manual_seed(4);
+  Net net(o);
+  perturb(*net);
+  net->to(at::kDouble);
+  net->eval();
+  torch::NoGradGuard no_grad;
+  ASSERT_TRUE(net->text_encoder->linear_1);
+  EXPECT_FALSE(net->text_encoder->token_embedding);  // no joint encoder to train
+  EXPECT_EQ(net->text_embedding_dim(), kDim);
+  at::Tensor x = at::randn({3, 4, side, side}, at::kDouble), t = at::tensor({5, 500, 999}, at::kLong);
+  TextInput in = embedding_input(at::kDouble);
+  at::Tensor before = net->forward(x, t, {}, in);
+  // Whatever the masked positions hold changes nothing (only the first 5 columns are computed).
+  TextInput noisy = in;
+  noisy.embeddings = in.embeddings + 100.0 * in.mask.logical_not().unsqueeze(-1).to(at::kDouble) *
+                                         at::randn_like(in.embeddings);
+  at::Tensor masked_noise = net->forward(x, t, {}, noisy);
+  EXPECT_LT((before - masked_noise).abs().max().template item<double>(), 1e-12);
+  // A caption's embedding does matter.
+  TextInput other = in;
+  other.embeddings = in.embeddings.clone();
+  other.embeddings[1][0].add_(1.0);
+  at::Tensor changed = net->forward(x, t, {}, other);
+  EXPECT_GT((before[1] - changed[1]).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((before[0] - changed[0]).abs().max().item<double>(), 1e-12);  // rows are independent
+  // Dropped rows are the null condition: the same as no caption at all.
+  TextInput dropped = in;
+  dropped.drop = at::ones({3}, at::kBool);
+  at::Tensor all_dropped = net->forward(x, t, {}, dropped), no_caption = net->forward(x, t, {}, TextInput{});
+  EXPECT_LT((all_dropped - no_caption).abs().max().template item<double>(), 1e-12);
+  // Tokens are not what this model reads.
+  EXPECT_THROW(net->forward(x, t, {}, token_input(tokens({"a", "b", "c"}))), std::invalid_argument);
+}
+
+TEST(TextConditioning, ExternalEmbeddingsAreProjectedWithThePaddingMaskedInTheUNetAndTheDiT) {
+  masked_embeddings_never_matter<UNet>(external(text_unet()), 8);
+  masked_embeddings_never_matter<DiT>(external(text_dit()), 8);
+}
+
+TEST(TextConditioning, TheNullOfExternalEmbeddingsIsTheProjectionOfOneZeroEmbedding) {
+  at::manual_seed(5);
+  TextOptions o = tiny_text();
+  o.embedding_dim = kDim;
+  TextEncoder enc(o);
+  at::Tensor like = at::zeros({1}, at::kFloat);
+  TextInput in = embedding_input(at::kFloat);
+  in.drop = at::tensor({1, 0, 0}, at::kLong).to(at::kBool);
+  TextContext c = enc->forward(in, 3, like);
+  EXPECT_EQ(c.embeddings.size(1), 5);  // the batch's longest caption
+  torch::NoGradGuard no_grad;
+  at::Tensor zero_projected = enc->linear_2(at::gelu(enc->linear_1->bias, "tanh"));
+  EXPECT_TRUE(at::allclose(c.embeddings[0][0], zero_projected));
+  EXPECT_EQ(c.mask[0].sum().item<int64_t>(), 1);
+  EXPECT_EQ(c.mask[1].sum().item<int64_t>(), 5);
+  EXPECT_EQ(c.mask[2].sum().item<int64_t>(), 3);
+  // Bad inputs name what was expected.
+  TextInput bad = embedding_input(at::kFloat);
+  bad.mask[1].zero_();
+  ExpectThrowContains<std::invalid_argument>([&] { enc->forward(bad, 3, like); }, {"no token set"});
+  TextInput wrong = embedding_input(at::kFloat);
+  wrong.embeddings = wrong.embeddings.narrow(2, 0, kDim - 1);
+  ExpectThrowContains<std::invalid_argument>([&] { enc->forward(wrong, 3, like); }, {"expected floats [3, 12, 6]"});
 }
 
 }  // namespace

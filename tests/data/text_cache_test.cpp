@@ -10,6 +10,7 @@
 #include "data/latent_cache.h"
 #include "data/latent_loader.h"
 #include "data/shard_file.h"
+#include "data/text_embeddings.h"
 #include "data_test_util.h"
 
 namespace lf::data {
@@ -30,6 +31,11 @@ class CaptionedSource : public Source {
     captioned_ = true;
   }
   nlohmann::json description() const override { return inner_->description(); }
+  std::vector<std::string> item_names() const override {
+    std::vector<std::string> out;
+    for (int64_t i = 0; i < size_; ++i) out.push_back("img/" + std::to_string(i) + ".png");
+    return out;
+  }
   SourceBatch get(int64_t begin, int64_t end) const override {
     SourceBatch b = inner_->get(begin, end);
     b.captions.assign(captions_.begin() + begin, captions_.begin() + end);
@@ -128,6 +134,105 @@ TEST(TextCache, TheChecksumCoversTheTokensAndTheContextLengthIsChecked) {
   two.context_length = 2;
   EXPECT_NE(error_of([&] { encode_shards(src, fake_encoder(), two, 0, 1); })
                 .find("model.context_length is 2, expected 3..4096"),
+            std::string::npos);
+}
+
+// Writes an embeddings file with the HDF5 C API: embedding f32 [n, L, D], mask u8 [n, L] and
+// `file_name` as fixed-length strings (h5py's test covers variable-length ones), rows in
+// reverse order of the images "img/<i>.png". Returns the embeddings in image order.
+at::Tensor write_embeddings(const std::string& path, int64_t n, int64_t len, int64_t dim, at::Tensor* mask) {
+  at::manual_seed(11);
+  at::Tensor e = at::randn({n, len, dim});
+  *mask = at::zeros({n, len}, at::kByte);
+  for (int64_t i = 0; i < n; ++i) (*mask)[i].narrow(0, 0, 1 + i % len).fill_(1);
+  const at::Tensor rev = at::arange(n - 1, -1, -1, at::kLong);
+  const at::Tensor fe = e.index_select(0, rev).contiguous(), fm = mask->index_select(0, rev).contiguous();
+  H5Id f(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT));
+  auto put = [&](const char* name, hid_t type, std::vector<hsize_t> dims, const void* data) {
+    H5Id space(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr));
+    H5Id ds(H5Dcreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+  };
+  const hsize_t un = static_cast<hsize_t>(n), ul = static_cast<hsize_t>(len), ud = static_cast<hsize_t>(dim);
+  put("embedding", H5T_NATIVE_FLOAT, {un, ul, ud}, fe.data_ptr());
+  put("mask", H5T_NATIVE_UINT8, {un, ul}, fm.data_ptr());
+  constexpr size_t kWidth = 16;
+  std::vector<char> names(static_cast<size_t>(n) * kWidth, '\0');
+  for (int64_t r = 0; r < n; ++r) {
+    const std::string s = "img/" + std::to_string(n - 1 - r) + ".png";
+    std::copy(s.begin(), s.end(), names.begin() + r * static_cast<int64_t>(kWidth));
+  }
+  H5Id str(H5Tcopy(H5T_C_S1));
+  H5Tset_size(str, kWidth);
+  put("file_name", str, {un}, names.data());
+  return e;
+}
+
+TEST(TextCache, ExternalEmbeddingsReachTheShardsAndTheLoaderAsF16ByFileName) {
+  const int64_t n = 30, len = 5, dim = 7;
+  CaptionedSource src(synthetic_source(n), captions(n));
+  const std::string files = scratch_dir("-files");
+  const std::string emb_path = files + "/emb.h5";
+  at::Tensor mask;
+  const at::Tensor e = write_embeddings(emb_path, n, len, dim, &mask);
+  const at::Tensor want = e.to(at::kHalf).to(at::kFloat);  // stored as f16
+  EncodeOptions o = small_options(scratch_dir("-cache"));
+  o.context_length = kCtx;
+  o.text_embeddings = emb_path;
+  encode_shards(src, fake_encoder(), o, 0, 1);
+  Manifest m = finalize_cache(o.cache_dir, o);
+  EXPECT_EQ(m.settings.text.embedding_length, len);
+  EXPECT_EQ(m.settings.text.embedding_dim, dim);
+  EXPECT_EQ(m.settings.text.embedding_sha256, TextEmbeddingFile(emb_path, "file_name").sha256());
+  EXPECT_EQ(Manifest::parse(m.to_json().dump(), "manifest").settings.text.embedding_dim, dim);
+  for (bool mapped : {true, false}) {
+    auto cache = LatentCache::open(o.cache_dir, /*verify=*/true, mapped);
+    std::vector<int64_t> idx = {29, 0, 7, 7, 15};
+    const at::Tensor sel = at::tensor(idx, at::kLong);
+    LatentRows rows = cache->read(idx);
+    EXPECT_TRUE(rows.text_embedding.equal(want.index_select(0, sel))) << "mapped " << mapped;
+    EXPECT_TRUE(rows.text_mask.equal(mask.index_select(0, sel))) << "mapped " << mapped;
+  }
+  auto cache = LatentCache::open(o.cache_dir);
+  for (bool in_memory : {false, true}) {
+    LoaderOptions lo;
+    lo.layout = {8, 1, 0, 2};
+    lo.seed = 5;
+    lo.in_memory = in_memory;
+    LatentLoader loader(cache, lo);
+    for (int k = 0; k < 5; ++k)
+      for (const LatentBatch& b : loader.next().micro) {
+        EXPECT_TRUE(b.text_embedding.equal(want.index_select(0, b.indices))) << "in memory " << in_memory;
+        EXPECT_TRUE(b.text_mask.equal(mask.index_select(0, b.indices))) << "in memory " << in_memory;
+      }
+  }
+  // The checksum covers the embeddings; a re-run with another embeddings file is refused
+  // before anything is written.
+  const std::string s0 = o.cache_dir + "/" + shard_file_name(0);
+  {
+    ShardReader r(s0);
+    const int64_t offset = r.data_offset("text_embedding") + 3;
+    const std::string recorded = r.header().sha256;
+    std::fstream f(s0, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(offset);
+    const char c = 0x55;
+    f.write(&c, 1);
+    f.close();
+    EXPECT_NE(ShardReader(s0).compute_checksum(), recorded);
+  }
+  at::Tensor mask2;
+  write_embeddings(files + "/emb2.h5", n, len, dim + 1, &mask2);
+  EncodeOptions other = o;
+  other.text_embeddings = files + "/emb2.h5";
+  EXPECT_NE(error_of([&] { encode_shards(src, fake_encoder(), other, 0, 1); }).find("text"), std::string::npos);
+  // A file without one of the images names it.
+  EncodeOptions fewer = small_options(scratch_dir("-fewer"));
+  fewer.context_length = kCtx;
+  fewer.text_embeddings = files + "/emb3.h5";
+  write_embeddings(fewer.text_embeddings, n - 1, len, dim, &mask2);
+  EXPECT_NE(error_of([&] { encode_shards(src, fake_encoder(), fewer, 0, 1); })
+                .find("no embedding for 1 of the 30 images (dataset 'file_name' holds paths as in the folder's "
+                      "metadata.jsonl), e.g. 'img/29.png'"),
             std::string::npos);
 }
 

@@ -164,6 +164,111 @@ run_ok "$T/c1" "a class model" --train.steps=1
 rc=0
 "$LF_BIN" sample --sample.checkpoint="$T/c1" --sample.prompt=hello --sample.out_dir="$T/s4" --threads=1 \
   >"$T/s4.log" 2>&1 || rc=$?
-[[ $rc == 2 ]] && grep -q "sample.prompt / sample.prompt_file are for text models" "$T/s4.log" ||
+[[ $rc == 2 ]] && grep -q "sample.prompt / sample.prompt_file / sample.prompt_embeddings are for text models" "$T/s4.log" ||
   fail "prompts for a class model: exit $rc, $(tail -1 "$T/s4.log")"
+echo "== external caption embeddings: an HDF5 of N x L x D + mask, matched by file name, cached as f16"
+# A stand-in for a frozen encoder's output: one fixed random vector per word (and position), the
+# mask covering the words; written with the h5py lines docs/cache.md gives. Rows are in reverse
+# order and with "./" prefixes, so only the file names can match them.
+"$PY" - "$T/shapes/metadata.jsonl" "$T" <<'EOF' || fail "could not write the embedding files"
+import json, sys
+import h5py, numpy as np
+meta, out = sys.argv[1], sys.argv[2]
+L, D = 6, 8
+rng = np.random.default_rng(0)
+table, pos = {}, rng.standard_normal((L, D)).astype(np.float32)
+def embed(text):
+    words = text.split()[:L]
+    e = np.zeros((L, D), np.float32)
+    for i, w in enumerate(words):
+        if w not in table:
+            table[w] = rng.standard_normal(D).astype(np.float32)
+        e[i] = table[w] + pos[i]
+    m = np.zeros(L, np.uint8)
+    m[:len(words)] = 1
+    return e, m
+rows = [json.loads(l) for l in open(meta, encoding="utf-8")][::-1]
+emb, mask = zip(*(embed(r["text"]) for r in rows))
+with h5py.File(f"{out}/emb.h5", "w") as f:
+    f["embedding"] = np.stack(emb).astype(np.float16)
+    f["mask"] = np.stack(mask)
+    f.create_dataset("file_name", data=["./" + r["file_name"] for r in rows], dtype=h5py.string_dtype())
+prompts = ["red disc at the left", "blue bar at the top"]
+pe, pm = zip(*(embed(p) for p in prompts))
+with h5py.File(f"{out}/prompt-emb.h5", "w") as f:
+    f["embedding"] = np.stack(pe)
+    f["mask"] = np.stack(pm)
+    f.create_dataset("text", data=prompts, dtype=h5py.string_dtype())
+# Broken files: a missing image, a bool mask.
+with h5py.File(f"{out}/emb-missing.h5", "w") as f:
+    f["embedding"], f["mask"] = np.stack(emb)[1:], np.stack(mask)[1:]
+    f.create_dataset("file_name", data=[r["file_name"] for r in rows[1:]], dtype=h5py.string_dtype())
+with h5py.File(f"{out}/emb-bool.h5", "w") as f:
+    f["embedding"], f["mask"] = np.stack(emb), np.stack(mask).astype(bool)
+    f.create_dataset("file_name", data=[r["file_name"] for r in rows], dtype=h5py.string_dtype())
+EOF
+ECACHE="$T/embcache"
+"$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$ECACHE" \
+  --cache.shard_size=16 --cache.dtype=f32 --model.context_length=$CTX --data.text_embeddings="$T/emb.h5" --threads=1 \
+  >"$T/eencode.log" 2>&1 || { cat "$T/eencode.log"; fail "encode with embeddings failed"; }
+"$PY" - "$ECACHE" "$T/emb.h5" "$T/shapes/metadata.jsonl" <<'EOF' || fail "the cached embeddings do not match the file"
+import glob, hashlib, json, sys
+import h5py, numpy as np
+cache, emb, meta = sys.argv[1:]
+m = json.load(open(f"{cache}/manifest.json"))
+e = m["text"]["embedding"]
+assert e == {"length": 6, "dim": 8, "sha256": hashlib.sha256(open(emb, "rb").read()).hexdigest()}, e
+src = h5py.File(emb, "r")
+row_of = {n.decode()[2:]: i for i, n in enumerate(src["file_name"][:])}
+names = [json.loads(l)["file_name"] for l in open(meta, encoding="utf-8")]
+seen = 0
+for path in sorted(glob.glob(f"{cache}/shard-*.h5")):
+    f = h5py.File(path, "r")
+    assert f["text_embedding"].dtype == np.float16 and f["text_mask"].dtype == np.uint8
+    for row, index in enumerate(f["index"][:]):
+        r = row_of[names[index]]
+        assert np.array_equal(f["text_embedding"][row], src["embedding"][r]), (path, row)
+        assert np.array_equal(f["text_mask"][row], src["mask"][r]), (path, row)
+        seen += 1
+assert seen == len(names)
+print(f"  {seen} embeddings matched by file name")
+EOF
+for bad in missing bool; do
+  rc=0
+  "$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$T/bad-$bad" \
+    --model.context_length=$CTX --data.text_embeddings="$T/emb-$bad.h5" --threads=1 >"$T/bad-$bad.log" 2>&1 || rc=$?
+  [[ $rc == 2 ]] || fail "encode with emb-$bad.h5 exited with $rc, expected 2: $(tail -1 "$T/bad-$bad.log")"
+done
+grep -q "emb-missing.h5: no embedding for 1 of the 48 images .* e.g. 'img047.png'" "$T/bad-missing.log" ||
+  fail "no missing-image message: $(tail -1 "$T/bad-missing.log")"
+grep -q "emb-bool.h5: dataset 'mask' holds an enum (h5py's bool), expected integers .*mask.astype" "$T/bad-bool.log" ||
+  fail "no bool-mask message: $(tail -1 "$T/bad-bool.log")"
+
+echo "== a text UNet on the cached embeddings: 1 rank vs 2 ranks in float64; the joint encoder is gone"
+CACHE="$ECACHE"
+run_ok "$T/e1" "1 rank" "${F[@]}"
+run_np2_ok "$T/e2" "2 ranks" "${F[@]}"
+same_checkpoints "$(ckpt "$T/e1" 4)" "$(ckpt "$T/e2" 4)" "${TOL[@]}"
+"$PY" - "$(ckpt "$T/e1" 4)/model.safetensors" <<'EOF' || fail "the model is not the projection of the embeddings"
+import json, struct, sys
+raw = open(sys.argv[1], "rb").read()
+names = json.loads(raw[8:8 + struct.unpack("<Q", raw[:8])[0]])
+assert names["text_encoder.caption_projection.linear_1.weight"]["shape"] == [16, 8], names
+assert not any("token_embedding" in n for n in names), "a joint encoder was built"
+EOF
+echo "== sample from the prompts' embeddings; text prompts are refused for this model"
+"$LF_BIN" sample --sample.checkpoint="$T/e1" --sample.prompt_embeddings="$T/prompt-emb.h5" --sample.num=4 \
+  --sample.steps=2 --sample.out_dir="$T/es" --threads=1 >"$T/es.log" 2>&1 || { tail "$T/es.log"; fail "sample failed"; }
+"$PY" - "$T/es/samples.h5" <<'EOF' || fail "samples.h5 of the prompt embeddings is wrong"
+import json, sys
+import h5py
+a = h5py.File(sys.argv[1], "r")
+assert json.loads(a.attrs["prompts"]) == ["red disc at the left", "blue bar at the top"]
+assert list(a["labels"][:]) == [0, 1, 0, 1]
+EOF
+rc=0
+"$LF_BIN" sample --sample.checkpoint="$T/e1" --sample.prompt=hello --sample.out_dir="$T/es2" --threads=1 \
+  >"$T/es2.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "give the prompts' embeddings in sample.prompt_embeddings" "$T/es2.log" ||
+  fail "a text prompt for an embeddings model: exit $rc, $(tail -1 "$T/es2.log")"
 echo "PASS"
