@@ -4,7 +4,10 @@
 # as UTF-8 and tokens (the manifest records the tokenizer, context length and the truncation
 # count), cache.flip is refused; a text UNet and a text DiT train with keyed caption dropout so
 # that 2 ranks == 1 rank in float64, a resumed run equals a straight one bitwise; `sample` takes
-# prompts (samples.h5 records them, 2 ranks == 1 rank) and refuses them for a class model.
+# prompts (samples.h5 records them, 2 ranks == 1 rank) and refuses them for a class model. Then
+# the same with caption embeddings from an HDF5 file (a stand-in for a frozen encoder's): matched
+# by file name into the cache, bad files refused with their name, a model of the embeddings
+# (2 ranks == 1 rank, resume bitwise) sampled from the prompts' embeddings.
 source "$(dirname "${BASH_SOURCE[0]}")/train_common.bash"
 setup train_text
 
@@ -244,11 +247,14 @@ grep -q "emb-missing.h5: no embedding for 1 of the 48 images .* e.g. 'img047.png
 grep -q "emb-bool.h5: dataset 'mask' holds an enum (h5py's bool), expected integers .*mask.astype" "$T/bad-bool.log" ||
   fail "no bool-mask message: $(tail -1 "$T/bad-bool.log")"
 
-echo "== a text UNet on the cached embeddings: 1 rank vs 2 ranks in float64; the joint encoder is gone"
+echo "== a text UNet on the cached embeddings: 1 rank vs 2 ranks in float64, resume bitwise; no joint encoder"
 CACHE="$ECACHE"
 run_ok "$T/e1" "1 rank" "${F[@]}"
 run_np2_ok "$T/e2" "2 ranks" "${F[@]}"
 same_checkpoints "$(ckpt "$T/e1" 4)" "$(ckpt "$T/e2" 4)" "${TOL[@]}"
+run_ok "$T/er" "first 2 steps" "${F[@]}" --train.steps=2
+run_ok "$T/er" "resume to 4" "${F[@]}" --resume auto
+same_checkpoints "$(ckpt "$T/e1" 4)" "$(ckpt "$T/er" 4)" --exact
 "$PY" - "$(ckpt "$T/e1" 4)/model.safetensors" <<'EOF' || fail "the model is not the projection of the embeddings"
 import json, struct, sys
 raw = open(sys.argv[1], "rb").read()
