@@ -42,6 +42,15 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # relative paths (data, prompts, classifier) mean what they mean to the quickstart.
 par() { mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" "$@" --threads 1; }
 now() { date +%s.%N; }
+# After `timeout`: 124 is the budget running out (the trainer checkpointed on SIGUSR1 and
+# stopped), anything else a failure to report, not an arm to mark done.
+timed_out() {
+  local rc=$?
+  [ $rc -eq 124 ] && return 0
+  echo "latent_vs_pixel: the $1 arm failed (exit $rc); see $W/$1_train.log" >&2
+  tail -n 3 "$W/$1_train.log" >&2
+  exit 1
+}
 CLF=${LF_CLASSIFIER:-$(sed -n 's/^classifier *= *//p' "$CONFIG" | head -1)}
 CLF=${CLF:-runs/classifier/classifier.safetensors}
 [ -f "$CLF" ] || "$BIN" eval train-classifier --config "$CONFIG" --eval.classifier="$CLF"
@@ -55,7 +64,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = latent ] && [ ! -f "$W/latent.done" ]; then
   timeout -s USR1 $((LATENT_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
     --threads 1 --vae.weights=$W/latent/vae/vae --cache.dir=$W/latent/cache --train.run_dir=$W/latent/ldm --train.steps=1000000 \
     --train.ckpt_every=$LE --train.milestone_every=$LE --train.val_cache= --train.sample_every=0 --train.lr_schedule=constant \
-    --resume auto > $W/latent_train.log 2>&1 || true
+    --resume auto > $W/latent_train.log 2>&1 || timed_out latent
   touch $W/latent.done
 fi
 # ---- pixel arm: identity "cache" of the images, a UNet on 1x32x32 for PIXEL_MIN minutes ---------
@@ -66,7 +75,7 @@ if [ "$WHAT" = all ] || [ "$WHAT" = pixel ] && [ ! -f "$W/pixel.done" ]; then
   timeout -s USR1 $((PIXEL_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
     --threads 1 --vae.kind=identity --cache.dir=$W/pixel/cache --train.run_dir=$W/pixel/ldm --train.steps=1000000 \
     $PIXEL_MODEL --train.log_every=20 --train.ckpt_every=$PE --train.milestone_every=$PE \
-    --train.val_cache= --train.sample_every=0 --train.lr_schedule=constant --resume auto > $W/pixel_train.log 2>&1 || true
+    --train.val_cache= --train.sample_every=0 --train.lr_schedule=constant --resume auto > $W/pixel_train.log 2>&1 || timed_out pixel
   touch $W/pixel.done
 fi
 # ---- evaluate every checkpoint of both arms -------------------------------------------------------
