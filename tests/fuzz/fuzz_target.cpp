@@ -24,6 +24,7 @@ void run_manifest(const uint8_t*, size_t, const std::string&, const std::string&
 void run_state_json(const uint8_t*, size_t, const std::string&, const std::string&);
 void run_ini(const uint8_t*, size_t, const std::string&, const std::string&);
 void run_shard(const uint8_t*, size_t, const std::string&, const std::string&);
+void run_text_embeddings(const uint8_t*, size_t, const std::string&, const std::string&);
 
 const std::vector<Target>& targets() {
   static const std::vector<Target> all = {
@@ -36,6 +37,7 @@ const std::vector<Target>& targets() {
       {"state_json", "state.json", run_state_json},
       {"ini", "config.ini", run_ini},
       {"shard", "shard-00000.h5", run_shard},
+      {"text_embeddings", "embeddings.h5", run_text_embeddings},
   };
   return all;
 }

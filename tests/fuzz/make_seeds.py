@@ -114,6 +114,11 @@ def main():
     # make a moments-f16 one with flipped copies.
     put("shard", "sample-f32", bytes(256))
     put("shard", "moments-f16-flip", bytes([1, 1, 1]) + bytes(600))
+    # The text_embeddings target's input drives a generator too: all zeros is one caption of one
+    # token of width 1 (f32 embedding, u8 mask, variable-length file names); a 2 in the fourth
+    # byte makes three captions.
+    put("text_embeddings", "one-row", bytes(64))
+    put("text_embeddings", "three-rows", bytes([0, 0, 0, 2]) + bytes(200))
 
 
 if __name__ == "__main__":
