@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <functional>
 
 #include "core/util/tokenizer.h"
 #include "data/latent_cache.h"
@@ -49,6 +50,20 @@ class CaptionedSource : public Source {
 
 constexpr int64_t kCtx = 10;
 
+// Five steps of batches of 8 from the loader, streaming and in memory.
+void for_each_loader_batch(const std::string& dir, const std::function<void(const LatentBatch&, bool)>& check) {
+  auto cache = LatentCache::open(dir);
+  for (bool in_memory : {false, true}) {
+    LoaderOptions lo;
+    lo.layout = {8, 1, 0, 2};
+    lo.seed = 5;
+    lo.in_memory = in_memory;
+    LatentLoader loader(cache, lo);
+    for (int k = 0; k < 5; ++k)
+      for (const LatentBatch& b : loader.next().micro) check(b, in_memory);
+  }
+}
+
 std::vector<std::string> captions(int64_t n) {
   std::vector<std::string> out;
   for (int64_t i = 0; i < n; ++i)
@@ -84,17 +99,9 @@ TEST(TextCache, CaptionsAndTokensReachTheShardsTheLoaderAndTheManifest) {
     std::vector<std::string> got = cache->read_captions(idx);
     for (size_t i = 0; i < idx.size(); ++i) EXPECT_EQ(got[i], caps[static_cast<size_t>(idx[i])]);
   }
-  auto cache = LatentCache::open(o.cache_dir);
-  for (bool in_memory : {false, true}) {
-    LoaderOptions lo;
-    lo.layout = {8, 1, 0, 2};
-    lo.seed = 5;
-    lo.in_memory = in_memory;
-    LatentLoader loader(cache, lo);
-    for (int k = 0; k < 5; ++k)
-      for (const LatentBatch& b : loader.next().micro)
-        EXPECT_TRUE(b.tokens.equal(want.tokens.index_select(0, b.indices))) << "in memory " << in_memory;
-  }
+  for_each_loader_batch(o.cache_dir, [&](const LatentBatch& b, bool in_memory) {
+    EXPECT_TRUE(b.tokens.equal(want.tokens.index_select(0, b.indices))) << "in memory " << in_memory;
+  });
   // An uncaptioned cache has no tokens.
   EncodeOptions plain = small_options(scratch_dir());
   auto unc = synthetic_source(12);
@@ -193,19 +200,10 @@ TEST(TextCache, ExternalEmbeddingsReachTheShardsAndTheLoaderAsF16ByFileName) {
     EXPECT_TRUE(rows.text_embedding.equal(want.index_select(0, sel))) << "mapped " << mapped;
     EXPECT_TRUE(rows.text_mask.equal(mask.index_select(0, sel))) << "mapped " << mapped;
   }
-  auto cache = LatentCache::open(o.cache_dir);
-  for (bool in_memory : {false, true}) {
-    LoaderOptions lo;
-    lo.layout = {8, 1, 0, 2};
-    lo.seed = 5;
-    lo.in_memory = in_memory;
-    LatentLoader loader(cache, lo);
-    for (int k = 0; k < 5; ++k)
-      for (const LatentBatch& b : loader.next().micro) {
-        EXPECT_TRUE(b.text_embedding.equal(want.index_select(0, b.indices))) << "in memory " << in_memory;
-        EXPECT_TRUE(b.text_mask.equal(mask.index_select(0, b.indices))) << "in memory " << in_memory;
-      }
-  }
+  for_each_loader_batch(o.cache_dir, [&](const LatentBatch& b, bool in_memory) {
+    EXPECT_TRUE(b.text_embedding.equal(want.index_select(0, b.indices))) << "in memory " << in_memory;
+    EXPECT_TRUE(b.text_mask.equal(mask.index_select(0, b.indices))) << "in memory " << in_memory;
+  });
   // The checksum covers the embeddings; a re-run with another embeddings file is refused
   // before anything is written.
   const std::string s0 = o.cache_dir + "/" + shard_file_name(0);
