@@ -236,6 +236,9 @@ for path in sorted(glob.glob(f"{cache}/shard-*.h5")):
 assert seen == len(names)
 print(f"  {seen} embeddings matched by file name")
 EOF
+"$LF_BIN" inspect "$ECACHE" >"$T/einspect.log" 2>&1 || { cat "$T/einspect.log"; fail "inspect failed"; }
+grep -q "embeddings:   6 x 8 per caption (f16, external" "$T/einspect.log" ||
+  fail "inspect does not describe the embeddings: $(grep -A1 captions "$T/einspect.log")"
 for bad in missing bool; do
   rc=0
   "$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$T/bad-$bad" \
