@@ -54,6 +54,57 @@ void check_shard_header(const ShardReader& r, const Manifest& m, int64_t i) {
                                      ", shard vs manifest)"));
 }
 
+// Where read_into puts a captioned cache's per-row text: the tokens (int32) and, with external
+// caption embeddings, the stored f16 embedding rows (converted to float32 when the output is
+// float, like the latents) and the mask bytes. The constructor checks the output tensors.
+class TextRowSink {
+ public:
+  TextRowSink(const TextSettings& t, LatentRows& out, int64_t n)
+      : ctx_(t.context_length), emb_elems_(t.embedding_length * t.embedding_dim), mask_row_(t.embedding_length) {
+    if (t.enabled()) {
+      TORCH_CHECK(out.tokens.defined() && out.tokens.is_contiguous() && out.tokens.scalar_type() == at::kInt &&
+                      out.tokens.numel() == n * ctx_,
+                  "LatentCache::read_into: tokens must be a contiguous int32 [", n, ", ", ctx_, "]");
+      tok_ = out.tokens.data_ptr<int32_t>();
+    }
+    if (t.external()) {
+      emb_float_ = out.text_embedding.defined() && out.text_embedding.scalar_type() == at::kFloat;
+      TORCH_CHECK(out.text_embedding.defined() && out.text_embedding.is_contiguous() &&
+                      (emb_float_ || out.text_embedding.scalar_type() == at::kHalf) &&
+                      out.text_embedding.numel() == n * emb_elems_ && out.text_mask.defined() &&
+                      out.text_mask.is_contiguous() && out.text_mask.scalar_type() == at::kByte &&
+                      out.text_mask.numel() == n * mask_row_,
+                  "LatentCache::read_into: text_embedding must be a contiguous float32 or float16 [", n, ", ",
+                  t.embedding_length, ", ", t.embedding_dim, "] and text_mask uint8 [", n, ", ", mask_row_, "]");
+      emb_ = static_cast<char*>(out.text_embedding.data_ptr());
+      mask_ = out.text_mask.data_ptr<uint8_t>();
+    }
+  }
+  bool has_tokens() const { return tok_ != nullptr; }
+  bool has_embeddings() const { return emb_ != nullptr; }
+  int64_t context_length() const { return ctx_; }
+  int64_t embedding_row_bytes() const { return emb_elems_ * 2; }  // stored as f16
+  int64_t mask_row_bytes() const { return mask_row_; }
+  // Output row q from a stored row.
+  void put_tokens(int64_t q, const int32_t* src) const {
+    std::memcpy(tok_ + q * ctx_, src, static_cast<size_t>(ctx_) * 4);
+  }
+  void put_embedding(int64_t q, const char* emb, const uint8_t* mask) const {
+    if (emb_float_)
+      half_to_float(reinterpret_cast<const uint16_t*>(emb), reinterpret_cast<float*>(emb_) + q * emb_elems_, emb_elems_);
+    else
+      std::memcpy(emb_ + q * emb_elems_ * 2, emb, static_cast<size_t>(emb_elems_) * 2);
+    std::memcpy(mask_ + q * mask_row_, mask, static_cast<size_t>(mask_row_));
+  }
+
+ private:
+  int64_t ctx_, emb_elems_, mask_row_;
+  int32_t* tok_ = nullptr;
+  char* emb_ = nullptr;
+  uint8_t* mask_ = nullptr;
+  bool emb_float_ = false;
+};
+
 }  // namespace
 
 bool check_shard_file(const std::string& path, const ManifestShard& e, bool hash) {
@@ -131,7 +182,7 @@ const LatentCache::MappedShard& LatentCache::mapped(int64_t i) const {
     }
     if (ok && s.text.external()) {
       m.text_embedding = r.mapped_rows("text_embedding");
-      m.text_mask = r.mapped_rows("text_mask");
+      m.text_mask = reinterpret_cast<const uint8_t*>(r.mapped_rows("text_mask"));
       ok = m.text_embedding && m.text_mask;
     }
   }
@@ -237,38 +288,7 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
   TORCH_CHECK(out.labels.numel() == n && out.indices.numel() == n &&
                   out.labels.scalar_type() == at::kLong && out.indices.scalar_type() == at::kLong,
               "LatentCache::read_into: labels and indices must be int64 [", n, "]");
-  const int64_t ctx = s.text.context_length;
-  int32_t* tok = nullptr;
-  if (s.text.enabled()) {
-    TORCH_CHECK(out.tokens.defined() && out.tokens.is_contiguous() &&
-                    out.tokens.scalar_type() == at::kInt && out.tokens.numel() == n * ctx,
-                "LatentCache::read_into: tokens must be a contiguous int32 [", n, ", ", ctx, "]");
-    tok = out.tokens.data_ptr<int32_t>();
-  }
-  // External caption embeddings: f16 rows, converted like the latents when read as float.
-  const int64_t emb_elems = s.text.embedding_length * s.text.embedding_dim, mask_row = s.text.embedding_length;
-  char* emb = nullptr;
-  uint8_t* emask = nullptr;
-  bool emb_float = false;
-  if (s.text.external()) {
-    emb_float = out.text_embedding.defined() && out.text_embedding.scalar_type() == at::kFloat;
-    TORCH_CHECK(out.text_embedding.defined() && out.text_embedding.is_contiguous() &&
-                    (emb_float || out.text_embedding.scalar_type() == at::kHalf) &&
-                    out.text_embedding.numel() == n * emb_elems && out.text_mask.defined() &&
-                    out.text_mask.is_contiguous() && out.text_mask.scalar_type() == at::kByte &&
-                    out.text_mask.numel() == n * mask_row,
-                "LatentCache::read_into: text_embedding must be a contiguous float32 or float16 [", n, ", ",
-                s.text.embedding_length, ", ", s.text.embedding_dim, "] and text_mask uint8 [", n, ", ", mask_row, "]");
-    emb = static_cast<char*>(out.text_embedding.data_ptr());
-    emask = out.text_mask.data_ptr<uint8_t>();
-  }
-  // Copies one stored embedding row (f16) to output row q.
-  auto put_embedding = [&](int64_t q, const char* src) {
-    if (emb_float)
-      half_to_float(reinterpret_cast<const uint16_t*>(src), reinterpret_cast<float*>(emb) + q * emb_elems, emb_elems);
-    else
-      std::memcpy(emb + q * emb_elems * 2, src, static_cast<size_t>(emb_elems) * 2);
-  };
+  const TextRowSink text(s.text, out, n);
   const bool convert = as_float && s.dtype == StoreDType::kF16;  // fused gather + f16->f32
   const int64_t lat_row = sample_bytes() / static_cast<int64_t>(names.size());
 
@@ -311,11 +331,10 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
       }
       lab[q] = b->labels[row];
       idx[q] = b->index[row];
-      if (tok) std::memcpy(tok + q * ctx, b->tokens + row * ctx, static_cast<size_t>(ctx) * 4);
-      if (emb) {
-        put_embedding(q, b->text_embedding + row * emb_elems * 2);
-        std::memcpy(emask + q * mask_row, b->text_mask + row * mask_row, static_cast<size_t>(mask_row));
-      }
+      if (text.has_tokens()) text.put_tokens(q, b->tokens + row * text.context_length());
+      if (text.has_embeddings())
+        text.put_embedding(q, b->text_embedding + row * text.embedding_row_bytes(),
+                           b->text_mask + row * text.mask_row_bytes());
       if (idx[q] != v)
         throw std::runtime_error(lf::str(shard(sh).path(), ": row ", row, " stores sample index ",
                                          idx[q], ", expected ", v, "; the shard is damaged"));
@@ -367,22 +386,21 @@ void LatentCache::read_into(const std::vector<int64_t>& indices, LatentRows& out
     idx_buf.resize(static_cast<size_t>(rows));
     r.read_rows("labels", row0, rows, lab_buf.data());
     r.read_rows("index", row0, rows, idx_buf.data());
-    if (tok) {
+    if (text.has_tokens()) {
+      const int64_t ctx = text.context_length();
       std::vector<int32_t> tok_buf(static_cast<size_t>(rows * ctx));
       r.read_rows("tokens", row0, rows, tok_buf.data());
-      for (size_t q = k; q < e; ++q)
-        std::memcpy(tok + order[q] * ctx, tok_buf.data() + (indices[order[q]] - first) * ctx,
-                    static_cast<size_t>(ctx) * 4);
+      for (size_t q = k; q < e; ++q) text.put_tokens(order[q], tok_buf.data() + (indices[order[q]] - first) * ctx);
     }
-    if (emb) {
-      std::vector<char> emb_buf(static_cast<size_t>(rows * emb_elems * 2));
-      std::vector<uint8_t> mask_buf(static_cast<size_t>(rows * mask_row));
+    if (text.has_embeddings()) {
+      const int64_t eb = text.embedding_row_bytes(), mb = text.mask_row_bytes();
+      std::vector<char> emb_buf(static_cast<size_t>(rows * eb));
+      std::vector<uint8_t> mask_buf(static_cast<size_t>(rows * mb));
       r.read_rows("text_embedding", row0, rows, emb_buf.data());
       r.read_rows("text_mask", row0, rows, mask_buf.data());
       for (size_t q = k; q < e; ++q) {
         const int64_t at_row = indices[order[q]] - first;
-        put_embedding(order[q], emb_buf.data() + at_row * emb_elems * 2);
-        std::memcpy(emask + order[q] * mask_row, mask_buf.data() + at_row * mask_row, static_cast<size_t>(mask_row));
+        text.put_embedding(order[q], emb_buf.data() + at_row * eb, mask_buf.data() + at_row * mb);
       }
     }
     int64_t* lab = out.labels.data_ptr<int64_t>();

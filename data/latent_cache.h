@@ -99,7 +99,7 @@ class LatentCache {
     const int64_t* index = nullptr;
     const int32_t* tokens = nullptr;
     const char* text_embedding = nullptr;
-    const char* text_mask = nullptr;
+    const uint8_t* text_mask = nullptr;
   };
   const MappedShard& mapped(int64_t i) const;
   std::string dir_;
