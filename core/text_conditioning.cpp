@@ -249,8 +249,7 @@ TextContext TextEncoderImpl::forward_external(const TextInput& text, int64_t n, 
   const auto dtype = like.scalar_type();
   const at::Device device = like.device();
   auto project = [&](const at::Tensor& e) { return linear_2(at::gelu(linear_1(e), "tanh")); };
-  at::Tensor null_mask = at::zeros({n, 1}, at::TensorOptions().dtype(at::kBool).device(device));
-  null_mask.fill_(true);
+  const at::Tensor null_mask = at::ones({n, 1}, at::TensorOptions().dtype(at::kBool).device(device));
   if (text.tokens.defined())
     throw std::invalid_argument("text encoder: tokens given to a model of external caption embeddings");
   if (!text.embeddings.defined())

@@ -120,10 +120,16 @@ ExternalText open_external_text(const Source& source, const EncodeOptions& o) {
                                         " but the data set has no captions; it needs an image folder with a "
                                         "metadata.jsonl (the embeddings are of its captions)"));
   x.file = std::make_unique<TextEmbeddingFile>(o.text_embeddings, "file_name");
-  // Matched as normalised relative paths ("./a/b.png" and "a//b.png" name a/b.png).
+  // Matched as normalised relative paths ("./a/b.png" and "a//b.png" name a/b.png); a path
+  // twice would make the match ambiguous.
   std::unordered_map<std::string, int64_t> row_of;
-  for (size_t r = 0; r < x.file->keys().size(); ++r)
-    row_of.emplace(fs::path(x.file->keys()[r]).lexically_normal().string(), static_cast<int64_t>(r));
+  const std::vector<std::string>& keys = x.file->keys();
+  for (size_t r = 0; r < keys.size(); ++r) {
+    auto [it, fresh] = row_of.emplace(fs::path(keys[r]).lexically_normal().string(), static_cast<int64_t>(r));
+    if (!fresh)
+      throw std::invalid_argument(lf::str(o.text_embeddings, ": dataset 'file_name' names '", lf::excerpt(it->first),
+                                          "' twice (rows ", it->second, " and ", r, ")"));
+  }
   const std::vector<std::string> names = source.item_names();
   std::vector<std::string> missing;
   for (const std::string& n : names) {

@@ -28,8 +28,7 @@ const char* class_name(H5T_class_t c) {
 
 }  // namespace
 
-TextEmbeddingFile::TextEmbeddingFile(std::string path, const std::string& key, bool unique_keys)
-    : path_(std::move(path)) {
+TextEmbeddingFile::TextEmbeddingFile(std::string path, const std::string& key) : path_(std::move(path)) {
   h5_init();
   std::lock_guard<std::recursive_mutex> lock(h5_mutex());
   auto bad = [&](const std::string& what) { return std::invalid_argument(lf::str(path_, ": ", what)); };
@@ -62,10 +61,6 @@ TextEmbeddingFile::TextEmbeddingFile(std::string path, const std::string& key, b
   keys_ = read_strings(key);
   if (static_cast<int64_t>(keys_.size()) != n_)
     throw bad(lf::str("dataset '", key, "' holds ", keys_.size(), " strings, 'embedding' ", n_, " rows"));
-  for (int64_t i = 0; i < n_; ++i)
-    if (!rows_.emplace(keys_[static_cast<size_t>(i)], i).second && unique_keys)
-      throw bad(lf::str("dataset '", key, "': '", lf::excerpt(keys_[static_cast<size_t>(i)]), "' appears twice (rows ",
-                        rows_.at(keys_[static_cast<size_t>(i)]), " and ", i, ")"));
 }
 
 std::vector<std::string> TextEmbeddingFile::read_strings(const std::string& name) {
@@ -123,11 +118,6 @@ std::vector<std::string> TextEmbeddingFile::texts() {
   return t;
 }
 
-int64_t TextEmbeddingFile::find(const std::string& key) const {
-  auto it = rows_.find(key);
-  return it == rows_.end() ? -1 : it->second;
-}
-
 void TextEmbeddingFile::read(const std::vector<int64_t>& rows, at::Tensor* embeddings, at::Tensor* mask) {
   const int64_t n = static_cast<int64_t>(rows.size());
   at::Tensor e = at::empty({n, length_, dim_}, at::kFloat);
@@ -143,18 +133,20 @@ void TextEmbeddingFile::read(const std::vector<int64_t>& rows, at::Tensor* embed
       h5_read_rows(mask_, H5T_NATIVE_INT64, static_cast<hsize_t>(r), 1, mdims, m64[i].data_ptr(), path_);
     }
   }
-  for (int64_t i = 0; i < n; ++i) {
+  // Checked for the whole batch at once; the first bad row is named.
+  const at::Tensor bad_value = m64.lt(0).logical_or(m64.gt(1)).any(1);
+  const at::Tensor no_token = m64.ne(0).any(1).logical_not();
+  const at::Tensor not_finite = at::isfinite(e).flatten(1).all(1).logical_not();
+  const at::Tensor any_bad = bad_value.logical_or(no_token).logical_or(not_finite);
+  if (n > 0 && any_bad.any().item<bool>()) {
+    const int64_t i = any_bad.nonzero()[0][0].item<int64_t>();
     const int64_t r = rows[static_cast<size_t>(i)];
-    const at::Tensor mi = m64[i];
-    if (mi.lt(0).any().item<bool>() || mi.gt(1).any().item<bool>())
-      throw std::runtime_error(lf::str(path_, ": dataset 'mask', row ", r, " (", lf::excerpt(keys_[static_cast<size_t>(r)]),
-                                       "): holds a value other than 0 and 1"));
-    if (!mi.any().item<bool>())
-      throw std::runtime_error(lf::str(path_, ": dataset 'mask', row ", r, " (", lf::excerpt(keys_[static_cast<size_t>(r)]),
-                                       "): no token set (every caption needs at least one)"));
-    if (!at::isfinite(e[i]).all().item<bool>())
-      throw std::runtime_error(lf::str(path_, ": dataset 'embedding', row ", r, " (", lf::excerpt(keys_[static_cast<size_t>(r)]),
-                                       "): not finite (NaN or infinity)"));
+    const std::string where = lf::str(" row ", r, " (", lf::excerpt(keys_[static_cast<size_t>(r)]), "): ");
+    if (bad_value[i].item<bool>())
+      throw std::runtime_error(lf::str(path_, ": dataset 'mask',", where, "holds a value other than 0 and 1"));
+    if (no_token[i].item<bool>())
+      throw std::runtime_error(lf::str(path_, ": dataset 'mask',", where, "no token set (every caption needs at least one)"));
+    throw std::runtime_error(lf::str(path_, ": dataset 'embedding',", where, "not finite (NaN or infinity)"));
   }
   *embeddings = e;
   *mask = m64.to(at::kByte);

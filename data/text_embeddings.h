@@ -9,7 +9,6 @@
 #pragma once
 #include <cstdint>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -24,10 +23,10 @@ constexpr int64_t kMaxEmbeddingDim = 65536;
 class TextEmbeddingFile {
  public:
   // Opens `path` and checks the layout; `key` is the string dataset that names the rows
-  // ("file_name" or "text"). Throws std::invalid_argument naming the file, the dataset and what
-  // was expected (a missing dataset, a wrong rank or type, mismatched row counts, with
-  // `unique_keys` a key repeated).
-  TextEmbeddingFile(std::string path, const std::string& key, bool unique_keys = true);
+  // ("file_name" or "text"; repeats are allowed here, prompts may repeat). Throws
+  // std::invalid_argument naming the file, the dataset and what was expected (a missing
+  // dataset, a wrong rank or type, mismatched row counts).
+  TextEmbeddingFile(std::string path, const std::string& key);
   const std::string& path() const { return path_; }
   int64_t size() const { return n_; }
   int64_t length() const { return length_; }  // L
@@ -36,8 +35,6 @@ class TextEmbeddingFile {
   const std::vector<std::string>& keys() const { return keys_; }
   // The `text` dataset's strings when the file has one (else empty).
   std::vector<std::string> texts();
-  // Row of a key (the first with it), -1 when absent.
-  int64_t find(const std::string& key) const;
   // Rows `rows` (each in [0, size())): embeddings float32 [n, L, D] and mask uint8 [n, L] (0/1).
   // Throws std::runtime_error naming the file and row when a mask row has no token set or holds
   // a value other than 0 and 1, or an embedding is not finite.
@@ -51,7 +48,6 @@ class TextEmbeddingFile {
   H5Id file_, embedding_, mask_;
   int64_t n_ = 0, length_ = 0, dim_ = 0;
   std::vector<std::string> keys_;
-  std::unordered_map<std::string, int64_t> rows_;
 };
 
 }  // namespace lf::data

@@ -109,7 +109,7 @@ Conditions job_conditions(const core::DenoiserModule& model, const SampleConfig&
                            "sample.prompt or sample.prompt_file"));
     if (!fs::is_regular_file(s.prompt_embeddings))
       throw UsageError(str("sample.prompt_embeddings = ", s.prompt_embeddings, ": no such file"));
-    data::TextEmbeddingFile file(s.prompt_embeddings, "text", /*unique_keys=*/false);
+    data::TextEmbeddingFile file(s.prompt_embeddings, "text");
     if (file.length() != model.context_length() || file.dim() != model.text_embedding_dim())
       throw UsageError(str(s.prompt_embeddings, ": dataset 'embedding' holds ", file.length(), " x ", file.dim(),
                            " per prompt, the model reads ", model.context_length(), " x ", model.text_embedding_dim(),

@@ -202,10 +202,15 @@ with h5py.File(f"{out}/prompt-emb.h5", "w") as f:
     f["embedding"] = np.stack(pe)
     f["mask"] = np.stack(pm)
     f.create_dataset("text", data=prompts, dtype=h5py.string_dtype())
-# Broken files: a missing image, a bool mask.
+# Broken files: a missing image, a bool mask, a name twice.
 with h5py.File(f"{out}/emb-missing.h5", "w") as f:
     f["embedding"], f["mask"] = np.stack(emb)[1:], np.stack(mask)[1:]
     f.create_dataset("file_name", data=[r["file_name"] for r in rows[1:]], dtype=h5py.string_dtype())
+with h5py.File(f"{out}/emb-dup.h5", "w") as f:  # one image twice, spelled two ways
+    f["embedding"], f["mask"] = np.stack(emb), np.stack(mask)
+    names = [r["file_name"] for r in rows]
+    names[1] = "./" + names[0]
+    f.create_dataset("file_name", data=names, dtype=h5py.string_dtype())
 with h5py.File(f"{out}/emb-bool.h5", "w") as f:
     f["embedding"], f["mask"] = np.stack(emb), np.stack(mask).astype(bool)
     f.create_dataset("file_name", data=[r["file_name"] for r in rows], dtype=h5py.string_dtype())
@@ -239,7 +244,7 @@ EOF
 "$LF_BIN" inspect "$ECACHE" >"$T/einspect.log" 2>&1 || { cat "$T/einspect.log"; fail "inspect failed"; }
 grep -q "embeddings:   6 x 8 per caption (f16, external" "$T/einspect.log" ||
   fail "inspect does not describe the embeddings: $(grep -A1 captions "$T/einspect.log")"
-for bad in missing bool; do
+for bad in missing bool dup; do
   rc=0
   "$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.image_size=16 --cache.dir="$T/bad-$bad" \
     --model.context_length=$CTX --data.text_embeddings="$T/emb-$bad.h5" --threads=1 >"$T/bad-$bad.log" 2>&1 || rc=$?
@@ -247,6 +252,8 @@ for bad in missing bool; do
 done
 grep -q "emb-missing.h5: no embedding for 1 of the 48 images .* e.g. 'img047.png'" "$T/bad-missing.log" ||
   fail "no missing-image message: $(tail -1 "$T/bad-missing.log")"
+grep -q "emb-dup.h5: dataset 'file_name' names 'img047.png' twice (rows 0 and 1)" "$T/bad-dup.log" ||
+  fail "no repeated-name message: $(tail -1 "$T/bad-dup.log")"
 grep -q "emb-bool.h5: dataset 'mask' holds an enum (h5py's bool), expected integers .*mask.astype" "$T/bad-bool.log" ||
   fail "no bool-mask message: $(tail -1 "$T/bad-bool.log")"
 

@@ -115,13 +115,12 @@ void run_text_embeddings(const uint8_t* data, size_t size, const std::string& pa
     if (in.flag()) strings(in, file, "text", n);
   }
   // What encode and sample do with such a file: open it, read the names and every row.
-  data::TextEmbeddingFile f(path, "file_name", in.flag());
+  data::TextEmbeddingFile f(path, "file_name");
   f.texts();
   std::vector<int64_t> rows;
   for (int64_t r = 0; r < f.size(); ++r) rows.push_back(f.size() - 1 - r);
   at::Tensor e, m;
   f.read(rows, &e, &m);
-  f.find("img/0.png");
 }
 
 }  // namespace lf::fuzz
