@@ -71,9 +71,12 @@ int run_encode(const Invocation& inv) {
   data::EncodeOptions eo = encode_options(cache, ae);
   eo.progress = rt.is_root();
   if (source->captioned()) eo.context_length = std::stoll(inv.config.value("model.context_length"));
-  eo.text_embeddings = inv.config.value("data.text_embeddings");
+  // The test folder's captions have their own file (the names are relative to each folder).
+  const std::string emb_key =
+      data_cfg.split == "test" && !data_cfg.test_text_embeddings.empty() ? "data.test_text_embeddings" : "data.text_embeddings";
+  eo.text_embeddings = inv.config.value(emb_key);
   if (!eo.text_embeddings.empty() && !std::filesystem::is_regular_file(eo.text_embeddings))
-    throw UsageError(str("data.text_embeddings = ", eo.text_embeddings, ": no such file"));
+    throw UsageError(str(emb_key, " = ", eo.text_embeddings, ": no such file"));
   ae.to(dev.device(), dev.dtype());
   if (rt.is_root() && !finalize_only) LOG(INFO) << "encode: " << rt.world() << " rank(s), VAE on " << dev.describe();
 

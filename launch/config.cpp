@@ -95,7 +95,10 @@ void register_config(Config& c, ConfigRegistry& r) {
   r.add_path("data.text_embeddings", &c.data.text_embeddings,
              "captioned folders: an HDF5 file of caption embeddings computed elsewhere (embedding N x L x D, mask, "
              "file_name), stored in the cache (f16); the text model then reads them instead of its own encoder. "
-             "One file per folder: encode --data.split=test takes the test folder's");
+             "One file per folder: the test folder's is data.test_text_embeddings");
+  r.add_path("data.test_text_embeddings", &c.data.test_text_embeddings,
+             "captioned folders: the caption embeddings of data.test_source (encode --data.split=test reads them "
+             "instead of data.text_embeddings)");
   r.add_int("data.image_size", &c.data.image_size, 8, 8192, "image side: IDX 28x28 is padded to it, folder images resized + centre-cropped");
   r.add_choice("data.color", &c.data.color, {"auto", "gray", "rgb"}, "channels of folder images (auto: gray for IDX, rgb otherwise)");
   r.add_bool("data.skip_bad", &c.data.skip_bad, "skip undecodable, empty, truncated or too large inputs (listed in the manifest)");

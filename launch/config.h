@@ -22,6 +22,7 @@ struct DataConfig {
   std::string split = "train";                               // train|test (where the source has both)
   std::string test_source = "";  // image folders: the test split's folder (IDX files hold both splits)
   std::string text_embeddings = "";  // captioned folders: caption embeddings computed elsewhere (HDF5)
+  std::string test_text_embeddings = "";  // the test folder's (encode --data.split=test)
   int64_t image_size = 32;     // IDX 28x28 is padded to it; folder images resized + cropped
   std::string color = "auto";  // auto|gray|rgb
   bool skip_bad = false;       // skip (and list) undecodable inputs instead of failing

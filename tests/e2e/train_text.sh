@@ -256,6 +256,20 @@ grep -q "emb-dup.h5: dataset 'file_name' names 'img047.png' twice (rows 0 and 1)
   fail "no repeated-name message: $(tail -1 "$T/bad-dup.log")"
 grep -q "emb-bool.h5: dataset 'mask' holds an enum (h5py's bool), expected integers .*mask.astype" "$T/bad-bool.log" ||
   fail "no bool-mask message: $(tail -1 "$T/bad-bool.log")"
+# The test split reads its own folder's file (data.test_text_embeddings), not the training one's
+# (here one that lacks an image, so using it would fail), and names that key when it is absent.
+"$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.test_source="$T/shapes" --data.split=test \
+  --data.image_size=16 --cache.dir="$T/etest" --cache.dtype=f32 --model.context_length=$CTX \
+  --data.text_embeddings="$T/emb-missing.h5" --data.test_text_embeddings="$T/emb.h5" --threads=1 >"$T/etest.log" 2>&1 ||
+  { tail -3 "$T/etest.log"; fail "encode of the test split with data.test_text_embeddings failed"; }
+"$PY" -c 'import json, sys; a, b = (json.load(open(p + "/manifest.json"))["text"]["embedding"] for p in sys.argv[1:]); assert a == b, (a, b)' \
+  "$T/etest" "$ECACHE" || fail "the test split's cache does not hold data.test_text_embeddings' file"
+rc=0
+"$LF_BIN" encode --vae.kind=identity --data.source="$T/shapes" --data.test_source="$T/shapes" --data.split=test \
+  --data.image_size=16 --cache.dir="$T/etest2" --model.context_length=$CTX --data.text_embeddings="$T/emb.h5" \
+  --data.test_text_embeddings="$T/absent.h5" --threads=1 >"$T/etest2.log" 2>&1 || rc=$?
+[[ $rc == 2 ]] && grep -q "data.test_text_embeddings = .*absent.h5: no such file" "$T/etest2.log" ||
+  fail "a missing data.test_text_embeddings: exit $rc, $(tail -1 "$T/etest2.log")"
 
 echo "== a text UNet on the cached embeddings: 1 rank vs 2 ranks in float64, resume bitwise; no joint encoder"
 CACHE="$ECACHE"
