@@ -25,7 +25,8 @@
 # default 250), LF_EVAL_THREADS (threads of sample and eval, default 2), LF_LATENT_EVAL_EVERY /
 # LF_PIXEL_EVAL_EVERY (evaluate only the checkpoints whose step is a multiple of N, and the last
 # one; default: all), LF_SAMPLE_ARGS (extra --sample.* overrides of the evaluation, e.g. fewer
-# prompts: sampling a 64x64 pixel model is slow on a CPU).
+# prompts: sampling a 64x64 pixel model is slow on a CPU), LF_VAE_ARGS (extra --vae_train.*
+# overrides of the latent arm's VAE, e.g. a shorter recipe: --vae_train.steps=400).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIXEL_MIN=${1:-60} LATENT_MIN=${2:-15} WHAT=${3:-all}
@@ -58,7 +59,7 @@ CLF=${CLF:-runs/classifier/classifier.safetensors}
 # ---- latent arm: VAE + encode (timed), then the LDM for LATENT_MIN minutes --------------------
 if [ "$WHAT" = all ] || [ "$WHAT" = latent ] && [ ! -f "$W/latent.done" ]; then
   t0=$(now)
-  par vae train --config "$CONFIG" --vae_train.run_dir=$W/latent/vae --resume auto > $W/latent_vae.log 2>&1
+  par vae train --config "$CONFIG" --vae_train.run_dir=$W/latent/vae ${LF_VAE_ARGS:-} --resume auto > $W/latent_vae.log 2>&1
   par encode --config "$CONFIG" --vae.weights=$W/latent/vae/vae --cache.dir=$W/latent/cache > $W/latent_enc.log 2>&1
   echo "$(echo "$(now) - $t0" | bc)" > $W/latent.prep_s
   timeout -s USR1 $((LATENT_MIN * 60)) mpirun --oversubscribe --bind-to none -np "$RANKS" "$BIN" train --config "$CONFIG" \
