@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cstring>
 #include <stdexcept>
-#include <tuple>
 
 #include "core/util/sha256.h"
 #include "core/util/strings.h"
@@ -51,12 +50,18 @@ TextEmbeddingFile::TextEmbeddingFile(std::string path, const std::string& key) :
     throw bad(lf::str("dataset 'mask' is ", dims_str(m), ", expected ", e[0], "x", e[1], " (N x L, as 'embedding')"));
   embedding_ = H5Id(LF_H5(H5Dopen2(file_, "embedding", H5P_DEFAULT), path_));
   mask_ = H5Id(LF_H5(H5Dopen2(file_, "mask", H5P_DEFAULT), path_));
-  for (auto [ds, name, want] : {std::tuple{hid_t{embedding_}, "embedding", H5T_FLOAT}, std::tuple{hid_t{mask_}, "mask", H5T_INTEGER}}) {
-    H5Id type(LF_H5(H5Dget_type(ds), path_));
+  // A plain struct, not structured bindings: LF_H5's lambda cannot capture those in C++17 (clang).
+  struct Expected {
+    hid_t ds;
+    const char* name;
+    H5T_class_t want;
+  };
+  for (const Expected& x : {Expected{hid_t{embedding_}, "embedding", H5T_FLOAT}, Expected{hid_t{mask_}, "mask", H5T_INTEGER}}) {
+    H5Id type(LF_H5(H5Dget_type(x.ds), path_));
     const H5T_class_t c = H5Tget_class(type);
-    if (c != want)
-      throw bad(lf::str("dataset '", name, "' holds ", class_name(c), ", expected ", class_name(want),
-                        want == H5T_INTEGER ? " (0 or 1; write a bool mask as mask.astype(\"uint8\"))" : ""));
+    if (c != x.want)
+      throw bad(lf::str("dataset '", x.name, "' holds ", class_name(c), ", expected ", class_name(x.want),
+                        x.want == H5T_INTEGER ? " (0 or 1; write a bool mask as mask.astype(\"uint8\"))" : ""));
   }
   keys_ = read_strings(key);
   if (static_cast<int64_t>(keys_.size()) != n_)
