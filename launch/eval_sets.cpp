@@ -22,7 +22,9 @@ void run_batches(const StageDevice& dev, const ImageSet& set, int64_t batch, int
                  const std::function<void(std::vector<at::Tensor>&, const at::Tensor& labels)>& consume,
                  Progress* progress) {
   const int64_t num_batches = (set.size + batch - 1) / batch;
-  const auto [first, last] = batches_for_rank(num_batches, rank, world);
+  // Not structured bindings: the lambdas below capture `first`, which C++17 (clang) forbids.
+  const auto range = batches_for_rank(num_batches, rank, world);
+  const int64_t first = range.first, last = range.second;
   std::map<int64_t, at::Tensor> labels;  // of batches loaded but not yet consumed
   dev.pipeline(
       last - first,
